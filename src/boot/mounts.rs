@@ -1,0 +1,115 @@
+//! The initramfs's own mounts, and mounting the root device.
+
+use std::fs;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::mount::{mount, MsFlags};
+
+use super::mountopts;
+use super::BootError;
+
+/// The API filesystems /init needs, and that move into the real root at switch_root.
+pub const EARLY_MOUNTS: [(&str, &str, &str, &str); 4] = [
+    ("proc", "/proc", "proc", ""),
+    ("sysfs", "/sys", "sysfs", ""),
+    ("devtmpfs", "/dev", "devtmpfs", "mode=0755"),
+    ("tmpfs", "/run", "tmpfs", "mode=0755,size=10%"),
+];
+
+/// Mounts /proc, /sys, /dev and /run. Ones already mounted (EBUSY) are left as they are.
+pub fn early() -> Result<(), BootError> {
+    for (source, target, fstype, data) in EARLY_MOUNTS {
+        let _ = fs::create_dir_all(target);
+        let flags = MsFlags::MS_NOSUID | if fstype == "devtmpfs" { MsFlags::empty() } else { MsFlags::MS_NODEV };
+        match mount(Some(source), target, Some(fstype), flags, Some(data)) {
+            Ok(()) | Err(Errno::EBUSY) => {}
+            Err(e) => {
+                return Err(BootError::Mount {
+                    what: source.to_string(),
+                    target: target.to_string(),
+                    fstype: fstype.to_string(),
+                    source: e,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Filesystems the kernel can mount from a block device (/proc/filesystems without the
+/// `nodev` ones), in the kernel's order except that ext4 goes first: it mounts ext2 and ext3
+/// too, and trying those names on an ext4 filesystem only prints warnings.
+pub fn block_filesystems(proc_filesystems: &str) -> Vec<String> {
+    let mut list: Vec<String> = proc_filesystems
+        .lines()
+        .filter(|l| !l.starts_with("nodev"))
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    list.sort_by_key(|t| t != "ext4");
+    list
+}
+
+/// Mounts `device` on `target`. Without a filesystem type, tries every block filesystem the
+/// kernel has until one accepts the device. Returns the type that worked.
+pub fn mount_root(
+    device: &str,
+    target: &Path,
+    fstype: Option<&str>,
+    options: &str,
+    read_only: bool,
+) -> Result<String, BootError> {
+    fs::create_dir_all(target).map_err(|e| BootError::Io {
+        step: "creating the root mount point",
+        path: target.display().to_string(),
+        source: e,
+    })?;
+    let (mut flags, data) = mountopts::split(options);
+    if read_only {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    let candidates = match fstype {
+        Some(t) => vec![t.to_string()],
+        None => {
+            let list = fs::read_to_string("/proc/filesystems").map_err(|e| BootError::Io {
+                step: "reading the kernel's filesystems",
+                path: "/proc/filesystems".into(),
+                source: e,
+            })?;
+            block_filesystems(&list)
+        }
+    };
+    let mut last = None;
+    for t in &candidates {
+        match mount(Some(device), target, Some(t.as_str()), flags, Some(data.as_str())) {
+            Ok(()) => return Ok(t.clone()),
+            // Not this filesystem: the next candidate may fit.
+            Err(e @ (Errno::EINVAL | Errno::ENODEV)) if fstype.is_none() => last = Some(e),
+            Err(e) => {
+                return Err(BootError::Mount {
+                    what: device.to_string(),
+                    target: target.display().to_string(),
+                    fstype: t.clone(),
+                    source: e,
+                })
+            }
+        }
+    }
+    Err(BootError::NoFilesystem {
+        device: device.to_string(),
+        tried: candidates.join(", "),
+        last: last.map(|e| e.desc().to_string()).unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_filesystems_skip_nodev() {
+        let list = "nodev\tsysfs\nnodev\ttmpfs\n\text3\n\text2\n\text4\nnodev\tproc\n\tvfat\n";
+        assert_eq!(block_filesystems(list), ["ext4", "ext3", "ext2", "vfat"]);
+    }
+}

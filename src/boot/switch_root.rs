@@ -1,0 +1,140 @@
+//! Leaving the initramfs for the real root, the way util-linux's switch_root does it:
+//! pivot_root(2) cannot leave rootfs, so the new root is moved over `/` and the initramfs
+//! contents are deleted to give their memory back.
+
+use std::ffi::{CStr, CString, OsStr};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::dir::{Dir, Type};
+use nix::errno::Errno;
+use nix::fcntl::{openat, AtFlags, OFlag};
+use nix::mount::{mount, MsFlags};
+use nix::sys::stat::{fstat, fstatat, Mode};
+use nix::unistd::{chdir, chroot, execv, unlinkat, UnlinkatFlags};
+
+use super::mounts::EARLY_MOUNTS;
+use super::BootError;
+
+/// Where init lives when `init=` does not say, in the kernel's search order.
+pub const INIT_CANDIDATES: [&str; 4] = ["/sbin/init", "/etc/init", "/bin/init", "/bin/sh"];
+
+/// The init to run inside `new_root`: `init=` if given, else the first candidate that exists.
+/// Checked before anything is torn down, so a missing init fails with the initramfs intact.
+pub fn find_init(new_root: &Path, wanted: Option<&str>) -> Result<String, BootError> {
+    let executable = |p: &str| {
+        let full = new_root.join(p.trim_start_matches('/'));
+        nix::unistd::access(&full, nix::unistd::AccessFlags::X_OK).is_ok() && full.is_file()
+    };
+    match wanted {
+        Some(p) if executable(p) => Ok(p.to_string()),
+        Some(p) => Err(BootError::NoInit { tried: p.to_string() }),
+        None => INIT_CANDIDATES
+            .iter()
+            .find(|p| executable(p))
+            .map(|p| p.to_string())
+            .ok_or_else(|| BootError::NoInit {
+                tried: INIT_CANDIDATES.join(", "),
+            }),
+    }
+}
+
+fn step(step: &'static str) -> impl FnOnce(Errno) -> BootError {
+    move |source| BootError::SwitchRoot { step, source }
+}
+
+/// Moves the API mounts into `new_root`, makes it `/`, frees the initramfs and executes `init`.
+/// Returns only on failure.
+pub fn switch_root(new_root: &Path, init: &str, args: &[CString]) -> BootError {
+    match switch(new_root) {
+        Ok(()) => exec(init, args),
+        Err(e) => e,
+    }
+}
+
+fn switch(new_root: &Path) -> Result<(), BootError> {
+    let old_root: OwnedFd = nix::fcntl::open("/", OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())
+        .map_err(step("opening the initramfs root"))?;
+    for (_, target, _, _) in EARLY_MOUNTS {
+        let dest = new_root.join(target.trim_start_matches('/'));
+        if !dest.is_dir() {
+            log::warn!("{} has no {target}: leaving it in the initramfs", new_root.display());
+            continue;
+        }
+        mount(Some(target), &dest, None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+            .map_err(step("moving the API filesystems into the new root"))?;
+    }
+    chdir(new_root).map_err(step("entering the new root"))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>).map_err(step("moving the new root onto /"))?;
+    chroot(".").map_err(step("chroot into the new root"))?;
+    chdir("/").map_err(step("entering /"))?;
+
+    // Only delete what is certainly the initramfs: a ramfs or tmpfs, not the new root.
+    let st = fstat(old_root.as_fd()).map_err(step("examining the initramfs"))?;
+    let fs = nix::sys::statfs::fstatfs(old_root.as_fd()).map_err(step("examining the initramfs"))?;
+    let kind = fs.filesystem_type();
+    // RAMFS_MAGIC from linux/magic.h (libc lacks it for musl).
+    let ramfs = nix::sys::statfs::FsType(0x8584_58f6);
+    if kind == ramfs || kind == nix::sys::statfs::TMPFS_MAGIC {
+        remove_tree(old_root, st.st_dev);
+    } else {
+        log::warn!("the old root is not a ramfs or tmpfs: not deleting it");
+    }
+    Ok(())
+}
+
+/// Deletes everything under `dir` that is on device `dev`, without crossing into other
+/// filesystems. Best effort: what cannot be deleted only costs memory.
+fn remove_tree(dir: OwnedFd, dev: u64) {
+    let fd = dir.as_raw_fd();
+    let Ok(mut d) = Dir::from_fd(dir) else { return };
+    let mut entries: Vec<(CString, Option<Type>)> = Vec::new();
+    for entry in d.iter().flatten() {
+        let name = entry.file_name();
+        if name == c"." || name == c".." {
+            continue;
+        }
+        entries.push((name.to_owned(), entry.file_type()));
+    }
+    for (name, ty) in entries {
+        remove_entry(fd, &name, ty, dev);
+    }
+}
+
+fn remove_entry(parent: i32, name: &CStr, ty: Option<Type>, dev: u64) {
+    // SAFETY: `parent` stays open for the whole call: it is owned by the Dir in remove_tree.
+    let parent = unsafe { std::os::fd::BorrowedFd::borrow_raw(parent) };
+    let is_dir = match ty {
+        Some(t) => t == Type::Directory,
+        None => fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map(|s| s.st_mode & libc::S_IFMT == libc::S_IFDIR)
+            .unwrap_or(false),
+    };
+    if is_dir {
+        let Ok(sub) = openat(parent, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW, Mode::empty()) else {
+            return;
+        };
+        // A mount point (another device) is left alone, with everything below it.
+        if fstat(sub.as_fd()).map(|s| s.st_dev as u64) != Ok(dev) {
+            return;
+        }
+        remove_tree(sub, dev);
+        let _ = unlinkat(parent, name, UnlinkatFlags::RemoveDir);
+    } else {
+        let _ = unlinkat(parent, name, UnlinkatFlags::NoRemoveDir);
+    }
+}
+
+fn exec(init: &str, args: &[CString]) -> BootError {
+    let path = CString::new(OsStr::new(init).as_bytes()).unwrap_or_default();
+    let mut argv = vec![path.clone()];
+    argv.extend_from_slice(args);
+    match execv(&path, &argv) {
+        Err(source) => BootError::Exec {
+            init: init.to_string(),
+            source,
+        },
+        Ok(never) => match never {},
+    }
+}

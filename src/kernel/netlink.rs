@@ -1,0 +1,122 @@
+//! The kernel nbd driver's generic netlink interface (family "nbd", version 1).
+//!
+//! CONNECT hands negotiated sockets to the kernel, which keeps its own references: no process
+//! has to stay behind in the data path.
+
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use crate::netlink::{genl, message, NetlinkError, NetlinkSocket, NETLINK_GENERIC};
+
+const FAMILY: &str = "nbd";
+const VERSION: u8 = 1;
+
+const CMD_CONNECT: u8 = 1;
+const CMD_DISCONNECT: u8 = 2;
+
+const ATTR_INDEX: u16 = 1;
+const ATTR_SIZE_BYTES: u16 = 2;
+const ATTR_BLOCK_SIZE_BYTES: u16 = 3;
+const ATTR_TIMEOUT: u16 = 4;
+const ATTR_SERVER_FLAGS: u16 = 5;
+const ATTR_CLIENT_FLAGS: u16 = 6;
+const ATTR_SOCKETS: u16 = 7;
+const ATTR_DEAD_CONN_TIMEOUT: u16 = 8;
+const SOCK_ITEM: u16 = 1;
+const SOCK_FD: u16 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("the kernel has no \"nbd\" netlink family (is the nbd module loaded?)")]
+    NoFamily,
+    #[error("{step}: {source}")]
+    Netlink {
+        step: &'static str,
+        source: NetlinkError,
+    },
+    #[error("the kernel accepted the connection but did not say which device it used")]
+    NoIndex,
+}
+
+/// What to attach, for NBD_CMD_CONNECT.
+#[derive(Debug, Clone)]
+pub struct Attach<'a> {
+    /// `/dev/nbdN` to use; `None` lets the kernel pick (or create) a free one.
+    pub index: Option<u32>,
+    pub sockets: &'a [RawFd],
+    pub size: u64,
+    pub block_size: u64,
+    /// Transmission flags from the handshake (plus READ_ONLY when forced).
+    pub server_flags: u64,
+    /// Per-request I/O timeout; `None` keeps the kernel default.
+    pub timeout: Option<Duration>,
+    pub dead_conn_timeout: Option<Duration>,
+    pub client_flags: u64,
+}
+
+fn family(sock: &mut NetlinkSocket) -> Result<u16, KernelError> {
+    genl::resolve(sock, FAMILY)
+        .map_err(|source| KernelError::Netlink {
+            step: "looking up the nbd netlink family",
+            source,
+        })?
+        .map(|f| f.id)
+        .ok_or(KernelError::NoFamily)
+}
+
+/// Attaches the sockets and returns the device index the kernel used.
+pub fn connect(a: &Attach<'_>) -> Result<u32, KernelError> {
+    let mut sock = NetlinkSocket::open(NETLINK_GENERIC).map_err(|source| KernelError::Netlink {
+        step: "opening generic netlink",
+        source,
+    })?;
+    let id = family(&mut sock)?;
+    let mut msg = genl::request(id, CMD_CONNECT, VERSION, message::NLM_F_ACK)
+        .attr_u64(ATTR_SIZE_BYTES, a.size)
+        .attr_u64(ATTR_BLOCK_SIZE_BYTES, a.block_size)
+        .attr_u64(ATTR_SERVER_FLAGS, a.server_flags);
+    if let Some(index) = a.index {
+        msg = msg.attr_u32(ATTR_INDEX, index);
+    }
+    // A zero timeout would make the kernel time out at once (nbd issue #71): only send real ones.
+    if let Some(t) = a.timeout.filter(|t| !t.is_zero()) {
+        msg = msg.attr_u64(ATTR_TIMEOUT, t.as_secs());
+    }
+    if let Some(t) = a.dead_conn_timeout {
+        msg = msg.attr_u64(ATTR_DEAD_CONN_TIMEOUT, t.as_secs());
+    }
+    if a.client_flags != 0 {
+        msg = msg.attr_u64(ATTR_CLIENT_FLAGS, a.client_flags);
+    }
+    msg = msg.begin_nested(ATTR_SOCKETS);
+    for &fd in a.sockets {
+        msg = msg.begin_nested(SOCK_ITEM).attr_u32(SOCK_FD, fd as u32).end_nested();
+    }
+    msg = msg.end_nested();
+
+    let replies = sock.request(msg).map_err(|source| KernelError::Netlink {
+        step: "NBD_CMD_CONNECT",
+        source,
+    })?;
+    let index = replies
+        .iter()
+        .flat_map(|(_, r)| message::attrs(genl::payload(r)))
+        .find(|(ty, _)| *ty == ATTR_INDEX)
+        .and_then(|(_, p)| message::as_u32(p));
+    index.or(a.index).ok_or(KernelError::NoIndex)
+}
+
+/// Disconnects `/dev/nbd<index>`.
+pub fn disconnect(index: u32) -> Result<(), KernelError> {
+    let mut sock = NetlinkSocket::open(NETLINK_GENERIC).map_err(|source| KernelError::Netlink {
+        step: "opening generic netlink",
+        source,
+    })?;
+    let id = family(&mut sock)?;
+    let msg = genl::request(id, CMD_DISCONNECT, VERSION, message::NLM_F_ACK).attr_u32(ATTR_INDEX, index);
+    sock.request(msg).map_err(|source| KernelError::Netlink {
+        step: "NBD_CMD_DISCONNECT",
+        source,
+    })?;
+    Ok(())
+}

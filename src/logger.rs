@@ -1,0 +1,107 @@
+//! Logging through `log`: to stderr on a host; in the initramfs, to /dev/kmsg and to the
+//! console, each line exactly once on the console.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+struct Logger {
+    /// PID 1 in an initramfs: also write to /dev/kmsg.
+    kmsg: AtomicBool,
+    /// The kernel prints kmsg records whose level is below this on the console itself.
+    console_loglevel: AtomicU8,
+}
+
+static LOGGER: Logger = Logger {
+    kmsg: AtomicBool::new(false),
+    console_loglevel: AtomicU8::new(0),
+};
+
+fn kernel_level(level: Level) -> u8 {
+    match level {
+        Level::Error => 3,
+        Level::Warn => 4,
+        Level::Info => 6,
+        Level::Debug | Level::Trace => 7,
+    }
+}
+
+impl Log for Logger {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let level = kernel_level(record.level());
+        let mut printed_by_kernel = false;
+        if self.kmsg.load(Ordering::Relaxed) {
+            // A fresh open per record: the kernel rate-limits each open file to 10 records
+            // per 5 s, and a boot failure line must never be the one dropped.
+            if let Ok(mut kmsg) = OpenOptions::new().write(true).open("/dev/kmsg") {
+                let line = format!("<{level}>nbdroot: {}\n", record.args());
+                if kmsg.write_all(line.as_bytes()).is_ok() {
+                    printed_by_kernel = level < self.console_loglevel.load(Ordering::Relaxed);
+                }
+            }
+        }
+        if !printed_by_kernel {
+            let prefix = match record.level() {
+                Level::Error => "error: ",
+                Level::Warn => "warning: ",
+                _ => "",
+            };
+            let _ = writeln!(std::io::stderr().lock(), "nbdroot: {prefix}{}", record.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Installs the logger for a command run on a host (stderr only).
+pub fn init_host(level: LevelFilter) {
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(level);
+}
+
+/// Installs the logger for PID 1 in an initramfs. `rd.debug` or `rd.nbdroot.debug` on the
+/// command line turn on debug messages once /proc is mounted (see [`reopen_console`]).
+pub fn init_pid1() {
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(LevelFilter::Info);
+}
+
+/// Once /dev and /proc exist: makes sure stdio goes to the console, starts writing to
+/// /dev/kmsg and reads the console log level.
+pub fn reopen_console() {
+    // With no /dev/console in the initramfs the kernel starts init without stdio.
+    let stdio_ok = nix::fcntl::fcntl(std::io::stderr(), nix::fcntl::FcntlArg::F_GETFD).is_ok();
+    if !stdio_ok {
+        if let Ok(console) = OpenOptions::new().read(true).write(true).open("/dev/console") {
+            for fd in 0..3 {
+                // SAFETY: dup2 onto the standard descriptors, which are closed; `console`
+                // stays valid for the call.
+                unsafe { libc::dup2(console.as_raw_fd(), fd) };
+            }
+        }
+    }
+    if let Ok(printk) = fs::read_to_string("/proc/sys/kernel/printk") {
+        if let Some(level) = printk.split_whitespace().next().and_then(|l| l.parse().ok()) {
+            LOGGER.console_loglevel.store(level, Ordering::Relaxed);
+        }
+    }
+    LOGGER.kmsg.store(true, Ordering::Relaxed);
+    if let Ok(cmdline) = fs::read_to_string("/proc/cmdline") {
+        if cmdline
+            .split_whitespace()
+            .any(|w| w == "rd.debug" || w == "rd.nbdroot.debug")
+        {
+            log::set_max_level(LevelFilter::Debug);
+        }
+    }
+}

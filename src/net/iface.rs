@@ -1,0 +1,62 @@
+//! Finding the network interface to configure, and waiting for it (bounded).
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+const POLL: Duration = Duration::from_millis(20);
+
+/// The interfaces the kernel knows, loopback excluded, sorted by name.
+pub fn list() -> io::Result<Vec<String>> {
+    let mut names: Vec<String> = fs::read_dir("/sys/class/net")?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "lo")
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// The ifindex of `name`, if it exists.
+pub fn index(name: &str) -> Option<u32> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
+/// Waits until `name` exists (or, with `None`, until any interface does) and returns its name
+/// and index. `None` after `bound`.
+pub fn wait_for(name: Option<&str>, bound: Duration) -> Option<(String, u32)> {
+    let start = Instant::now();
+    loop {
+        let found = match name {
+            Some(n) => index(n).map(|i| (n.to_string(), i)),
+            None => list()
+                .unwrap_or_default()
+                .into_iter()
+                .find_map(|n| index(&n).map(|i| (n, i))),
+        };
+        if found.is_some() || start.elapsed() >= bound {
+            return found;
+        }
+        sleep(POLL);
+    }
+}
+
+/// Waits until `name` reports a carrier. False after `bound`.
+pub fn wait_for_carrier(name: &str, bound: Duration) -> bool {
+    let path = format!("/sys/class/net/{name}/carrier");
+    let start = Instant::now();
+    loop {
+        if fs::read_to_string(&path).is_ok_and(|s| s.trim() == "1") {
+            return true;
+        }
+        if start.elapsed() >= bound {
+            return false;
+        }
+        sleep(POLL);
+    }
+}

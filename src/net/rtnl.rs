@@ -1,0 +1,132 @@
+//! rtnetlink requests: bring a link up, add an address, add a route.
+
+use std::net::Ipv4Addr;
+
+use crate::netlink::message::{NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST};
+use crate::netlink::{MessageBuilder, NetlinkError, NetlinkSocket, NETLINK_ROUTE};
+
+const RTM_NEWLINK: u16 = 16;
+const RTM_NEWADDR: u16 = 20;
+const RTM_NEWROUTE: u16 = 24;
+
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+const IFA_BROADCAST: u16 = 4;
+const RTA_DST: u16 = 1;
+const RTA_OIF: u16 = 4;
+const RTA_GATEWAY: u16 = 5;
+
+const RT_TABLE_MAIN: u8 = 254;
+const RTPROT_BOOT: u8 = 3;
+const RT_SCOPE_UNIVERSE: u8 = 0;
+const RT_SCOPE_LINK: u8 = 253;
+const RTN_UNICAST: u8 = 1;
+
+/// `struct ifinfomsg` setting IFF_UP.
+fn ifinfomsg_up(index: u32) -> [u8; 16] {
+    let mut h = [0u8; 16];
+    h[0] = libc::AF_UNSPEC as u8;
+    h[4..8].copy_from_slice(&(index as i32).to_ne_bytes());
+    h[8..12].copy_from_slice(&(libc::IFF_UP as u32).to_ne_bytes()); // flags
+    h[12..16].copy_from_slice(&(libc::IFF_UP as u32).to_ne_bytes()); // change mask
+    h
+}
+
+/// `struct ifaddrmsg`.
+fn ifaddrmsg(prefix_len: u8, index: u32) -> [u8; 8] {
+    let mut h = [0u8; 8];
+    h[0] = libc::AF_INET as u8;
+    h[1] = prefix_len;
+    h[4..8].copy_from_slice(&index.to_ne_bytes());
+    h
+}
+
+/// `struct rtmsg` for an IPv4 unicast route in the main table.
+fn rtmsg(dst_len: u8, scope: u8) -> [u8; 12] {
+    [
+        libc::AF_INET as u8,
+        dst_len,
+        0, // src_len
+        0, // tos
+        RT_TABLE_MAIN,
+        RTPROT_BOOT,
+        scope,
+        RTN_UNICAST,
+        0,
+        0,
+        0,
+        0, // flags
+    ]
+}
+
+fn broadcast(addr: Ipv4Addr, prefix_len: u8) -> Ipv4Addr {
+    let host_bits = u32::MAX.checked_shr(prefix_len as u32).unwrap_or(0);
+    Ipv4Addr::from(u32::from(addr) | host_bits)
+}
+
+/// An rtnetlink connection.
+#[derive(Debug)]
+pub struct Rtnl(NetlinkSocket);
+
+impl Rtnl {
+    pub fn open() -> Result<Self, NetlinkError> {
+        NetlinkSocket::open(NETLINK_ROUTE).map(Self)
+    }
+
+    pub fn link_up(&mut self, index: u32) -> Result<(), NetlinkError> {
+        let msg = MessageBuilder::new(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK).header(&ifinfomsg_up(index));
+        self.0.request(msg).map(drop)
+    }
+
+    /// Adds (or replaces) `addr/prefix_len` on the link.
+    pub fn add_address(&mut self, index: u32, addr: Ipv4Addr, prefix_len: u8) -> Result<(), NetlinkError> {
+        let mut msg = MessageBuilder::new(RTM_NEWADDR, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE)
+            .header(&ifaddrmsg(prefix_len, index))
+            .attr(IFA_LOCAL, &addr.octets())
+            .attr(IFA_ADDRESS, &addr.octets());
+        if prefix_len < 31 {
+            msg = msg.attr(IFA_BROADCAST, &broadcast(addr, prefix_len).octets());
+        }
+        self.0.request(msg).map(drop)
+    }
+
+    /// Adds (or replaces) the default route via `gateway`. A gateway outside the link's
+    /// subnet first gets a link-scope host route, as `ip route add … onlink` users expect.
+    pub fn add_default_route(&mut self, index: u32, gateway: Ipv4Addr, on_link: bool) -> Result<(), NetlinkError> {
+        let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
+        if !on_link {
+            let host = MessageBuilder::new(RTM_NEWROUTE, flags)
+                .header(&rtmsg(32, RT_SCOPE_LINK))
+                .attr(RTA_DST, &gateway.octets())
+                .attr_u32(RTA_OIF, index);
+            self.0.request(host)?;
+        }
+        let msg = MessageBuilder::new(RTM_NEWROUTE, flags)
+            .header(&rtmsg(0, RT_SCOPE_UNIVERSE))
+            .attr(RTA_GATEWAY, &gateway.octets())
+            .attr_u32(RTA_OIF, index);
+        self.0.request(msg).map(drop)
+    }
+}
+
+/// Whether `gateway` is inside `addr/prefix_len`.
+pub fn same_subnet(addr: Ipv4Addr, prefix_len: u8, gateway: Ipv4Addr) -> bool {
+    let mask = u32::MAX.checked_shl(32 - prefix_len as u32).unwrap_or(0);
+    u32::from(addr) & mask == u32::from(gateway) & mask
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnet_math() {
+        let a = Ipv4Addr::new(10, 0, 2, 15);
+        assert_eq!(broadcast(a, 24), Ipv4Addr::new(10, 0, 2, 255));
+        assert_eq!(broadcast(a, 8), Ipv4Addr::new(10, 255, 255, 255));
+        assert!(same_subnet(a, 24, Ipv4Addr::new(10, 0, 2, 2)));
+        assert!(!same_subnet(a, 24, Ipv4Addr::new(10, 0, 3, 1)));
+        assert!(same_subnet(a, 0, Ipv4Addr::new(1, 2, 3, 4)));
+        assert!(!same_subnet(a, 32, Ipv4Addr::new(10, 0, 2, 2)));
+    }
+}

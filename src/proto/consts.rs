@@ -1,0 +1,58 @@
+//! Numbers of the NBD wire protocol (doc/proto.md in the NetworkBlockDevice/nbd repository).
+//! Everything on the wire is big-endian.
+
+/// "NBDMAGIC": the first eight bytes a server sends.
+pub const NBDMAGIC: u64 = 0x4e42_444d_4147_4943;
+/// "IHAVEOPT": the second eight bytes of a newstyle greeting, and the prefix of every option.
+pub const IHAVEOPT: u64 = 0x4948_4156_454f_5054;
+/// The second eight bytes of an oldstyle greeting.
+pub const OLDSTYLE_MAGIC: u64 = 0x0042_0281_8612_53;
+/// Prefix of every option reply.
+pub const OPTION_REPLY_MAGIC: u64 = 0x0003_e889_0455_65a9;
+/// Prefix of every transmission request.
+pub const REQUEST_MAGIC: u32 = 0x2560_9513;
+/// Prefix of every simple transmission reply.
+pub const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
+
+/// Handshake flags (server → client, u16).
+pub const FLAG_FIXED_NEWSTYLE: u16 = 1 << 0;
+pub const FLAG_NO_ZEROES: u16 = 1 << 1;
+/// Client flags (client → server, u32): only echo what the server offered.
+pub const FLAG_C_FIXED_NEWSTYLE: u32 = 1 << 0;
+pub const FLAG_C_NO_ZEROES: u32 = 1 << 1;
+
+/// Options.
+pub const OPT_EXPORT_NAME: u32 = 1;
+pub const OPT_ABORT: u32 = 2;
+pub const OPT_LIST: u32 = 3;
+pub const OPT_STARTTLS: u32 = 5;
+pub const OPT_INFO: u32 = 6;
+pub const OPT_GO: u32 = 7;
+
+/// Option reply types; errors have bit 31 set.
+pub const REP_ACK: u32 = 1;
+pub const REP_SERVER: u32 = 2;
+pub const REP_INFO: u32 = 3;
+pub const REP_FLAG_ERROR: u32 = 1 << 31;
+
+/// Information types inside NBD_REP_INFO and requested with OPT_INFO/OPT_GO.
+pub const INFO_EXPORT: u16 = 0;
+pub const INFO_NAME: u16 = 1;
+pub const INFO_DESCRIPTION: u16 = 2;
+pub const INFO_BLOCK_SIZE: u16 = 3;
+
+/// Transmission flags (u16).
+pub const TFLAG_HAS_FLAGS: u16 = 1 << 0;
+pub const TFLAG_READ_ONLY: u16 = 1 << 1;
+pub const TFLAG_SEND_FLUSH: u16 = 1 << 2;
+pub const TFLAG_SEND_FUA: u16 = 1 << 3;
+pub const TFLAG_ROTATIONAL: u16 = 1 << 4;
+pub const TFLAG_SEND_TRIM: u16 = 1 << 5;
+pub const TFLAG_SEND_WRITE_ZEROES: u16 = 1 << 6;
+pub const TFLAG_SEND_DF: u16 = 1 << 7;
+pub const TFLAG_CAN_MULTI_CONN: u16 = 1 << 8;
+pub const TFLAG_SEND_CACHE: u16 = 1 << 10;
+pub const TFLAG_SEND_FAST_ZERO: u16 = 1 << 11;
+
+/// The IANA port for NBD.
+pub const DEFAULT_PORT: u16 = 10809;
