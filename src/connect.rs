@@ -30,7 +30,10 @@ pub enum ConnectError {
         message: String,
     },
     #[error("NBD handshake with {addr} failed: {source}")]
-    Handshake { addr: String, source: HandshakeError },
+    Handshake {
+        addr: String,
+        source: HandshakeError,
+    },
     #[error("cannot set socket option {option} for {addr}: {source}")]
     SocketOption {
         option: &'static str,
@@ -62,7 +65,11 @@ pub fn resolve(spec: &NbdSpec) -> Result<SocketAddr, ConnectError> {
 }
 
 /// One bounded attempt: connect within `timeout`, then negotiate within `timeout`.
-pub fn attempt(addr: SocketAddr, export: &str, timeout: Duration) -> Result<Connection, AttemptError> {
+pub fn attempt(
+    addr: SocketAddr,
+    export: &str,
+    timeout: Duration,
+) -> Result<Connection, AttemptError> {
     let stream = TcpStream::connect_timeout(&addr, timeout).map_err(AttemptError::Connect)?;
     let opt = |option, r: io::Result<()>| {
         r.map_err(|source| {
@@ -101,14 +108,16 @@ pub enum AttemptError {
 
 fn classify(addr: SocketAddr, e: HandshakeError) -> AttemptError {
     match e {
-        HandshakeError::Closed { .. } | HandshakeError::TimedOut { .. } | HandshakeError::Io { .. } => {
-            AttemptError::Transient(e)
+        HandshakeError::Closed { .. }
+        | HandshakeError::TimedOut { .. }
+        | HandshakeError::Io { .. } => AttemptError::Transient(e),
+        HandshakeError::UnknownExport { export, message } => {
+            AttemptError::Fatal(ConnectError::UnknownExport {
+                export,
+                addr: addr.to_string(),
+                message,
+            })
         }
-        HandshakeError::UnknownExport { export, message } => AttemptError::Fatal(ConnectError::UnknownExport {
-            export,
-            addr: addr.to_string(),
-            message,
-        }),
         e => AttemptError::Fatal(ConnectError::Handshake {
             addr: addr.to_string(),
             source: e,
@@ -117,7 +126,11 @@ fn classify(addr: SocketAddr, e: HandshakeError) -> AttemptError {
 }
 
 /// Connects and negotiates, retrying transient failures as the policy allows.
-pub fn connect(addr: SocketAddr, export: &str, policy: &ConnectPolicy) -> Result<Connection, ConnectError> {
+pub fn connect(
+    addr: SocketAddr,
+    export: &str,
+    policy: &ConnectPolicy,
+) -> Result<Connection, ConnectError> {
     let start = Instant::now();
     let mut backoff = Duration::from_millis(250);
     let mut attempts = 0;
@@ -164,13 +177,19 @@ mod tests {
     #[test]
     fn refused_is_retried_then_reported_with_attempts() {
         // A port that was just free: nothing listens there.
-        let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
         let policy = ConnectPolicy {
             attempt_timeout: Duration::from_secs(1),
             retries: 2,
         };
         let err = connect(addr, "", &policy).unwrap_err().to_string();
-        assert!(err.starts_with(&format!("cannot reach {addr}: connection refused (after ")), "{err}");
+        assert!(
+            err.starts_with(&format!("cannot reach {addr}: connection refused (after ")),
+            "{err}"
+        );
         assert!(err.ends_with(", 3 attempts)"), "{err}");
     }
 
@@ -185,7 +204,10 @@ mod tests {
         let start = Instant::now();
         let err = connect(addr, "", &policy).unwrap_err().to_string();
         assert!(start.elapsed() < Duration::from_secs(5));
-        assert!(err.contains("timed out while reading the server greeting"), "{err}");
+        assert!(
+            err.contains("timed out while reading the server greeting"),
+            "{err}"
+        );
         drop(listener);
     }
 }

@@ -56,7 +56,11 @@ impl Log for Logger {
                 Level::Warn => "warning: ",
                 _ => "",
             };
-            let _ = writeln!(std::io::stderr().lock(), "nbdroot: {prefix}{}", record.args());
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "nbdroot: {prefix}{}",
+                record.args()
+            );
         }
     }
 
@@ -82,7 +86,11 @@ pub fn reopen_console() {
     // With no /dev/console in the initramfs the kernel starts init without stdio.
     let stdio_ok = nix::fcntl::fcntl(std::io::stderr(), nix::fcntl::FcntlArg::F_GETFD).is_ok();
     if !stdio_ok {
-        if let Ok(console) = OpenOptions::new().read(true).write(true).open("/dev/console") {
+        if let Ok(console) = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/console")
+        {
             for fd in 0..3 {
                 // SAFETY: dup2 onto the standard descriptors, which are closed; `console`
                 // stays valid for the call.
@@ -91,7 +99,11 @@ pub fn reopen_console() {
         }
     }
     if let Ok(printk) = fs::read_to_string("/proc/sys/kernel/printk") {
-        if let Some(level) = printk.split_whitespace().next().and_then(|l| l.parse().ok()) {
+        if let Some(level) = printk
+            .split_whitespace()
+            .next()
+            .and_then(|l| l.parse().ok())
+        {
             LOGGER.console_loglevel.store(level, Ordering::Relaxed);
         }
     }

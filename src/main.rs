@@ -68,7 +68,11 @@ fn main() -> ExitCode {
         boot::run(boot::init_args_from_env());
     }
     let cli = Cli::parse();
-    logger::init_host(if cli.verbose { LevelFilter::Debug } else { LevelFilter::Info });
+    logger::init_host(if cli.verbose {
+        LevelFilter::Debug
+    } else {
+        LevelFilter::Info
+    });
     std::panic::set_hook(Box::new(|info| log::error!("internal error: {info}")));
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -90,10 +94,16 @@ fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
         } => {
             let kver = match kver {
                 Some(k) => k,
-                None => nix::sys::utsname::uname()?.release().to_string_lossy().into_owned(),
+                None => nix::sys::utsname::uname()?
+                    .release()
+                    .to_string_lossy()
+                    .into_owned(),
             };
             let modules = if modules.is_empty() {
-                initramfs::DEFAULT_MODULES.iter().map(|m| m.to_string()).collect()
+                initramfs::DEFAULT_MODULES
+                    .iter()
+                    .map(|m| m.to_string())
+                    .collect()
             } else {
                 modules
             };

@@ -56,7 +56,9 @@ pub enum BootError {
         fstype: String,
         source: Errno,
     },
-    #[error("no filesystem on {device} that the kernel can mount (tried {tried}; last error: {last})")]
+    #[error(
+        "no filesystem on {device} that the kernel can mount (tried {tried}; last error: {last})"
+    )]
     NoFilesystem {
         device: String,
         tried: String,
@@ -89,7 +91,10 @@ fn boot(init_args: &[CString]) -> Result<Never, BootError> {
     mounts::early()?;
     crate::logger::reopen_console();
 
-    let line = read("reading the kernel command line", Path::new("/proc/cmdline"))?;
+    let line = read(
+        "reading the kernel command line",
+        Path::new("/proc/cmdline"),
+    )?;
     let plan = cmdline::parse(&line)?;
     log::debug!("boot plan: {plan:?}");
 
@@ -131,7 +136,11 @@ fn load_modules() -> Result<(), BootError> {
         log::debug!("no {}: loading no modules", list_path.display());
         return Ok(());
     };
-    let names: Vec<&str> = list.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let names: Vec<&str> = list
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     if names.is_empty() {
         return Ok(());
     }
@@ -139,7 +148,10 @@ fn load_modules() -> Result<(), BootError> {
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_default();
     let dir = PathBuf::from("/lib/modules").join(&release);
-    let dep = ModulesDep::parse(&read("reading the module dependencies", &dir.join("modules.dep"))?)?;
+    let dep = ModulesDep::parse(&read(
+        "reading the module dependencies",
+        &dir.join("modules.dep"),
+    )?)?;
     let builtin = fs::read_to_string(dir.join("modules.builtin"))
         .map(|t| modules::parse_builtin(&t))
         .unwrap_or_default();
@@ -166,7 +178,10 @@ fn attach(plan: &BootPlan) -> Result<Attached, BootError> {
     if spec.opts.read_only {
         server_flags |= u64::from(TFLAG_READ_ONLY);
     }
-    let block_size = spec.opts.block_size.unwrap_or_else(|| export.kernel_block_size());
+    let block_size = spec
+        .opts
+        .block_size
+        .unwrap_or_else(|| export.kernel_block_size());
     let fd = std::os::fd::AsRawFd::as_raw_fd(&conn.stream);
     let index = kernel::connect(&Attach {
         index: None,

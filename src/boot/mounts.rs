@@ -21,7 +21,12 @@ pub const EARLY_MOUNTS: [(&str, &str, &str, &str); 4] = [
 pub fn early() -> Result<(), BootError> {
     for (source, target, fstype, data) in EARLY_MOUNTS {
         let _ = fs::create_dir_all(target);
-        let flags = MsFlags::MS_NOSUID | if fstype == "devtmpfs" { MsFlags::empty() } else { MsFlags::MS_NODEV };
+        let flags = MsFlags::MS_NOSUID
+            | if fstype == "devtmpfs" {
+                MsFlags::empty()
+            } else {
+                MsFlags::MS_NODEV
+            };
         match mount(Some(source), target, Some(fstype), flags, Some(data)) {
             Ok(()) | Err(Errno::EBUSY) => {}
             Err(e) => {
@@ -82,7 +87,13 @@ pub fn mount_root(
     };
     let mut last = None;
     for t in &candidates {
-        match mount(Some(device), target, Some(t.as_str()), flags, Some(data.as_str())) {
+        match mount(
+            Some(device),
+            target,
+            Some(t.as_str()),
+            flags,
+            Some(data.as_str()),
+        ) {
             Ok(()) => return Ok(t.clone()),
             // Not this filesystem: the next candidate may fit.
             Err(e @ (Errno::EINVAL | Errno::ENODEV)) if fstype.is_none() => last = Some(e),

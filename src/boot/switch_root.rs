@@ -29,7 +29,9 @@ pub fn find_init(new_root: &Path, wanted: Option<&str>) -> Result<String, BootEr
     };
     match wanted {
         Some(p) if executable(p) => Ok(p.to_string()),
-        Some(p) => Err(BootError::NoInit { tried: p.to_string() }),
+        Some(p) => Err(BootError::NoInit {
+            tried: p.to_string(),
+        }),
         None => INIT_CANDIDATES
             .iter()
             .find(|p| executable(p))
@@ -54,25 +56,37 @@ pub fn switch_root(new_root: &Path, init: &str, args: &[CString]) -> BootError {
 }
 
 fn switch(new_root: &Path) -> Result<(), BootError> {
-    let old_root: OwnedFd = nix::fcntl::open("/", OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())
-        .map_err(step("opening the initramfs root"))?;
+    let old_root: OwnedFd =
+        nix::fcntl::open("/", OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())
+            .map_err(step("opening the initramfs root"))?;
     for (_, target, _, _) in EARLY_MOUNTS {
         let dest = new_root.join(target.trim_start_matches('/'));
         if !dest.is_dir() {
-            log::warn!("{} has no {target}: leaving it in the initramfs", new_root.display());
+            log::warn!(
+                "{} has no {target}: leaving it in the initramfs",
+                new_root.display()
+            );
             continue;
         }
-        mount(Some(target), &dest, None::<&str>, MsFlags::MS_MOVE, None::<&str>)
-            .map_err(step("moving the API filesystems into the new root"))?;
+        mount(
+            Some(target),
+            &dest,
+            None::<&str>,
+            MsFlags::MS_MOVE,
+            None::<&str>,
+        )
+        .map_err(step("moving the API filesystems into the new root"))?;
     }
     chdir(new_root).map_err(step("entering the new root"))?;
-    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>).map_err(step("moving the new root onto /"))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(step("moving the new root onto /"))?;
     chroot(".").map_err(step("chroot into the new root"))?;
     chdir("/").map_err(step("entering /"))?;
 
     // Only delete what is certainly the initramfs: a ramfs or tmpfs, not the new root.
     let st = fstat(old_root.as_fd()).map_err(step("examining the initramfs"))?;
-    let fs = nix::sys::statfs::fstatfs(old_root.as_fd()).map_err(step("examining the initramfs"))?;
+    let fs =
+        nix::sys::statfs::fstatfs(old_root.as_fd()).map_err(step("examining the initramfs"))?;
     let kind = fs.filesystem_type();
     // RAMFS_MAGIC from linux/magic.h (libc lacks it for musl).
     let ramfs = nix::sys::statfs::FsType(0x8584_58f6);
@@ -112,7 +126,12 @@ fn remove_entry(parent: i32, name: &CStr, ty: Option<Type>, dev: u64) {
             .unwrap_or(false),
     };
     if is_dir {
-        let Ok(sub) = openat(parent, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW, Mode::empty()) else {
+        let Ok(sub) = openat(
+            parent,
+            name,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
+            Mode::empty(),
+        ) else {
             return;
         };
         // A mount point (another device) is left alone, with everything below it.

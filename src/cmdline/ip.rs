@@ -13,7 +13,9 @@ pub enum IpConfig {
     /// `ip=off`/`none`: leave interfaces alone (the kernel may have configured them).
     Off,
     /// Automatic configuration (`dhcp`, `on`, `any`, …), optionally on one device.
-    Auto { device: Option<String> },
+    Auto {
+        device: Option<String>,
+    },
     Static(StaticIp),
 }
 
@@ -45,7 +47,10 @@ pub enum IpError {
 }
 
 fn is_auto(word: &str) -> bool {
-    matches!(word, "dhcp" | "on" | "any" | "both" | "bootp" | "rarp" | "dhcp6" | "auto6")
+    matches!(
+        word,
+        "dhcp" | "on" | "any" | "both" | "bootp" | "rarp" | "dhcp6" | "auto6"
+    )
 }
 
 pub fn parse_ip(value: &str) -> Result<IpConfig, IpError> {
@@ -86,7 +91,10 @@ pub fn parse_ip(value: &str) -> Result<IpConfig, IpError> {
         Some(mask) => parse_netmask(mask)?,
         None => classful_prefix(client),
     };
-    let dns = [addr("dns0", 7)?, addr("dns1", 8)?].into_iter().flatten().collect();
+    let dns = [addr("dns0", 7)?, addr("dns1", 8)?]
+        .into_iter()
+        .flatten()
+        .collect();
     Ok(IpConfig::Static(StaticIp {
         client,
         prefix_len,
@@ -138,15 +146,22 @@ mod tests {
                 dns: vec![],
             })
         );
-        let IpConfig::Static(c) = parse_ip("192.168.1.5:192.168.1.1:192.168.1.1:16:box:enp1s0:none:1.1.1.1:8.8.8.8").unwrap() else {
+        let IpConfig::Static(c) =
+            parse_ip("192.168.1.5:192.168.1.1:192.168.1.1:16:box:enp1s0:none:1.1.1.1:8.8.8.8")
+                .unwrap()
+        else {
             panic!()
         };
         assert_eq!((c.prefix_len, c.hostname.as_deref()), (16, Some("box")));
         assert_eq!(c.dns.len(), 2);
         // Only the client: classful mask, no gateway, any device.
-        let IpConfig::Static(c) = parse_ip("10.1.2.3").unwrap() else { panic!() };
+        let IpConfig::Static(c) = parse_ip("10.1.2.3").unwrap() else {
+            panic!()
+        };
         assert_eq!((c.prefix_len, c.gateway, c.device), (8, None, None));
-        let IpConfig::Static(c) = parse_ip("192.168.0.9::::::").unwrap() else { panic!() };
+        let IpConfig::Static(c) = parse_ip("192.168.0.9::::::").unwrap() else {
+            panic!()
+        };
         assert_eq!(c.prefix_len, 24);
     }
 
@@ -165,17 +180,35 @@ mod tests {
     #[test]
     fn errors() {
         assert_eq!(parse_ip("::::::off"), Err(IpError::NoClient));
-        assert!(matches!(parse_ip("10.0.2.300"), Err(IpError::BadAddr { field: "client", .. })));
-        assert!(matches!(parse_ip("10.0.0.1::gw"), Err(IpError::BadAddr { field: "gateway", .. })));
+        assert!(matches!(
+            parse_ip("10.0.2.300"),
+            Err(IpError::BadAddr {
+                field: "client",
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse_ip("10.0.0.1::gw"),
+            Err(IpError::BadAddr {
+                field: "gateway",
+                ..
+            })
+        ));
         assert_eq!(
             parse_ip("10.0.0.1:::255.0.255.0"),
             Err(IpError::BadNetmask("255.0.255.0".into()))
         );
-        assert_eq!(parse_ip("10.0.0.1:::33"), Err(IpError::BadNetmask("33".into())));
+        assert_eq!(
+            parse_ip("10.0.0.1:::33"),
+            Err(IpError::BadNetmask("33".into()))
+        );
         assert_eq!(
             parse_ip("10.0.0.1::::::sometimes"),
             Err(IpError::BadAutoconf("sometimes".into()))
         );
-        assert_eq!(parse_ip("1:2:3:4:5:6:7:8:9:10"), Err(IpError::TooManyFields(10)));
+        assert_eq!(
+            parse_ip("1:2:3:4:5:6:7:8:9:10"),
+            Err(IpError::TooManyFields(10))
+        );
     }
 }

@@ -49,7 +49,10 @@ impl Default for ConnectPolicy {
 /// A kernel command line that does not describe a bootable NBD root.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CmdlineError {
-    #[error("no NBD root on the kernel command line: expected root={}", root::NBD_ROOT_FORM)]
+    #[error(
+        "no NBD root on the kernel command line: expected root={}",
+        root::NBD_ROOT_FORM
+    )]
     NoRoot,
     #[error("{param}={value}: {source}; expected {param}={}", root::NBD_ROOT_FORM)]
     Root {
@@ -97,7 +100,10 @@ pub fn tokenize(line: &str) -> Vec<(String, Option<String>)> {
 pub fn parse(line: &str) -> Result<BootPlan, CmdlineError> {
     let params = tokenize(line);
     // The kernel stops at "--": the rest belongs to init.
-    let params = params.split(|(k, v)| k == "--" && v.is_none()).next().unwrap_or(&[]);
+    let params = params
+        .split(|(k, v)| k == "--" && v.is_none())
+        .next()
+        .unwrap_or(&[]);
     // The last occurrence of a parameter wins, as in the kernel.
     let last = |key: &str| {
         params
@@ -128,10 +134,17 @@ pub fn parse(line: &str) -> Result<BootPlan, CmdlineError> {
 
     // Kernel ro/rw win over the rootflags field, which wins over the default (read-only, as
     // the kernel mounts its root).
-    let flags = nbd.rootflags.clone().or_else(|| last("rootflags").map(str::to_string));
+    let flags = nbd
+        .rootflags
+        .clone()
+        .or_else(|| last("rootflags").map(str::to_string));
     let mut read_only = true;
     let mut options = Vec::new();
-    for opt in flags.iter().flat_map(|f| f.split(',')).filter(|o| !o.is_empty()) {
+    for opt in flags
+        .iter()
+        .flat_map(|f| f.split(','))
+        .filter(|o| !o.is_empty())
+    {
         match opt {
             "ro" => read_only = true,
             "rw" => read_only = false,
@@ -149,10 +162,11 @@ pub fn parse(line: &str) -> Result<BootPlan, CmdlineError> {
     if let Some(ro) = kernel_rw {
         read_only = ro;
     }
-    let fstype = nbd
-        .fstype
-        .clone()
-        .or_else(|| last("rootfstype").filter(|t| !t.is_empty()).map(str::to_string));
+    let fstype = nbd.fstype.clone().or_else(|| {
+        last("rootfstype")
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+    });
 
     let init = match last("init") {
         Some(p) if p.starts_with('/') => Some(p.to_string()),
@@ -176,7 +190,8 @@ pub fn parse(line: &str) -> Result<BootPlan, CmdlineError> {
         )?);
     }
     if let Some(v) = last("rd.nbdroot.retries") {
-        connect.retries = number("rd.nbdroot.retries", v, 0..=1000, "a count from 0 to 1000")? as u32;
+        connect.retries =
+            number("rd.nbdroot.retries", v, 0..=1000, "a count from 0 to 1000")? as u32;
     }
 
     Ok(BootPlan {
@@ -236,7 +251,10 @@ mod tests {
         assert_eq!(plan.nbd.address(), "10.0.2.2:10810");
         assert_eq!(plan.mount.fstype.as_deref(), Some("ext4"));
         assert_eq!(plan.mount.options, "errors=panic,noatime");
-        assert!(plan.mount.read_only, "kernel ro overrides rw in the flags field");
+        assert!(
+            plan.mount.read_only,
+            "kernel ro overrides rw in the flags field"
+        );
         assert_eq!(plan.init.as_deref(), Some("/bin/sh"));
         assert_eq!(plan.connect.attempt_timeout, Duration::from_secs(3));
         assert_eq!(plan.connect.retries, 0);
@@ -245,7 +263,10 @@ mod tests {
 
     #[test]
     fn defaults_and_fallbacks() {
-        let plan = parse(&format!("root=nbd:srv:disk {IP} rootfstype=xfs rootflags=rw,discard")).unwrap();
+        let plan = parse(&format!(
+            "root=nbd:srv:disk {IP} rootfstype=xfs rootflags=rw,discard"
+        ))
+        .unwrap();
         assert_eq!(plan.nbd.export, "disk");
         assert_eq!(plan.mount.fstype.as_deref(), Some("xfs"));
         assert_eq!(plan.mount.options, "discard");
@@ -275,7 +296,10 @@ mod tests {
         ];
         for (line, want) in cases {
             let err = parse(line).unwrap_err().to_string();
-            assert!(err.starts_with(want), "{line}\n  got:  {err}\n  want: {want}…");
+            assert!(
+                err.starts_with(want),
+                "{line}\n  got:  {err}\n  want: {want}…"
+            );
         }
     }
 }

@@ -80,7 +80,8 @@ pub enum RootError {
     BadOpt { opt: String, why: &'static str },
 }
 
-const KNOWN_OPTS: &str = "expected bs=<512|1024|2048|4096>, timeout=<seconds>, export=<name> or readonly";
+const KNOWN_OPTS: &str =
+    "expected bs=<512|1024|2048|4096>, timeout=<seconds>, export=<name> or readonly";
 
 /// Parses `nbd:…` (the part after `root=`, `netroot=` or a DHCP root-path).
 pub fn parse_nbd(value: &str) -> Result<NbdSpec, RootError> {
@@ -146,7 +147,10 @@ fn split_host(s: &str) -> Result<(Host, &str), RootError> {
         let ip = addr
             .parse::<std::net::Ipv6Addr>()
             .map_err(|_| RootError::BadIpv6(addr.to_string()))?;
-        (Host::Ip(IpAddr::V6(ip)), rest.strip_prefix(':').unwrap_or(rest))
+        (
+            Host::Ip(IpAddr::V6(ip)),
+            rest.strip_prefix(':').unwrap_or(rest),
+        )
     } else {
         let (name, rest) = s.split_once(':').unwrap_or((s, ""));
         if name.is_empty() {
@@ -172,7 +176,10 @@ mod tests {
     #[test]
     fn forms() {
         let p = parse_nbd("nbd:10.0.2.2:10810").unwrap();
-        assert_eq!((p.host.clone(), p.port, p.export.as_str()), (ip("10.0.2.2"), 10810, ""));
+        assert_eq!(
+            (p.host.clone(), p.port, p.export.as_str()),
+            (ip("10.0.2.2"), 10810, "")
+        );
         assert_eq!(p.address(), "10.0.2.2:10810");
 
         let p = parse_nbd("nbd:srv:root:ext4:errors=panic,noatime").unwrap();
@@ -183,9 +190,15 @@ mod tests {
 
         // Empty fields keep their defaults; equal neighbouring fields are both kept.
         let p = parse_nbd("nbd:srv:exp::errors=panic").unwrap();
-        assert_eq!((p.fstype, p.rootflags.as_deref()), (None, Some("errors=panic")));
+        assert_eq!(
+            (p.fstype, p.rootflags.as_deref()),
+            (None, Some("errors=panic"))
+        );
         let p = parse_nbd("nbd:srv:ext4:ext4").unwrap();
-        assert_eq!((p.export.as_str(), p.fstype.as_deref()), ("ext4", Some("ext4")));
+        assert_eq!(
+            (p.export.as_str(), p.fstype.as_deref()),
+            ("ext4", Some("ext4"))
+        );
 
         let p = parse_nbd("nbd:[fd00::1]:10809:xfs").unwrap();
         assert_eq!(p.host, ip("fd00::1"));
@@ -215,7 +228,10 @@ mod tests {
             ("nbd:srv:0", RootError::BadPort("0".into())),
             ("nbd:srv:70000", RootError::BadPort("70000".into())),
             ("nbd:[fd00::1:10809", RootError::UnclosedBracket),
-            ("nbd:[10.0.0.1]:10809", RootError::BadIpv6("10.0.0.1".into())),
+            (
+                "nbd:[10.0.0.1]:10809",
+                RootError::BadIpv6("10.0.0.1".into()),
+            ),
         ];
         for (input, want) in cases {
             assert_eq!(parse_nbd(input), Err(want), "{input}");

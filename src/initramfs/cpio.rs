@@ -16,7 +16,11 @@ pub struct CpioWriter<W: Write> {
 
 impl<W: Write> CpioWriter<W> {
     pub fn new(out: W) -> Self {
-        Self { out, ino: 0, offset: 0 }
+        Self {
+            out,
+            ino: 0,
+            offset: 0,
+        }
     }
 
     pub fn dir(&mut self, path: &str, perm: u32) -> io::Result<()> {
@@ -38,7 +42,14 @@ impl<W: Write> CpioWriter<W> {
         Ok(self.out)
     }
 
-    fn entry(&mut self, path: &str, mode: u32, nlink: u32, rdev: (u32, u32), data: &[u8]) -> io::Result<()> {
+    fn entry(
+        &mut self,
+        path: &str,
+        mode: u32,
+        nlink: u32,
+        rdev: (u32, u32),
+        data: &[u8],
+    ) -> io::Result<()> {
         let name = path.trim_start_matches('/');
         if path != "TRAILER!!!" {
             self.ino += 1;
@@ -93,8 +104,15 @@ pub(crate) mod tests {
         let mut offset = 0usize;
         loop {
             assert_eq!(&buf[..6], b"070701", "at {offset}");
-            let field = |i: usize| u32::from_str_radix(std::str::from_utf8(&buf[6 + i * 8..14 + i * 8]).unwrap(), 16).unwrap();
-            let (mode, size, major, namesize) = (field(1), field(6) as usize, field(9), field(11) as usize);
+            let field = |i: usize| {
+                u32::from_str_radix(
+                    std::str::from_utf8(&buf[6 + i * 8..14 + i * 8]).unwrap(),
+                    16,
+                )
+                .unwrap()
+            };
+            let (mode, size, major, namesize) =
+                (field(1), field(6) as usize, field(9), field(11) as usize);
             let name = String::from_utf8(buf[110..110 + namesize - 1].to_vec()).unwrap();
             let data_start = (110 + namesize + 3) & !3;
             let data = buf[data_start..data_start + size].to_vec();

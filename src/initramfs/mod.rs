@@ -56,10 +56,19 @@ pub struct Summary {
 /// Builds the image. It is written to a temporary file and renamed into place, so a failure
 /// leaves no partial output behind.
 pub fn build(opts: &Options) -> Result<Summary, InitramfsError> {
-    let read = |path: &Path| fs::read(path).map_err(|source| InitramfsError::Read { path: path.into(), source });
+    let read = |path: &Path| {
+        fs::read(path).map_err(|source| InitramfsError::Read {
+            path: path.into(),
+            source,
+        })
+    };
     let binary = read(&opts.binary)?;
     match elf::interpreter(&binary) {
-        None => return Err(InitramfsError::NotElf { path: opts.binary.clone() }),
+        None => {
+            return Err(InitramfsError::NotElf {
+                path: opts.binary.clone(),
+            })
+        }
         Some(Some(interp)) => {
             return Err(InitramfsError::Dynamic {
                 path: opts.binary.clone(),
@@ -79,10 +88,12 @@ pub fn build(opts: &Options) -> Result<Summary, InitramfsError> {
     let builtin = fs::read_to_string(kdir.join("modules.builtin"))
         .map(|t| modules::parse_builtin(&t))
         .unwrap_or_default();
-    let files = dep.load_order(&opts.modules, &builtin).map_err(|source| InitramfsError::Dep {
-        path: dep_path.clone(),
-        source,
-    })?;
+    let files = dep
+        .load_order(&opts.modules, &builtin)
+        .map_err(|source| InitramfsError::Dep {
+            path: dep_path.clone(),
+            source,
+        })?;
     // Modules to load at boot: the named ones that are not built in.
     let load: Vec<String> = opts
         .modules
@@ -99,7 +110,17 @@ pub fn build(opts: &Options) -> Result<Summary, InitramfsError> {
     let result = (|| -> io::Result<()> {
         let out = BufWriter::new(File::create(&tmp)?);
         let mut w = CpioWriter::new(GzEncoder::new(out, Compression::best()));
-        for d in ["dev", "proc", "sys", "run", "newroot", "etc", "etc/nbdroot", "lib", "lib/modules"] {
+        for d in [
+            "dev",
+            "proc",
+            "sys",
+            "run",
+            "newroot",
+            "etc",
+            "etc/nbdroot",
+            "lib",
+            "lib/modules",
+        ] {
             w.dir(d, 0o755)?;
         }
         w.char_device("dev/console", 0o600, 5, 1)?;
@@ -121,7 +142,11 @@ pub fn build(opts: &Options) -> Result<Summary, InitramfsError> {
         for f in &files {
             w.file(&format!("{base}/{f}"), 0o644, &fs::read(kdir.join(f))?)?;
         }
-        w.file(&format!("{base}/modules.dep"), 0o644, dep.render_subset(&files).as_bytes())?;
+        w.file(
+            &format!("{base}/modules.dep"),
+            0o644,
+            dep.render_subset(&files).as_bytes(),
+        )?;
         let mut list = load.join("\n");
         list.push('\n');
         w.file(modules::INITRAMFS_MODULE_LIST, 0o644, list.as_bytes())?;
@@ -213,7 +238,12 @@ mod tests {
             ..opts.clone()
         };
         let err = build(&bad).unwrap_err().to_string();
-        assert!(err.contains("module \"nosuchmod\" is neither in modules.dep nor built into the kernel"), "{err}");
+        assert!(
+            err.contains(
+                "module \"nosuchmod\" is neither in modules.dep nor built into the kernel"
+            ),
+            "{err}"
+        );
         assert!(!opts.output.exists());
 
         // A dynamically linked binary is refused with the reason.

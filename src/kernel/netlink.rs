@@ -90,7 +90,10 @@ pub fn connect(a: &Attach<'_>) -> Result<u32, KernelError> {
     }
     msg = msg.begin_nested(ATTR_SOCKETS);
     for &fd in a.sockets {
-        msg = msg.begin_nested(SOCK_ITEM).attr_u32(SOCK_FD, fd as u32).end_nested();
+        msg = msg
+            .begin_nested(SOCK_ITEM)
+            .attr_u32(SOCK_FD, fd as u32)
+            .end_nested();
     }
     msg = msg.end_nested();
 
@@ -113,7 +116,8 @@ pub fn disconnect(index: u32) -> Result<(), KernelError> {
         source,
     })?;
     let id = family(&mut sock)?;
-    let msg = genl::request(id, CMD_DISCONNECT, VERSION, message::NLM_F_ACK).attr_u32(ATTR_INDEX, index);
+    let msg =
+        genl::request(id, CMD_DISCONNECT, VERSION, message::NLM_F_ACK).attr_u32(ATTR_INDEX, index);
     sock.request(msg).map_err(|source| KernelError::Netlink {
         step: "NBD_CMD_DISCONNECT",
         source,

@@ -5,7 +5,9 @@ use std::collections::{HashMap, HashSet};
 /// A missing or malformed module dependency entry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DepError {
-    #[error("modules.dep line {line}: expected \"<path>: [<dependency path> ...]\", found {text:?}")]
+    #[error(
+        "modules.dep line {line}: expected \"<path>: [<dependency path> ...]\", found {text:?}"
+    )]
     Malformed { line: usize, text: String },
     #[error("module \"{0}\" is neither in modules.dep nor built into the kernel")]
     Unknown(String),
@@ -46,7 +48,9 @@ impl ModulesDep {
 
     /// The file of a module, relative to the module directory.
     pub fn path_of(&self, name: &str) -> Option<&str> {
-        self.entries.get(&name.replace('-', "_")).map(|(p, _)| p.as_str())
+        self.entries
+            .get(&name.replace('-', "_"))
+            .map(|(p, _)| p.as_str())
     }
 
     /// Paths of `names` and everything they depend on, each dependency before its users and
@@ -142,7 +146,12 @@ kernel/lib/libcrc32c.ko.xz:
     fn dependencies_come_first_and_once() {
         let dep = ModulesDep::parse(DEP).unwrap();
         let builtin = parse_builtin("kernel/fs/ext4/ext4.ko\n");
-        let order = dep.load_order(&["virtio_net", "virtio-pci", "nbd", "ext4", "xfs"], &builtin).unwrap();
+        let order = dep
+            .load_order(
+                &["virtio_net", "virtio-pci", "nbd", "ext4", "xfs"],
+                &builtin,
+            )
+            .unwrap();
         assert_eq!(order.len(), 11);
         let unique: HashSet<_> = order.iter().collect();
         assert_eq!(unique.len(), order.len());
@@ -154,11 +163,20 @@ kernel/lib/libcrc32c.ko.xz:
             ("virtio_pci_modern_dev", "virtio_pci"),
             ("libcrc32c", "xfs"),
         ] {
-            assert!(pos(&order, before) < pos(&order, after), "{before} before {after}: {order:?}");
+            assert!(
+                pos(&order, before) < pos(&order, after),
+                "{before} before {after}: {order:?}"
+            );
         }
         let subset = dep.render_subset(&order);
         let reparsed = ModulesDep::parse(&subset).unwrap();
-        assert_eq!(reparsed.load_order(&["virtio_net"], &builtin).unwrap().len(), 5);
+        assert_eq!(
+            reparsed
+                .load_order(&["virtio_net"], &builtin)
+                .unwrap()
+                .len(),
+            5
+        );
     }
 
     #[test]

@@ -32,7 +32,14 @@ pub fn load_module(path: &Path) -> Result<(), LoadError> {
     let params: &CStr = c"";
     // SAFETY: finit_module reads the open file descriptor and a NUL-terminated parameter
     // string that outlives the call; it does not touch our memory otherwise.
-    let rc = unsafe { libc::syscall(libc::SYS_finit_module, file.as_raw_fd(), params.as_ptr(), flags) };
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_finit_module,
+            file.as_raw_fd(),
+            params.as_ptr(),
+            flags,
+        )
+    };
     if rc == 0 {
         return Ok(());
     }

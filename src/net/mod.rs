@@ -17,7 +17,11 @@ pub enum NetError {
     #[error("no network interface appeared within {0} s")]
     NoInterface(u64),
     #[error("interface {name} did not appear within {secs} s (interfaces present: {present})")]
-    InterfaceMissing { name: String, secs: u64, present: String },
+    InterfaceMissing {
+        name: String,
+        secs: u64,
+        present: String,
+    },
     #[error("no link on {name} after {secs} s (cable or switch port down?)")]
     NoCarrier { name: String, secs: u64 },
     #[error("{step} on {iface}: {source}")]
@@ -42,7 +46,9 @@ pub fn bring_up(config: &IpConfig) -> Result<Option<Configured>, NetError> {
     match config {
         IpConfig::Off => Ok(None),
         IpConfig::Auto { device } => Err(NetError::DhcpUnsupported(
-            device.as_deref().map_or("dhcp".to_string(), |d| format!(":::::{d}:dhcp")),
+            device
+                .as_deref()
+                .map_or("dhcp".to_string(), |d| format!(":::::{d}:dhcp")),
         )),
         IpConfig::Static(s) => configure_static(s).map(Some),
     }
@@ -50,23 +56,29 @@ pub fn bring_up(config: &IpConfig) -> Result<Option<Configured>, NetError> {
 
 fn configure_static(s: &StaticIp) -> Result<Configured, NetError> {
     let secs = IFACE_WAIT.as_secs();
-    let (iface, index) = iface::wait_for(s.device.as_deref(), IFACE_WAIT).ok_or_else(|| match &s.device {
-        Some(name) => NetError::InterfaceMissing {
-            name: name.clone(),
-            secs,
-            present: iface::list().unwrap_or_default().join(", "),
-        },
-        None => NetError::NoInterface(secs),
-    })?;
+    let (iface, index) =
+        iface::wait_for(s.device.as_deref(), IFACE_WAIT).ok_or_else(|| match &s.device {
+            Some(name) => NetError::InterfaceMissing {
+                name: name.clone(),
+                secs,
+                present: iface::list().unwrap_or_default().join(", "),
+            },
+            None => NetError::NoInterface(secs),
+        })?;
     let rtnl_err = |step: &'static str, iface: &str| {
         let iface = iface.to_string();
-        move |source| NetError::Rtnl { step, iface, source }
+        move |source| NetError::Rtnl {
+            step,
+            iface,
+            source,
+        }
     };
     let mut rtnl = rtnl::Rtnl::open().map_err(rtnl_err("opening rtnetlink", &iface))?;
     if let Some(lo) = iface::index("lo") {
         rtnl.link_up(lo).map_err(rtnl_err("bringing up", "lo"))?;
     }
-    rtnl.link_up(index).map_err(rtnl_err("bringing up", &iface))?;
+    rtnl.link_up(index)
+        .map_err(rtnl_err("bringing up", &iface))?;
     rtnl.add_address(index, s.client, s.prefix_len)
         .map_err(rtnl_err("adding the address", &iface))?;
     if !iface::wait_for_carrier(&iface, CARRIER_WAIT) {

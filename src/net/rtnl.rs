@@ -74,16 +74,25 @@ impl Rtnl {
     }
 
     pub fn link_up(&mut self, index: u32) -> Result<(), NetlinkError> {
-        let msg = MessageBuilder::new(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK).header(&ifinfomsg_up(index));
+        let msg = MessageBuilder::new(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK)
+            .header(&ifinfomsg_up(index));
         self.0.request(msg).map(drop)
     }
 
     /// Adds (or replaces) `addr/prefix_len` on the link.
-    pub fn add_address(&mut self, index: u32, addr: Ipv4Addr, prefix_len: u8) -> Result<(), NetlinkError> {
-        let mut msg = MessageBuilder::new(RTM_NEWADDR, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE)
-            .header(&ifaddrmsg(prefix_len, index))
-            .attr(IFA_LOCAL, &addr.octets())
-            .attr(IFA_ADDRESS, &addr.octets());
+    pub fn add_address(
+        &mut self,
+        index: u32,
+        addr: Ipv4Addr,
+        prefix_len: u8,
+    ) -> Result<(), NetlinkError> {
+        let mut msg = MessageBuilder::new(
+            RTM_NEWADDR,
+            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .header(&ifaddrmsg(prefix_len, index))
+        .attr(IFA_LOCAL, &addr.octets())
+        .attr(IFA_ADDRESS, &addr.octets());
         if prefix_len < 31 {
             msg = msg.attr(IFA_BROADCAST, &broadcast(addr, prefix_len).octets());
         }
@@ -92,7 +101,12 @@ impl Rtnl {
 
     /// Adds (or replaces) the default route via `gateway`. A gateway outside the link's
     /// subnet first gets a link-scope host route, as `ip route add … onlink` users expect.
-    pub fn add_default_route(&mut self, index: u32, gateway: Ipv4Addr, on_link: bool) -> Result<(), NetlinkError> {
+    pub fn add_default_route(
+        &mut self,
+        index: u32,
+        gateway: Ipv4Addr,
+        on_link: bool,
+    ) -> Result<(), NetlinkError> {
         let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
         if !on_link {
             let host = MessageBuilder::new(RTM_NEWROUTE, flags)

@@ -52,7 +52,9 @@ fn parse_family(attrs: &[u8]) -> Option<Family> {
                     let mut gid = None;
                     for (t, v) in message::attrs(group) {
                         match t {
-                            CTRL_ATTR_MCAST_GRP_NAME => name = message::as_str(v).map(str::to_string),
+                            CTRL_ATTR_MCAST_GRP_NAME => {
+                                name = message::as_str(v).map(str::to_string)
+                            }
                             CTRL_ATTR_MCAST_GRP_ID => gid = message::as_u32(v),
                             _ => {}
                         }

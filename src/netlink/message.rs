@@ -39,7 +39,10 @@ impl MessageBuilder {
         buf.extend_from_slice(&flags.to_ne_bytes());
         buf.extend_from_slice(&0u32.to_ne_bytes()); // sequence
         buf.extend_from_slice(&0u32.to_ne_bytes()); // port id
-        Self { buf, nests: Vec::new() }
+        Self {
+            buf,
+            nests: Vec::new(),
+        }
     }
 
     /// Appends a family header (`ifinfomsg`, `genlmsghdr`, …), padded to alignment.
@@ -81,7 +84,8 @@ impl MessageBuilder {
     pub fn begin_nested(mut self, ty: u16) -> Self {
         self.nests.push(self.buf.len());
         self.buf.extend_from_slice(&0u16.to_ne_bytes());
-        self.buf.extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
+        self.buf
+            .extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
         self
     }
 
@@ -194,7 +198,10 @@ mod tests {
         let parsed: Vec<_> = messages(&msg).collect();
         assert_eq!(parsed.len(), 1);
         let m = parsed[0];
-        assert_eq!((m.ty, m.flags, m.seq), (0x1a, NLM_F_REQUEST | NLM_F_ACK, 42));
+        assert_eq!(
+            (m.ty, m.flags, m.seq),
+            (0x1a, NLM_F_REQUEST | NLM_F_ACK, 42)
+        );
         assert_eq!(&m.payload[..4], &[1, 1, 0, 0]);
         let a: Vec<_> = attrs(&m.payload[4..]).collect();
         assert_eq!(a.len(), 3);
@@ -203,7 +210,10 @@ mod tests {
         assert_eq!(a[1].0, 7, "nested flag is masked off");
         let (ty, item) = attrs(a[1].1).next().unwrap();
         assert_eq!(ty, 1);
-        assert_eq!(attrs(item).next().map(|(t, p)| (t, as_u32(p))), Some((1, Some(5))));
+        assert_eq!(
+            attrs(item).next().map(|(t, p)| (t, as_u32(p))),
+            Some((1, Some(5)))
+        );
         assert_eq!((a[2].0, as_str(a[2].1)), (10, Some("root")));
     }
 
@@ -214,7 +224,9 @@ mod tests {
             assert_eq!(messages(&msg[..cut]).count(), 0);
         }
         assert_eq!(attrs(&[8, 0, 1, 0, 0]).count(), 0);
-        let err = MessageBuilder::new(NLMSG_ERROR, 0).header(&(-19i32).to_ne_bytes()).finish(1);
+        let err = MessageBuilder::new(NLMSG_ERROR, 0)
+            .header(&(-19i32).to_ne_bytes())
+            .finish(1);
         assert_eq!(messages(&err).next().unwrap().error_code(), Some(-19));
     }
 }

@@ -45,14 +45,20 @@ pub struct NetlinkSocket {
 impl NetlinkSocket {
     pub fn open(protocol: i32) -> Result<Self, NetlinkError> {
         // SAFETY: plain socket(2) call; the result is checked before use.
-        let raw = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                protocol,
+            )
+        };
         if raw < 0 {
             return Err(NetlinkError::Open(io::Error::last_os_error()));
         }
         // SAFETY: `raw` is a fresh, valid descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let tv = libc::timeval {
-            tv_sec: REPLY_TIMEOUT.as_secs() as libc::time_t,
+            tv_sec: REPLY_TIMEOUT.as_secs().try_into().unwrap_or(5),
             tv_usec: 0,
         };
         // SAFETY: `tv` is a valid timeval for the duration of the call.

@@ -122,7 +122,9 @@ pub enum HandshakeError {
     BadInfo { info: u16, len: usize },
     #[error("server finished NBD_OPT_GO without sending the export size")]
     NoExportInfo,
-    #[error("server speaks the oldstyle handshake, which has no export names (asked for \"{export}\")")]
+    #[error(
+        "server speaks the oldstyle handshake, which has no export names (asked for \"{export}\")"
+    )]
     OldstyleNamed { export: String },
     #[error("server closed the connection after NBD_OPT_EXPORT_NAME: export \"{export}\" probably does not exist")]
     ExportNameClosed { export: String },
@@ -158,7 +160,8 @@ fn read_u64(s: &mut impl Read, step: &'static str) -> Result<u64> {
 
 /// Reads and discards `len` bytes without allocating.
 fn skip(s: &mut impl Read, len: u64, step: &'static str) -> Result<()> {
-    let copied = io::copy(&mut s.by_ref().take(len), &mut io::sink()).map_err(|e| io_err(step, e))?;
+    let copied =
+        io::copy(&mut s.by_ref().take(len), &mut io::sink()).map_err(|e| io_err(step, e))?;
     if copied < len {
         return Err(HandshakeError::Closed { step });
     }
@@ -176,7 +179,10 @@ fn read_greeting(s: &mut impl Read) -> Result<Greeting> {
     const STEP: &str = "reading the server greeting";
     let magic = read_u64(s, STEP)?;
     if magic != NBDMAGIC {
-        return Err(HandshakeError::BadMagic { step: STEP, found: magic });
+        return Err(HandshakeError::BadMagic {
+            step: STEP,
+            found: magic,
+        });
     }
     match read_u64(s, STEP)? {
         IHAVEOPT => Ok(Greeting::Newstyle {
@@ -189,7 +195,10 @@ fn read_greeting(s: &mut impl Read) -> Result<Greeting> {
             skip(s, 124, STEP)?;
             Ok(Greeting::Oldstyle { size, flags })
         }
-        other => Err(HandshakeError::BadMagic { step: STEP, found: other }),
+        other => Err(HandshakeError::BadMagic {
+            step: STEP,
+            found: other,
+        }),
     }
 }
 
@@ -214,13 +223,19 @@ fn read_option_reply(s: &mut impl Read, option: u32) -> Result<OptionReply> {
     const STEP: &str = "reading an option reply";
     let magic = read_u64(s, STEP)?;
     if magic != OPTION_REPLY_MAGIC {
-        return Err(HandshakeError::BadMagic { step: STEP, found: magic });
+        return Err(HandshakeError::BadMagic {
+            step: STEP,
+            found: magic,
+        });
     }
     let got = read_u32(s, STEP)?;
     let ty = read_u32(s, STEP)?;
     let len = read_u32(s, STEP)?;
     if got != option {
-        return Err(HandshakeError::WrongOption { expected: option, got });
+        return Err(HandshakeError::WrongOption {
+            expected: option,
+            got,
+        });
     }
     if len > MAX_REPLY_LEN {
         return Err(HandshakeError::ReplyTooLong { len });
@@ -337,7 +352,10 @@ enum Info {
 }
 
 fn parse_info(data: &[u8]) -> Result<Info> {
-    let bad = |info| HandshakeError::BadInfo { info, len: data.len() };
+    let bad = |info| HandshakeError::BadInfo {
+        info,
+        len: data.len(),
+    };
     let Some(ty) = data.get(..2) else {
         return Err(bad(u16::MAX));
     };
@@ -367,7 +385,12 @@ fn parse_info(data: &[u8]) -> Result<Info> {
 }
 
 /// NBD_OPT_EXPORT_NAME: the old way, which ends negotiation without an error path.
-fn export_name<S: Read + Write>(s: &mut S, export: &str, no_zeroes: bool, fixed: bool) -> Result<Export> {
+fn export_name<S: Read + Write>(
+    s: &mut S,
+    export: &str,
+    no_zeroes: bool,
+    fixed: bool,
+) -> Result<Export> {
     send_option(s, OPT_EXPORT_NAME, export.as_bytes())?;
     const STEP: &str = "reading the export size";
     let size = read_u64(s, STEP).map_err(|e| match e {
@@ -384,7 +407,11 @@ fn export_name<S: Read + Write>(s: &mut S, export: &str, no_zeroes: bool, fixed:
         size,
         flags,
         block_sizes: None,
-        style: if fixed { Style::FixedNewstyle } else { Style::Newstyle },
+        style: if fixed {
+            Style::FixedNewstyle
+        } else {
+            Style::Newstyle
+        },
     })
 }
 
@@ -425,7 +452,10 @@ mod tests {
         assert_eq!(export.style, Style::FixedNewstyle);
         // Client flags, then IHAVEOPT GO with the name and one info request.
         let w = &conn.written;
-        assert_eq!(&w[..4], &(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES).to_be_bytes());
+        assert_eq!(
+            &w[..4],
+            &(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES).to_be_bytes()
+        );
         assert_eq!(&w[4..12], &IHAVEOPT.to_be_bytes());
         assert_eq!(&w[12..16], &OPT_GO.to_be_bytes());
         assert_eq!(&w[16..20], &(4u32 + 4 + 2 + 2).to_be_bytes());
@@ -435,9 +465,16 @@ mod tests {
 
     #[test]
     fn unknown_export_carries_server_text() {
-        let script = newstyle(FLAG_FIXED_NEWSTYLE).reply(OPT_GO, REP_FLAG_ERROR | 6, b"export 'x' not present");
+        let script = newstyle(FLAG_FIXED_NEWSTYLE).reply(
+            OPT_GO,
+            REP_FLAG_ERROR | 6,
+            b"export 'x' not present",
+        );
         let err = negotiate(&mut script.into_conn(), "x").unwrap_err();
-        assert_eq!(err.to_string(), "export \"x\" not found: export 'x' not present");
+        assert_eq!(
+            err.to_string(),
+            "export \"x\" not found: export 'x' not present"
+        );
     }
 
     #[test]
@@ -497,14 +534,20 @@ mod tests {
     fn export_name_close_names_the_export() {
         let script = newstyle(0);
         let err = negotiate(&mut script.into_conn(), "nope").unwrap_err();
-        assert!(err.to_string().contains("\"nope\" probably does not exist"), "{err}");
+        assert!(
+            err.to_string().contains("\"nope\" probably does not exist"),
+            "{err}"
+        );
     }
 
     #[test]
     fn hostile_replies() {
         // Wrong magic.
         let err = negotiate(&mut Script::new().u64(0x1234).into_conn(), "").unwrap_err();
-        assert!(matches!(err, HandshakeError::BadMagic { found: 0x1234, .. }));
+        assert!(matches!(
+            err,
+            HandshakeError::BadMagic { found: 0x1234, .. }
+        ));
         // A reply that claims 4 GiB is refused before any allocation.
         let script = newstyle(FLAG_FIXED_NEWSTYLE)
             .u64(OPTION_REPLY_MAGIC)
@@ -512,7 +555,10 @@ mod tests {
             .u32(REP_INFO)
             .u32(u32::MAX);
         let err = negotiate(&mut script.into_conn(), "").unwrap_err();
-        assert!(matches!(err, HandshakeError::ReplyTooLong { len: u32::MAX }));
+        assert!(matches!(
+            err,
+            HandshakeError::ReplyTooLong { len: u32::MAX }
+        ));
         // ACK without the export size.
         let script = newstyle(FLAG_FIXED_NEWSTYLE).reply(OPT_GO, REP_ACK, b"");
         let err = negotiate(&mut script.into_conn(), "").unwrap_err();
@@ -547,7 +593,13 @@ mod tests {
             style: Style::FixedNewstyle,
         };
         assert_eq!(e.kernel_block_size(), 512);
-        for (min, pref, want) in [(1, 4096, 512), (512, 65536, 512), (4096, 4096, 4096), (8192, 8192, 4096), (1000, 4096, 1024)] {
+        for (min, pref, want) in [
+            (1, 4096, 512),
+            (512, 65536, 512),
+            (4096, 4096, 4096),
+            (8192, 8192, 4096),
+            (1000, 4096, 1024),
+        ] {
             e.block_sizes = Some(BlockSizes {
                 minimum: min,
                 preferred: pref,

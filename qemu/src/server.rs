@@ -1,0 +1,162 @@
+//! NBD servers on 127.0.0.1 for the guest (through a guestfwd) or for host-side tests.
+//!
+//! Each server listens on a free port picked at start, so tests run in parallel; its stderr
+//! goes to a log file so a failed test can be diagnosed after the fact.
+
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::command;
+use crate::error::{Context, Error, Result};
+
+/// How long a server may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a port is picked anew when another process takes it between our probe and the
+/// server's bind.
+const PORT_ATTEMPTS: usize = 5;
+
+/// A running NBD server process; killed and reaped on drop.
+#[derive(Debug)]
+pub struct NbdServer {
+    /// The TCP port on 127.0.0.1.
+    pub port: u16,
+    /// The server's stderr.
+    pub log: PathBuf,
+    /// The program and its arguments, without the address (kept for restart).
+    argv: Vec<String>,
+    /// The option that sets the listening address (`-b` for qemu-nbd, `-i` for nbdkit).
+    bind_flag: &'static str,
+    child: Option<Child>,
+}
+
+/// Serves `image` (raw) with `qemu-nbd`; many clients at once, surviving disconnects.
+pub fn qemu_nbd(image: &Path, export: Option<&str>, read_only: bool) -> Result<NbdServer> {
+    let mut argv = vec!["qemu-nbd", "-f", "raw", "--persistent", "--shared=8"];
+    if let Some(name) = export {
+        argv.extend(["-x", name]);
+    }
+    argv.extend(read_only.then_some("-r"));
+    let mut argv: Vec<String> = argv.into_iter().map(String::from).collect();
+    argv.push(image.display().to_string());
+    let log = PathBuf::from(format!("{}.qemu-nbd.log", image.display()));
+    NbdServer::start(argv, log, "-b")
+}
+
+/// Runs `nbdkit <args>` (plugin and its parameters) on a free port, tied to this process.
+pub fn nbdkit(args: &[&str]) -> Result<NbdServer> {
+    let fixed = ["nbdkit", "--foreground", "--exit-with-parent"];
+    let argv = fixed.iter().chain(args).map(|a| a.to_string()).collect();
+    let name = format!("nbdkit-{}-{}.log", std::process::id(), crate::unique());
+    let log = crate::logs_dir()?.join(name);
+    NbdServer::start(argv, log, "-i")
+}
+
+impl NbdServer {
+    fn start(argv: Vec<String>, log: PathBuf, bind_flag: &'static str) -> Result<Self> {
+        let (port, child) = (0, None);
+        let mut server = NbdServer {
+            port,
+            log,
+            argv,
+            bind_flag,
+            child,
+        };
+        for _ in 0..PORT_ATTEMPTS {
+            server.port = free_port()?;
+            if server.spawn()? {
+                return Ok(server);
+            }
+        }
+        let detail = format!("{PORT_ATTEMPTS} free ports were taken before the server bound them");
+        Err(Error::unexpected(
+            format!("start {}", server.argv[0]),
+            detail,
+        ))
+    }
+
+    /// The address clients connect to.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    /// Kills the server (SIGKILL: as abrupt as a crash or a power cut) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port, as after a server restart.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        match self.spawn()? {
+            true => Ok(()),
+            false => Err(Error::unexpected(
+                format!("restart {}", self.argv[0]),
+                format!("port {} was taken meanwhile", self.port),
+            )),
+        }
+    }
+
+    /// Starts the process and waits until the port accepts connections; `false` if another
+    /// process took the port first.
+    fn spawn(&mut self) -> Result<bool> {
+        let mut cmd = Command::new(&self.argv[0]);
+        // Options go before the positional arguments (the image, or the nbdkit plugin).
+        cmd.args([self.bind_flag, "127.0.0.1", "-p", &self.port.to_string()])
+            .args(&self.argv[1..]);
+        let step = format!("start NBD server `{}`", command::describe(&cmd));
+        let log = File::options().create(true).append(true).open(&self.log);
+        let log = log.step(|| format!("{step}: open log {}", self.log.display()))?;
+        // The log is appended to across restarts: errors quote only this run's part.
+        let log_start = log.metadata().map_or(0, |m| m.len() as usize);
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+        let mut child = cmd.spawn().step(|| step.clone())?;
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().step(|| format!("{step}: wait"))? {
+                let log = std::fs::read(&self.log).unwrap_or_default();
+                let log = String::from_utf8_lossy(log.get(log_start..).unwrap_or_default());
+                if log.contains("Address already in use") {
+                    return Ok(false);
+                }
+                return Err(Error::unexpected(
+                    step,
+                    format!("exited with {status} before listening; log:\n{log}"),
+                ));
+            }
+            // A process that took the port meanwhile would answer too; the window is tiny
+            // (ports come from the kernel's port-0 choice) and such a server then exits.
+            if TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok() {
+                self.child = Some(child);
+                return Ok(true);
+            }
+            if started.elapsed() > START_TIMEOUT {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::unexpected(
+                    step,
+                    format!("port {} not open after {START_TIMEOUT:?}", self.port),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for NbdServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A port nobody listens on right now (the kernel's choice for port 0). Another process may
+/// take it before the server binds; the caller retries then.
+pub fn free_port() -> Result<u16> {
+    let addr = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).and_then(|l| l.local_addr());
+    Ok(addr.step(|| "pick a free port on 127.0.0.1")?.port())
+}

@@ -1,0 +1,183 @@
+//! Boots a kernel and initramfs in QEMU (TCG) under a deadline and returns the serial console.
+//!
+//! A guest never outlives its deadline: a hang is a failed test with a log, never a hung CI.
+//! Guests end themselves with `poweroff -f`, or with a panic that `panic=-1 -no-reboot` turns
+//! into a QEMU exit.
+
+use std::fmt;
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::command;
+use crate::error::{Context, Result};
+use crate::lock;
+
+/// How a guest is booted.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    /// Kernel arguments added after `console=ttyS0 panic=-1 loglevel=4`.
+    pub append: String,
+    pub memory_mib: u32,
+    /// Wall-clock limit, counted from QEMU's start (after the VM slot is taken).
+    pub deadline: Duration,
+    /// Further QEMU arguments (drives, devices).
+    pub extra_args: Vec<String>,
+    /// A virtio-net NIC on QEMU user networking (the host is 10.0.2.2 from the guest).
+    pub net: bool,
+    /// `(guest ip, guest port, host port)`: the guest's TCP connections to `ip:port` reach
+    /// `127.0.0.1:host port`, e.g. `("10.0.2.100", 10809, server.port)`.
+    pub guestfwd: Vec<(String, u16, u16)>,
+}
+
+impl VmConfig {
+    /// A config with the defaults: 256 MiB, 180 s deadline, networking on.
+    pub fn new(kernel: impl Into<PathBuf>, initrd: impl Into<PathBuf>) -> Self {
+        VmConfig {
+            kernel: kernel.into(),
+            initrd: initrd.into(),
+            append: String::new(),
+            memory_mib: 256,
+            // Generous: a TCG boot takes seconds alone but much longer on a loaded machine.
+            deadline: Duration::from_secs(180),
+            extra_args: Vec::new(),
+            net: true,
+            guestfwd: Vec::new(),
+        }
+    }
+
+    /// The QEMU command line, with the serial console written to `serial`.
+    pub fn command(&self, serial: &std::path::Path) -> Command {
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args(["-accel", "tcg", "-cpu", "max", "-smp", "1"])
+            .args(["-m", &self.memory_mib.to_string()])
+            .args(["-nodefaults", "-display", "none", "-no-reboot"])
+            // A file, not a pipe: it is complete even when QEMU is killed, and no child of
+            // QEMU (guestfwd relays) can hold it open.
+            .arg("-serial")
+            .arg(format!("file:{}", serial.display()))
+            .arg("-kernel")
+            .arg(&self.kernel)
+            .arg("-initrd")
+            .arg(&self.initrd)
+            .arg("-append")
+            .arg(format!("console=ttyS0 panic=-1 loglevel=4 {}", self.append).trim_end());
+        if self.net {
+            let mut netdev = String::from("user,id=n0");
+            for (ip, guest_port, host_port) in &self.guestfwd {
+                // The `cmd:` form runs one relay per guest connection; the `tcp:` chardev form
+                // connects once at QEMU start and serves a single connection, so a guest that
+                // reconnects (or opens several sockets) would hang.
+                netdev.push_str(&format!(
+                    ",guestfwd=tcp:{ip}:{guest_port}-cmd:/bin/busybox nc 127.0.0.1 {host_port}"
+                ));
+            }
+            cmd.args(["-netdev", &netdev, "-device", "virtio-net-pci,netdev=n0"]);
+        }
+        cmd.args(&self.extra_args);
+        cmd
+    }
+}
+
+/// What a guest did.
+#[derive(Debug)]
+pub struct VmOutcome {
+    /// The whole serial console.
+    pub log: String,
+    /// Where the console log is kept.
+    pub log_path: PathBuf,
+    /// QEMU's own stderr (bad arguments, missing files).
+    pub stderr: String,
+    pub status: ExitStatus,
+    /// From QEMU's start to its exit (or kill).
+    pub elapsed: Duration,
+    /// QEMU was killed at the deadline.
+    pub timed_out: bool,
+}
+
+impl VmOutcome {
+    /// The console lines that start with `prefix`, with the prefix removed.
+    pub fn lines_with(&self, prefix: &str) -> Vec<&str> {
+        self.log
+            .lines()
+            .filter_map(|l| l.trim_end_matches('\r').strip_prefix(prefix))
+            .collect()
+    }
+
+    /// Whether the console shows `s` anywhere.
+    pub fn contains(&self, s: &str) -> bool {
+        self.log.contains(s)
+    }
+
+    /// The last `n` console lines, for assertion messages.
+    pub fn tail(&self, n: usize) -> String {
+        let lines: Vec<&str> = self.log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+/// A summary for assertion messages: how QEMU ended and the end of the console.
+impl fmt::Display for VmOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let killed = if self.timed_out {
+            " (killed at the deadline)"
+        } else {
+            ""
+        };
+        let (status, elapsed, log) = (self.status, self.elapsed, self.log_path.display());
+        writeln!(
+            f,
+            "QEMU {status} after {elapsed:.1?}{killed}; console log {log}"
+        )?;
+        if !self.stderr.trim().is_empty() {
+            writeln!(f, "--- QEMU stderr ---\n{}", self.stderr.trim_end())?;
+        }
+        write!(f, "--- console tail ---\n{}", self.tail(60))
+    }
+}
+
+/// Boots the guest and waits for it to end, or kills it at the deadline.
+///
+/// Holds a VM slot for the guest's life (see [`lock::vm_slot`]); the deadline starts when
+/// QEMU starts, so time spent queueing for a slot never counts against a guest.
+pub fn run(cfg: &VmConfig) -> Result<VmOutcome> {
+    let dir = crate::logs_dir()?;
+    let name = format!("{}-{}", std::process::id(), crate::unique());
+    let log_path = dir.join(format!("{name}.console.log"));
+    let err_path = dir.join(format!("{name}.qemu-stderr.log"));
+    let err_file = File::create(&err_path).step(|| format!("create {}", err_path.display()))?;
+
+    let _slot = lock::vm_slot()?;
+    let mut cmd = cfg.command(&log_path);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err_file);
+    let step = format!("run VM `{}`", command::describe(&cmd));
+    let started = Instant::now();
+    let mut child = cmd.spawn().step(|| step.clone())?;
+    let (status, timed_out) = loop {
+        if let Some(status) = child.try_wait().step(|| format!("{step}: wait"))? {
+            break (status, false);
+        }
+        if started.elapsed() >= cfg.deadline {
+            child.kill().step(|| format!("{step}: kill"))?;
+            break (child.wait().step(|| format!("{step}: reap"))?, true);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let elapsed = started.elapsed();
+    // QEMU creates the log only once it starts; a bad command line leaves none.
+    let log = std::fs::read(&log_path).unwrap_or_default();
+    let stderr = std::fs::read(&err_path).unwrap_or_default();
+    Ok(VmOutcome {
+        log: String::from_utf8_lossy(&log).into_owned(),
+        log_path,
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        status,
+        elapsed,
+        timed_out,
+    })
+}
