@@ -19,7 +19,7 @@ pub use error::{Error, Result};
 pub use floor::floor_initramfs;
 pub use image::{debugfs_cat, e2fsck_clean, probe_root, RootFs, RootImage};
 pub use kernel::{debian_cloud_kernel, Kernel};
-pub use server::NbdServer;
+pub use server::{free_port, nbdkit, qemu_nbd, NbdServer};
 pub use vm::{run, VmConfig, VmOutcome};
 
 use error::Context;

@@ -31,6 +31,8 @@ pub struct VmConfig {
     /// `(guest ip, guest port, host port)`: the guest's TCP connections to `ip:port` reach
     /// `127.0.0.1:host port`, e.g. `("10.0.2.100", 10809, server.port)`.
     pub guestfwd: Vec<(String, u16, u16)>,
+    /// Copy the console to stdout while the guest runs (for people watching).
+    pub echo: bool,
 }
 
 impl VmConfig {
@@ -46,6 +48,7 @@ impl VmConfig {
             extra_args: Vec::new(),
             net: true,
             guestfwd: Vec::new(),
+            echo: false,
         }
     }
 
@@ -158,8 +161,15 @@ pub fn run(cfg: &VmConfig) -> Result<VmOutcome> {
     let step = format!("run VM `{}`", command::describe(&cmd));
     let started = Instant::now();
     let mut child = cmd.spawn().step(|| step.clone())?;
+    let mut echo = Echo::default();
     let (status, timed_out) = loop {
+        if cfg.echo {
+            echo.copy_new(&log_path);
+        }
         if let Some(status) = child.try_wait().step(|| format!("{step}: wait"))? {
+            if cfg.echo {
+                echo.copy_new(&log_path);
+            }
             break (status, false);
         }
         if started.elapsed() >= cfg.deadline {
@@ -180,4 +190,21 @@ pub fn run(cfg: &VmConfig) -> Result<VmOutcome> {
         elapsed,
         timed_out,
     })
+}
+
+/// Copies what a growing console log gained since the last call to stdout.
+#[derive(Default)]
+struct Echo {
+    file: Option<File>,
+}
+
+impl Echo {
+    fn copy_new(&mut self, path: &std::path::Path) {
+        if self.file.is_none() {
+            self.file = File::open(path).ok();
+        }
+        if let Some(f) = &mut self.file {
+            let _ = std::io::copy(f, &mut std::io::stdout().lock());
+        }
+    }
 }
