@@ -99,9 +99,16 @@ fn boot(init_args: &[CString]) -> Result<Never, BootError> {
     log::debug!("boot plan: {plan:?}");
 
     load_modules()?;
+    log::debug!("modules loaded at {} ms", start.elapsed().as_millis());
     net::bring_up(&plan.network)?;
+    log::debug!("network up at {} ms", start.elapsed().as_millis());
 
     let attached = attach(&plan)?;
+    log::debug!(
+        "{} attached at {} ms",
+        attached.device,
+        start.elapsed().as_millis()
+    );
     let device = &attached.device;
     let read_only = plan.mount.read_only || attached.read_only;
     let new_root = Path::new(NEW_ROOT);
@@ -155,8 +162,12 @@ fn load_modules() -> Result<(), BootError> {
     let builtin = fs::read_to_string(dir.join("modules.builtin"))
         .map(|t| modules::parse_builtin(&t))
         .unwrap_or_default();
+    // One after the other: loading them in parallel threads was measured slower (a single
+    // CPU, and the kernel serialises much of module loading anyway).
     for path in dep.load_order(&names, &builtin)? {
+        let t = Instant::now();
         modules::load_module(&dir.join(&path))?;
+        log::debug!("loaded {path} in {} ms", t.elapsed().as_millis());
     }
     Ok(())
 }
@@ -200,9 +211,13 @@ fn attach(plan: &BootPlan) -> Result<Attached, BootError> {
     // The kernel holds its own reference to the socket now.
     drop(conn);
     let device = kernel::device_path(index);
+    let name = if spec.export.is_empty() {
+        "the default export".to_string()
+    } else {
+        format!("export \"{}\"", spec.export)
+    };
     log::info!(
-        "{addr} export \"{}\": {} bytes, block size {block_size}, on {device}",
-        spec.export,
+        "{addr} {name}: {} bytes, block size {block_size}, on {device}",
         export.size
     );
     let read_only = export.read_only() || spec.opts.read_only;

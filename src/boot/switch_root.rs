@@ -135,7 +135,7 @@ fn remove_entry(parent: i32, name: &CStr, ty: Option<Type>, dev: u64) {
             return;
         };
         // A mount point (another device) is left alone, with everything below it.
-        if fstat(sub.as_fd()).map(|s| s.st_dev as u64) != Ok(dev) {
+        if fstat(sub.as_fd()).map(|s| s.st_dev) != Ok(dev) {
             return;
         }
         remove_tree(sub, dev);

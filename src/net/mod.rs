@@ -81,6 +81,7 @@ fn configure_static(s: &StaticIp) -> Result<Configured, NetError> {
         .map_err(rtnl_err("bringing up", &iface))?;
     rtnl.add_address(index, s.client, s.prefix_len)
         .map_err(rtnl_err("adding the address", &iface))?;
+    log::debug!("{iface} is up, waiting for its link");
     if !iface::wait_for_carrier(&iface, CARRIER_WAIT) {
         return Err(NetError::NoCarrier {
             name: iface,
