@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use nbdroot_qemu::error::Context;
+use nbdroot_qemu::reference::nbd_client_initramfs;
 use nbdroot_qemu::{
     cache_dir, debian_cloud_kernel, floor_initramfs, nbdroot_binary, nbdroot_initramfs, qemu_nbd,
     run, Kernel, RootFs, VmConfig,
@@ -43,7 +44,7 @@ fn boot_uptime(
 ) -> nbdroot_qemu::Result<f64> {
     let mut cfg = VmConfig::new(&kernel.vmlinuz, initrd);
     cfg.append = append.to_string();
-    cfg.net = append.contains("root=nbd:");
+    cfg.net = !append.is_empty();
     cfg.deadline = Duration::from_secs(120);
     let out = run(&cfg)?;
     out.lines_with(prefix)
@@ -87,6 +88,8 @@ fn bench(rounds: usize) -> nbdroot_qemu::Result<()> {
     floor_initramfs(&floor)?;
     let initrd = dir.join("nbdroot.img");
     nbdroot_initramfs(&kernel, &initrd)?;
+    let reference = dir.join("reference.img");
+    nbd_client_initramfs(&kernel, &reference)?;
     let img = dir.join("root.ext4");
     RootFs::new(dir.join("root"))?
         .with_probe()
@@ -97,22 +100,27 @@ fn bench(rounds: usize) -> nbdroot_qemu::Result<()> {
         server.port
     );
 
+    let ref_append = format!("root=nbd:unused nbdref=10.0.2.2:{}", server.port);
+
     let mut floor_s = Stats { samples: vec![] };
     let mut nbd_s = Stats { samples: vec![] };
+    let mut ref_s = Stats { samples: vec![] };
+    let probe = "NBDROOT-PROBE pid=1 uptime=";
     for round in 1..=rounds {
         floor_s
             .samples
             .push(boot_uptime(&kernel, &floor, "", "NBDROOT-FLOOR uptime=")?);
-        nbd_s.samples.push(boot_uptime(
-            &kernel,
-            &initrd,
-            &append,
-            "NBDROOT-PROBE pid=1 uptime=",
-        )?);
+        nbd_s
+            .samples
+            .push(boot_uptime(&kernel, &initrd, &append, probe)?);
+        ref_s
+            .samples
+            .push(boot_uptime(&kernel, &reference, &ref_append, probe)?);
         eprintln!(
-            "round {round}/{rounds}: floor {:.2} s, nbdroot {:.2} s",
+            "round {round}/{rounds}: floor {:.2} s, nbdroot {:.2} s, busybox + nbd-client {:.2} s",
             floor_s.samples.last().unwrap(),
-            nbd_s.samples.last().unwrap()
+            nbd_s.samples.last().unwrap(),
+            ref_s.samples.last().unwrap()
         );
     }
 
@@ -133,6 +141,20 @@ fn bench(rounds: usize) -> nbdroot_qemu::Result<()> {
         size(&initrd),
         nbd_s.median(),
         nbd_s.median() - floor_s.median()
+    );
+    let (rmin, rmax) = ref_s.range();
+    println!(
+        "| busybox sh + nbd-client 3.24 (netlink), same static address | {} | {:.2} | {rmin:.2} – {rmax:.2} | +{:.2} s |",
+        size(&reference),
+        ref_s.median(),
+        ref_s.median() - floor_s.median()
+    );
+    let over = |s: &Stats| s.median() - floor_s.median();
+    println!(
+        "\nnbdroot's cost over the floor is {:.2}× the reference stack's ({:+.2} s against {:+.2} s).",
+        over(&nbd_s) / over(&ref_s),
+        over(&nbd_s),
+        over(&ref_s)
     );
     println!("\nnbdroot static binary: {binary} bytes (stripped, x86_64-unknown-linux-musl)");
     Ok(())
