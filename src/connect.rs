@@ -1,13 +1,21 @@
-//! Reaching an NBD server: TCP connect and handshake, each attempt bounded in time, retried
-//! with backoff while the failure may be transient.
+//! Reaching an NBD server: connect and handshake, each attempt bounded in time, retried with
+//! backoff while the failure may be transient; socket options that detect a dead peer.
 
-use std::io;
+use std::fmt;
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::cmdline::{ConnectPolicy, Host, NbdSpec};
+use nix::sys::socket::{setsockopt, sockopt};
+
+use crate::cmdline::{ConnectPolicy, Host};
+use crate::proto::consts::TFLAG_CAN_MULTI_CONN;
 use crate::proto::{self, Export, HandshakeError};
+use crate::uri::Endpoint;
 
 /// Longest pause between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -16,47 +24,76 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub enum ConnectError {
     #[error("cannot resolve \"{host}\": {source}")]
     Resolve { host: String, source: io::Error },
-    #[error("cannot reach {addr}: {reason} (after {secs:.1} s, {attempts} attempts)")]
+    #[error("cannot reach {peer}: {reason} (after {secs:.1} s, {attempts} attempts)")]
     Unreachable {
-        addr: String,
+        peer: String,
         reason: String,
         secs: f64,
         attempts: u32,
     },
-    #[error("export \"{export}\" not found on {addr}: {message}")]
+    #[error("export \"{export}\" not found on {peer}: {message}")]
     UnknownExport {
         export: String,
-        addr: String,
+        peer: String,
         message: String,
     },
-    #[error("NBD handshake with {addr} failed: {source}")]
+    #[error("NBD handshake with {peer} failed: {source}")]
     Handshake {
-        addr: String,
+        peer: String,
         source: HandshakeError,
     },
-    #[error("cannot set socket option {option} for {addr}: {source}")]
+    #[error("cannot set socket option {option} for {peer}: {source}")]
     SocketOption {
         option: &'static str,
-        addr: String,
+        peer: String,
         source: io::Error,
+    },
+    #[error("{peer} does not allow {wanted} connections to export \"{export}\" (no CAN_MULTI_CONN flag); use one connection")]
+    NoMultiConn {
+        peer: String,
+        export: String,
+        wanted: usize,
+    },
+    #[error("connection {index} to {peer} saw a different export (size {size}, flags {flags:#x}) than the first")]
+    Inconsistent {
+        peer: String,
+        index: usize,
+        size: u64,
+        flags: u16,
     },
 }
 
-/// A negotiated connection, ready for the transmission phase.
-#[derive(Debug)]
-pub struct Connection {
-    pub stream: TcpStream,
-    pub export: Export,
-    pub peer: SocketAddr,
+/// A resolved server address: kept for reconnects, so no name lookup happens after boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
 }
 
-/// Resolves the server once; the address is kept for reconnects (no DNS after boot).
-pub fn resolve(spec: &NbdSpec) -> Result<SocketAddr, ConnectError> {
-    match &spec.host {
-        Host::Ip(ip) => Ok(SocketAddr::new(*ip, spec.port)),
-        Host::Name(name) => (name.as_str(), spec.port)
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Tcp(a) => write!(f, "{a}"),
+            Peer::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// Resolves an endpoint once.
+pub fn resolve(endpoint: &Endpoint) -> Result<Peer, ConnectError> {
+    match endpoint {
+        Endpoint::Unix(p) => Ok(Peer::Unix(p.clone())),
+        Endpoint::Tcp {
+            host: Host::Ip(ip),
+            port,
+        } => Ok(Peer::Tcp(SocketAddr::new(*ip, *port))),
+        Endpoint::Tcp {
+            host: Host::Name(name),
+            port,
+        } => (name.as_str(), *port)
             .to_socket_addrs()
             .and_then(|mut a| a.next().ok_or_else(|| io::Error::other("no address found")))
+            .map(Peer::Tcp)
             .map_err(|source| ConnectError::Resolve {
                 host: name.clone(),
                 source,
@@ -64,41 +101,94 @@ pub fn resolve(spec: &NbdSpec) -> Result<SocketAddr, ConnectError> {
     }
 }
 
-/// One bounded attempt: connect within `timeout`, then negotiate within `timeout`.
-pub fn attempt(
-    addr: SocketAddr,
-    export: &str,
-    timeout: Duration,
-) -> Result<Connection, AttemptError> {
-    let stream = TcpStream::connect_timeout(&addr, timeout).map_err(AttemptError::Connect)?;
-    let opt = |option, r: io::Result<()>| {
-        r.map_err(|source| {
-            AttemptError::Fatal(ConnectError::SocketOption {
-                option,
-                addr: addr.to_string(),
-                source,
-            })
-        })
-    };
-    opt("TCP_NODELAY", stream.set_nodelay(true))?;
-    opt("SO_RCVTIMEO", stream.set_read_timeout(Some(timeout)))?;
-    opt("SO_SNDTIMEO", stream.set_write_timeout(Some(timeout)))?;
-    let mut s = &stream;
-    let export = proto::negotiate(&mut s, export).map_err(|e| classify(addr, e))?;
-    // The kernel (or a long-lived client) owns the socket from here: no userspace timeouts.
-    opt("SO_RCVTIMEO", stream.set_read_timeout(None))?;
-    opt("SO_SNDTIMEO", stream.set_write_timeout(None))?;
-    Ok(Connection {
-        stream,
-        export,
-        peer: addr,
-    })
+/// TCP keepalive probing: idle time before the first probe, interval, probes before giving up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    pub idle: Duration,
+    pub interval: Duration,
+    pub count: u32,
+}
+
+/// Options for the sockets handed to the kernel: they notice a dead server (a crash, a cable
+/// pulled) within a bound, where plain TCP would wait for many minutes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketOptions {
+    pub keepalive: Option<Keepalive>,
+    /// TCP_USER_TIMEOUT: how long sent data may stay unacknowledged.
+    pub user_timeout: Option<Duration>,
+}
+
+impl Default for SocketOptions {
+    fn default() -> Self {
+        Self {
+            keepalive: Some(Keepalive {
+                idle: Duration::from_secs(10),
+                interval: Duration::from_secs(5),
+                count: 3,
+            }),
+            user_timeout: Some(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// A connected socket of either kind.
+#[derive(Debug)]
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn set_timeouts(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_read_timeout(t).and_then(|_| s.set_write_timeout(t)),
+            Stream::Unix(s) => s.set_read_timeout(t).and_then(|_| s.set_write_timeout(t)),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AsRawFd for Stream {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+/// A negotiated connection, ready for the transmission phase.
+#[derive(Debug)]
+pub struct Connection {
+    pub stream: Stream,
+    pub export: Export,
+    pub peer: Peer,
 }
 
 /// Why one attempt failed.
 #[derive(Debug)]
 pub enum AttemptError {
-    /// TCP could not connect: worth retrying.
+    /// The socket could not connect: worth retrying.
     Connect(io::Error),
     /// The server went away or stalled mid-handshake: worth retrying.
     Transient(HandshakeError),
@@ -106,7 +196,74 @@ pub enum AttemptError {
     Fatal(ConnectError),
 }
 
-fn classify(addr: SocketAddr, e: HandshakeError) -> AttemptError {
+/// Sets TCP_NODELAY, keepalive and TCP_USER_TIMEOUT as asked.
+fn tune(s: &TcpStream, peer: &Peer, o: &SocketOptions) -> Result<(), ConnectError> {
+    let err = |option| {
+        let peer = peer.to_string();
+        move |e: nix::errno::Errno| ConnectError::SocketOption {
+            option,
+            peer,
+            source: e.into(),
+        }
+    };
+    setsockopt(s, sockopt::TcpNoDelay, &true).map_err(err("TCP_NODELAY"))?;
+    if let Some(k) = o.keepalive {
+        setsockopt(s, sockopt::KeepAlive, &true).map_err(err("SO_KEEPALIVE"))?;
+        let secs = |d: Duration| d.as_secs().clamp(1, u32::MAX as u64) as u32;
+        setsockopt(s, sockopt::TcpKeepIdle, &secs(k.idle)).map_err(err("TCP_KEEPIDLE"))?;
+        setsockopt(s, sockopt::TcpKeepInterval, &secs(k.interval)).map_err(err("TCP_KEEPINTVL"))?;
+        setsockopt(s, sockopt::TcpKeepCount, &k.count.max(1)).map_err(err("TCP_KEEPCNT"))?;
+    }
+    if let Some(t) = o.user_timeout {
+        let ms = t.as_millis().min(u32::MAX as u128) as u32;
+        setsockopt(s, sockopt::TcpUserTimeout, &ms).map_err(err("TCP_USER_TIMEOUT"))?;
+    }
+    Ok(())
+}
+
+/// Connects within `timeout` and leaves `timeout` as the socket's read and write bound.
+fn dial(peer: &Peer, timeout: Duration, opts: &SocketOptions) -> Result<Stream, AttemptError> {
+    let stream = match peer {
+        Peer::Tcp(addr) => {
+            let s = TcpStream::connect_timeout(addr, timeout).map_err(AttemptError::Connect)?;
+            tune(&s, peer, opts).map_err(AttemptError::Fatal)?;
+            Stream::Tcp(s)
+        }
+        Peer::Unix(path) => Stream::Unix(UnixStream::connect(path).map_err(AttemptError::Connect)?),
+    };
+    set_timeouts(&stream, peer, Some(timeout))?;
+    Ok(stream)
+}
+
+fn set_timeouts(stream: &Stream, peer: &Peer, t: Option<Duration>) -> Result<(), AttemptError> {
+    stream.set_timeouts(t).map_err(|source| {
+        AttemptError::Fatal(ConnectError::SocketOption {
+            option: "SO_RCVTIMEO/SO_SNDTIMEO",
+            peer: peer.to_string(),
+            source,
+        })
+    })
+}
+
+/// One bounded attempt: connect within `timeout`, then negotiate within `timeout`.
+pub fn attempt(
+    peer: &Peer,
+    export: &str,
+    timeout: Duration,
+    opts: &SocketOptions,
+) -> Result<Connection, AttemptError> {
+    let mut stream = dial(peer, timeout, opts)?;
+    let export = proto::negotiate(&mut stream, export).map_err(|e| classify(peer, e))?;
+    // The kernel (or a long-lived client) owns the socket from here: no userspace timeouts.
+    set_timeouts(&stream, peer, None)?;
+    Ok(Connection {
+        stream,
+        export,
+        peer: peer.clone(),
+    })
+}
+
+fn classify(peer: &Peer, e: HandshakeError) -> AttemptError {
     match e {
         HandshakeError::Closed { .. }
         | HandshakeError::TimedOut { .. }
@@ -114,12 +271,12 @@ fn classify(addr: SocketAddr, e: HandshakeError) -> AttemptError {
         HandshakeError::UnknownExport { export, message } => {
             AttemptError::Fatal(ConnectError::UnknownExport {
                 export,
-                addr: addr.to_string(),
+                peer: peer.to_string(),
                 message,
             })
         }
         e => AttemptError::Fatal(ConnectError::Handshake {
-            addr: addr.to_string(),
+            peer: peer.to_string(),
             source: e,
         }),
     }
@@ -127,16 +284,37 @@ fn classify(addr: SocketAddr, e: HandshakeError) -> AttemptError {
 
 /// Connects and negotiates, retrying transient failures as the policy allows.
 pub fn connect(
-    addr: SocketAddr,
+    peer: &Peer,
     export: &str,
     policy: &ConnectPolicy,
+    opts: &SocketOptions,
 ) -> Result<Connection, ConnectError> {
+    retry(peer, policy, || {
+        attempt(peer, export, policy.attempt_timeout, opts)
+    })
+}
+
+/// Connects without negotiating, retrying as the policy allows; every read and write on the
+/// returned stream is bounded by the attempt timeout (for option-only sessions: list, info).
+pub fn open(
+    peer: &Peer,
+    policy: &ConnectPolicy,
+    opts: &SocketOptions,
+) -> Result<Stream, ConnectError> {
+    retry(peer, policy, || dial(peer, policy.attempt_timeout, opts))
+}
+
+fn retry<T>(
+    peer: &Peer,
+    policy: &ConnectPolicy,
+    mut once: impl FnMut() -> Result<T, AttemptError>,
+) -> Result<T, ConnectError> {
     let start = Instant::now();
     let mut backoff = Duration::from_millis(250);
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let reason = match attempt(addr, export, policy.attempt_timeout) {
+        let reason = match once() {
             Ok(c) => return Ok(c),
             Err(AttemptError::Fatal(e)) => return Err(e),
             Err(AttemptError::Connect(e)) => describe_io(&e),
@@ -144,16 +322,49 @@ pub fn connect(
         };
         if attempts > policy.retries {
             return Err(ConnectError::Unreachable {
-                addr: addr.to_string(),
+                peer: peer.to_string(),
                 reason,
                 secs: start.elapsed().as_secs_f64(),
                 attempts,
             });
         }
-        log::warn!("{addr}: {reason}; retrying in {} ms", backoff.as_millis());
+        log::warn!("{peer}: {reason}; retrying in {} ms", backoff.as_millis());
         sleep(backoff);
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// `count` connections to the same export. More than one needs the server's CAN_MULTI_CONN,
+/// and every connection must see the same export.
+pub fn connect_many(
+    peer: &Peer,
+    export: &str,
+    count: usize,
+    policy: &ConnectPolicy,
+    opts: &SocketOptions,
+) -> Result<Vec<Connection>, ConnectError> {
+    let first = connect(peer, export, policy, opts)?;
+    if count > 1 && first.export.flags & TFLAG_CAN_MULTI_CONN == 0 {
+        return Err(ConnectError::NoMultiConn {
+            peer: peer.to_string(),
+            export: export.to_string(),
+            wanted: count,
+        });
+    }
+    let mut all = vec![first];
+    for index in 1..count {
+        let c = connect(peer, export, policy, opts)?;
+        if (c.export.size, c.export.flags) != (all[0].export.size, all[0].export.flags) {
+            return Err(ConnectError::Inconsistent {
+                peer: peer.to_string(),
+                index,
+                size: c.export.size,
+                flags: c.export.flags,
+            });
+        }
+        all.push(c);
+    }
+    Ok(all)
 }
 
 /// An io::Error as a short lowercase phrase ("connection refused", "timed out").
@@ -164,7 +375,7 @@ fn describe_io(e: &io::Error) -> String {
             let text = e.to_string();
             // std appends " (os error N)": keep the words only.
             let words = text.split(" (os error").next().unwrap_or(&text);
-            words.to_lowercase()
+            words.to_ascii_lowercase()
         }
     }
 }
@@ -185,7 +396,9 @@ mod tests {
             attempt_timeout: Duration::from_secs(1),
             retries: 2,
         };
-        let err = connect(addr, "", &policy).unwrap_err().to_string();
+        let err = connect(&Peer::Tcp(addr), "", &policy, &SocketOptions::default())
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with(&format!("cannot reach {addr}: connection refused (after ")),
             "{err}"
@@ -202,12 +415,47 @@ mod tests {
             retries: 0,
         };
         let start = Instant::now();
-        let err = connect(addr, "", &policy).unwrap_err().to_string();
+        let err = connect(&Peer::Tcp(addr), "", &policy, &SocketOptions::default())
+            .unwrap_err()
+            .to_string();
         assert!(start.elapsed() < Duration::from_secs(5));
         assert!(
             err.contains("timed out while reading the server greeting"),
             "{err}"
         );
         drop(listener);
+    }
+
+    #[test]
+    fn socket_options_are_applied() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let s = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let peer = Peer::Tcp(listener.local_addr().unwrap());
+        tune(&s, &peer, &SocketOptions::default()).unwrap();
+        assert!(nix::sys::socket::getsockopt(&s, sockopt::TcpNoDelay).unwrap());
+        assert!(nix::sys::socket::getsockopt(&s, sockopt::KeepAlive).unwrap());
+        assert_eq!(
+            nix::sys::socket::getsockopt(&s, sockopt::TcpKeepIdle).unwrap(),
+            10
+        );
+        assert_eq!(
+            nix::sys::socket::getsockopt(&s, sockopt::TcpKeepInterval).unwrap(),
+            5
+        );
+        assert_eq!(
+            nix::sys::socket::getsockopt(&s, sockopt::TcpKeepCount).unwrap(),
+            3
+        );
+        assert_eq!(
+            nix::sys::socket::getsockopt(&s, sockopt::TcpUserTimeout).unwrap(),
+            30_000
+        );
+        let off = SocketOptions {
+            keepalive: None,
+            user_timeout: None,
+        };
+        let s = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        tune(&s, &peer, &off).unwrap();
+        assert!(!nix::sys::socket::getsockopt(&s, sockopt::KeepAlive).unwrap());
     }
 }

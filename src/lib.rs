@@ -4,8 +4,10 @@
 //! (command line grammar, the NBD protocol, netlink encoding, module ordering, cpio) lives
 //! apart from the code that makes syscalls.
 
+pub mod attach;
 pub mod boot;
 pub mod cmdline;
+pub mod commands;
 pub mod connect;
 pub mod initramfs;
 pub mod kernel;
@@ -14,3 +16,4 @@ pub mod modules;
 pub mod net;
 pub mod netlink;
 pub mod proto;
+pub mod uri;

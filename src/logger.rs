@@ -117,3 +117,16 @@ pub fn reopen_console() {
         }
     }
 }
+
+/// For a daemon: points stdin, stdout and stderr at /dev/null and logs to /dev/kmsg only.
+pub fn detach_from_stdio() {
+    if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors; `null` stays valid for the call.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+    LOGGER.kmsg.store(true, Ordering::Relaxed);
+    // Every record now goes to the kernel log; none is echoed to the (closed) console.
+    LOGGER.console_loglevel.store(u8::MAX, Ordering::Relaxed);
+}

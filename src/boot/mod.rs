@@ -10,22 +10,19 @@ use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use nix::errno::Errno;
 
+use crate::attach::{self, AttachError, AttachOptions, Attached};
 use crate::cmdline::{self, BootPlan, CmdlineError};
 use crate::connect::{self, ConnectError};
-use crate::kernel::{self, Attach, KernelError};
 use crate::modules::{self, DepError, LoadError, ModulesDep};
 use crate::net::{self, NetError};
-use crate::proto::consts::TFLAG_READ_ONLY;
+use crate::uri::Endpoint;
 
 /// Where the real root is mounted before the switch.
 pub const NEW_ROOT: &str = "/newroot";
-/// How long the device node may take to appear after attach.
-const DEVICE_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
@@ -45,10 +42,8 @@ pub enum BootError {
     Net(#[from] NetError),
     #[error(transparent)]
     Connect(#[from] ConnectError),
-    #[error("attaching {addr} to the kernel: {source}")]
-    Attach { addr: String, source: KernelError },
-    #[error("{device} did not appear within {secs} s after attaching it")]
-    NoDevice { device: String, secs: u64 },
+    #[error(transparent)]
+    Attach(#[from] AttachError),
     #[error("cannot mount {what} on {target} as {fstype}: {}", .source.desc())]
     Mount {
         what: String,
@@ -172,74 +167,29 @@ fn load_modules() -> Result<(), BootError> {
     Ok(())
 }
 
-/// The root device, once attached.
-struct Attached {
-    device: String,
-    /// The server or `readonly` made the device read-only.
-    read_only: bool,
-}
-
 /// Connects, negotiates and hands the socket to the kernel.
 fn attach(plan: &BootPlan) -> Result<Attached, BootError> {
     let spec = &plan.nbd;
-    let addr = connect::resolve(spec)?;
-    let conn = connect::connect(addr, &spec.export, &plan.connect)?;
-    let export = conn.export.clone();
-    let mut server_flags = u64::from(export.flags);
-    if spec.opts.read_only {
-        server_flags |= u64::from(TFLAG_READ_ONLY);
-    }
-    let block_size = spec
-        .opts
-        .block_size
-        .unwrap_or_else(|| export.kernel_block_size());
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&conn.stream);
-    let index = kernel::connect(&Attach {
-        index: None,
-        sockets: &[fd],
-        size: export.size,
-        block_size: u64::from(block_size),
-        server_flags,
-        timeout: spec.opts.timeout,
-        dead_conn_timeout: None,
-        client_flags: 0,
-    })
-    .map_err(|source| BootError::Attach {
-        addr: addr.to_string(),
-        source,
+    let peer = connect::resolve(&Endpoint::Tcp {
+        host: spec.host.clone(),
+        port: spec.port,
     })?;
-    // The kernel holds its own reference to the socket now.
-    drop(conn);
-    let device = kernel::device_path(index);
-    let name = if spec.export.is_empty() {
-        "the default export".to_string()
-    } else {
-        format!("export \"{}\"", spec.export)
+    let opts = AttachOptions {
+        export: spec.export.clone(),
+        block_size: spec.opts.block_size,
+        timeout: spec.opts.timeout,
+        read_only: spec.opts.read_only,
+        policy: plan.connect,
+        ..AttachOptions::default()
     };
-    log::info!(
-        "{addr} {name}: {} bytes, block size {block_size}, on {device}",
-        export.size
-    );
-    let read_only = export.read_only() || spec.opts.read_only;
-    if read_only && !plan.mount.read_only {
-        log::warn!("{device} is read-only: mounting the root read-only");
+    let attached = attach::attach_netlink(&peer, &opts)?;
+    if attached.read_only && !plan.mount.read_only {
+        log::warn!(
+            "{} is read-only: mounting the root read-only",
+            attached.device
+        );
     }
-    wait_for_device(&device)?;
-    Ok(Attached { device, read_only })
-}
-
-fn wait_for_device(device: &str) -> Result<(), BootError> {
-    let start = Instant::now();
-    while !Path::new(device).exists() {
-        if start.elapsed() >= DEVICE_WAIT {
-            return Err(BootError::NoDevice {
-                device: device.to_string(),
-                secs: DEVICE_WAIT.as_secs(),
-            });
-        }
-        sleep(Duration::from_millis(10));
-    }
-    Ok(())
+    Ok(attached)
 }
 
 /// The arguments the kernel passed to /init, for the real init.

@@ -1,5 +1,8 @@
-//! Handing a negotiated connection to the kernel's nbd driver.
+//! Handing negotiated connections to the kernel's nbd driver: over generic netlink (the
+//! default: no process stays behind) or ioctls (a process stays in NBD_DO_IT).
 
+pub mod device;
+pub mod ioctl;
 pub mod netlink;
 
 pub use netlink::{connect, disconnect, Attach, KernelError};

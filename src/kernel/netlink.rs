@@ -22,12 +22,13 @@ const ATTR_SERVER_FLAGS: u16 = 5;
 const ATTR_CLIENT_FLAGS: u16 = 6;
 const ATTR_SOCKETS: u16 = 7;
 const ATTR_DEAD_CONN_TIMEOUT: u16 = 8;
+const ATTR_BACKEND_IDENTIFIER: u16 = 10;
 const SOCK_ITEM: u16 = 1;
 const SOCK_FD: u16 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
-    #[error("the kernel has no \"nbd\" netlink family (is the nbd module loaded?)")]
+    #[error("the kernel has no \"nbd\" netlink family (is the nbd module loaded? Linux < 4.12 needs --ioctl)")]
     NoFamily,
     #[error("{step}: {source}")]
     Netlink {
@@ -52,6 +53,8 @@ pub struct Attach<'a> {
     pub timeout: Option<Duration>,
     pub dead_conn_timeout: Option<Duration>,
     pub client_flags: u64,
+    /// Shown in /sys/block/nbdN/backend; RECONFIGURE must then name the same (Linux ≥ 5.14).
+    pub identifier: Option<&'a str>,
 }
 
 fn family(sock: &mut NetlinkSocket) -> Result<u16, KernelError> {
@@ -84,6 +87,9 @@ pub fn connect(a: &Attach<'_>) -> Result<u32, KernelError> {
     }
     if let Some(t) = a.dead_conn_timeout {
         msg = msg.attr_u64(ATTR_DEAD_CONN_TIMEOUT, t.as_secs());
+    }
+    if let Some(id) = a.identifier {
+        msg = msg.attr_str(ATTR_BACKEND_IDENTIFIER, id);
     }
     if a.client_flags != 0 {
         msg = msg.attr_u64(ATTR_CLIENT_FLAGS, a.client_flags);

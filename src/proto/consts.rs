@@ -56,3 +56,40 @@ pub const TFLAG_SEND_FAST_ZERO: u16 = 1 << 11;
 
 /// The IANA port for NBD.
 pub const DEFAULT_PORT: u16 = 10809;
+
+/// Option reply error types (bit 31 set).
+pub const REP_ERR_UNSUP: u32 = REP_FLAG_ERROR | 1;
+pub const REP_ERR_POLICY: u32 = REP_FLAG_ERROR | 2;
+pub const REP_ERR_INVALID: u32 = REP_FLAG_ERROR | 3;
+pub const REP_ERR_PLATFORM: u32 = REP_FLAG_ERROR | 4;
+pub const REP_ERR_TLS_REQD: u32 = REP_FLAG_ERROR | 5;
+pub const REP_ERR_UNKNOWN: u32 = REP_FLAG_ERROR | 6;
+pub const REP_ERR_SHUTDOWN: u32 = REP_FLAG_ERROR | 7;
+pub const REP_ERR_BLOCK_SIZE_REQD: u32 = REP_FLAG_ERROR | 8;
+pub const REP_ERR_TOO_BIG: u32 = REP_FLAG_ERROR | 9;
+
+/// Transmission commands (the low 16 bits of the request type).
+pub const CMD_READ: u16 = 0;
+pub const CMD_WRITE: u16 = 1;
+pub const CMD_DISC: u16 = 2;
+pub const CMD_FLUSH: u16 = 3;
+pub const CMD_TRIM: u16 = 4;
+pub const CMD_WRITE_ZEROES: u16 = 6;
+
+/// Command flags (the high 16 bits of the request type).
+pub const CMD_FLAG_FUA: u16 = 1 << 0;
+pub const CMD_FLAG_NO_HOLE: u16 = 1 << 1;
+
+/// Error values in simple replies. They are fixed by the protocol, not the host's errno.
+pub const EPERM: u32 = 1;
+pub const EIO: u32 = 5;
+pub const ENOMEM: u32 = 12;
+pub const EINVAL: u32 = 22;
+pub const ENOSPC: u32 = 28;
+pub const EOVERFLOW: u32 = 75;
+pub const ENOTSUP: u32 = 95;
+pub const ESHUTDOWN: u32 = 108;
+
+/// The largest read or write payload a client may send without the server announcing a
+/// maximum (doc/proto.md, "block size constraints").
+pub const DEFAULT_MAX_PAYLOAD: u32 = 32 << 20;

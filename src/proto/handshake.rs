@@ -1,17 +1,28 @@
-//! The client side of the NBD handshake, over any `Read + Write`.
+//! The client side of the NBD handshake, over any `Read + Write`: [`negotiate`] to enter the
+//! transmission phase. The queries [`list`](super::list) and [`info`](super::info) live in
+//! `query.rs`; the pieces they share with this file in `option.rs`.
 //!
 //! Pure protocol logic: no sockets, no timeouts (the caller bounds every read with socket
 //! timeouts). What it negotiates is always safe to hand to the kernel driver: simple replies
 //! only, never structured replies or extended headers.
 
+use std::fmt;
 use std::io::{self, Read, Write};
 
 use super::consts::*;
+use super::option::{
+    abort_quietly, export_error, info_request, option_name, parse_info, read_option_reply,
+    read_u16, read_u64, send_option, skip, start, Info, Result, Start,
+};
 
 /// The largest option reply payload accepted. Real replies are a few dozen bytes (strings are
 /// limited to 4096 by the spec); anything bigger is a broken or hostile server, and refusing it
 /// keeps a reply from making the client allocate memory.
 pub const MAX_REPLY_LEN: u32 = 16 * 1024;
+
+/// The largest minimum block size the kernel driver can obey: its logical block size is a
+/// power of two from 512 up to the page size.
+pub const KERNEL_MAX_BLOCK_SIZE: u32 = 4096;
 
 /// Block size constraints a server announced with NBD_INFO_BLOCK_SIZE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +32,48 @@ pub struct BlockSizes {
     pub maximum: u32,
 }
 
+impl BlockSizes {
+    /// Checks the announcement against the spec's rules ("block size constraints" in
+    /// doc/proto.md) for an export of `size` bytes, then against what the kernel can obey.
+    /// Having asked for them, the client must honour them, so nonsense is an error rather
+    /// than something to guess around.
+    pub fn validate(self, size: u64) -> Result<Self> {
+        let Self {
+            minimum,
+            preferred,
+            maximum,
+        } = self;
+        let bad = |reason| {
+            Err(HandshakeError::BadBlockSizes {
+                minimum,
+                preferred,
+                maximum,
+                reason,
+            })
+        };
+        if !minimum.is_power_of_two() || minimum > 64 * 1024 {
+            return bad("the minimum must be a power of two no larger than 64 KiB");
+        }
+        if !preferred.is_power_of_two() || preferred < minimum {
+            return bad("the preferred size must be a power of two no smaller than the minimum");
+        }
+        if maximum != u32::MAX && maximum % minimum != 0 {
+            return bad("the maximum must be a multiple of the minimum (or 0xffffffff)");
+        }
+        if maximum < minimum {
+            return bad("the maximum is smaller than the minimum");
+        }
+        // The maximum may be below the preferred size only for an export smaller than that.
+        if u64::from(maximum) < u64::from(preferred).min(size) {
+            return bad("the maximum is smaller than both the preferred size and the export");
+        }
+        if minimum > KERNEL_MAX_BLOCK_SIZE {
+            return Err(HandshakeError::BlockSizeUnsupported { minimum });
+        }
+        Ok(self)
+    }
+}
+
 /// What the handshake established about the export.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Export {
@@ -28,7 +81,8 @@ pub struct Export {
     pub size: u64,
     /// Transmission flags (TFLAG_*).
     pub flags: u16,
-    /// Block size constraints, when the server sent them.
+    /// Block size constraints, when the server sent them (validated: see
+    /// [`BlockSizes::validate`]).
     pub block_sizes: Option<BlockSizes>,
     /// Which handshake the server spoke.
     pub style: Style,
@@ -45,7 +99,10 @@ impl Export {
     /// small ext4 has 1 KiB blocks) could then not be mounted.
     pub fn kernel_block_size(&self) -> u32 {
         let wanted = self.block_sizes.map_or(512, |b| b.minimum);
-        wanted.clamp(512, 4096).next_power_of_two().min(4096)
+        wanted
+            .clamp(512, KERNEL_MAX_BLOCK_SIZE)
+            .next_power_of_two()
+            .min(KERNEL_MAX_BLOCK_SIZE)
     }
 }
 
@@ -56,6 +113,16 @@ pub enum Style {
     /// Newstyle without the fixed bit: only NBD_OPT_EXPORT_NAME may be used.
     Newstyle,
     FixedNewstyle,
+}
+
+impl fmt::Display for Style {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Oldstyle => "oldstyle",
+            Self::Newstyle => "non-fixed newstyle",
+            Self::FixedNewstyle => "fixed newstyle",
+        })
+    }
 }
 
 /// An NBD_REP_ERR_* code.
@@ -74,7 +141,7 @@ pub enum RepError {
 }
 
 impl RepError {
-    fn from_wire(ty: u32) -> Self {
+    pub(super) fn from_wire(ty: u32) -> Self {
         match ty & !REP_FLAG_ERROR {
             1 => Self::Unsup,
             2 => Self::Policy,
@@ -90,7 +157,25 @@ impl RepError {
     }
 }
 
-/// A failed handshake. Callers add the server address.
+impl fmt::Display for RepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            Self::Unsup => "NBD_REP_ERR_UNSUP",
+            Self::Policy => "NBD_REP_ERR_POLICY",
+            Self::Invalid => "NBD_REP_ERR_INVALID",
+            Self::Platform => "NBD_REP_ERR_PLATFORM",
+            Self::TlsReqd => "NBD_REP_ERR_TLS_REQD",
+            Self::Unknown => "NBD_REP_ERR_UNKNOWN",
+            Self::Shutdown => "NBD_REP_ERR_SHUTDOWN",
+            Self::BlockSizeReqd => "NBD_REP_ERR_BLOCK_SIZE_REQD",
+            Self::TooBig => "NBD_REP_ERR_TOO_BIG",
+            Self::Other(n) => return write!(f, "error reply 2^31+{n}"),
+        };
+        f.write_str(name)
+    }
+}
+
+/// A failed handshake or handshake query. Callers add the server address.
 #[derive(Debug, thiserror::Error)]
 pub enum HandshakeError {
     #[error("server closed the connection while {step}")]
@@ -108,20 +193,43 @@ pub enum HandshakeError {
     UnknownExport { export: String, message: String },
     #[error("server requires TLS, which nbdroot does not speak: {message}")]
     TlsRequired { message: String },
-    #[error("server refused export \"{export}\" ({code:?}): {message}")]
+    #[error("server refused export \"{export}\" ({code}): {message}")]
     Refused {
         export: String,
         code: RepError,
         message: String,
     },
+    #[error("server refused {option} ({code}): {message}")]
+    OptionRefused {
+        option: &'static str,
+        code: RepError,
+        message: String,
+    },
+    #[error("server speaks the {style} handshake, which has no {option}")]
+    NoOptions { option: &'static str, style: Style },
     #[error("option reply of {len} bytes is larger than the {MAX_REPLY_LEN}-byte limit")]
     ReplyTooLong { len: u32 },
-    #[error("option reply is for option {got}, expected {expected}")]
+    #[error("reply for option {got} while waiting for {}", option_name(*.expected))]
     WrongOption { expected: u32, got: u32 },
+    #[error("unexpected reply type {ty:#x} to {option}")]
+    UnexpectedReply { option: &'static str, ty: u32 },
     #[error("malformed NBD_INFO reply (type {info}, {len} bytes)")]
     BadInfo { info: u16, len: usize },
-    #[error("server finished NBD_OPT_GO without sending the export size")]
-    NoExportInfo,
+    #[error("malformed NBD_REP_SERVER reply: name length {name_len} in a {len}-byte reply")]
+    BadServerEntry { name_len: u32, len: usize },
+    #[error("export list is longer than {MAX_LIST_ENTRIES} entries or {MAX_LIST_BYTES} bytes")]
+    ListTooLong,
+    #[error("server finished {option} without sending the export size")]
+    NoExportInfo { option: &'static str },
+    #[error("server announced invalid block sizes (minimum {minimum}, preferred {preferred}, maximum {maximum}): {reason}")]
+    BadBlockSizes {
+        minimum: u32,
+        preferred: u32,
+        maximum: u32,
+        reason: &'static str,
+    },
+    #[error("server requires a minimum block size of {minimum} bytes; the kernel driver handles at most {KERNEL_MAX_BLOCK_SIZE}")]
+    BlockSizeUnsupported { minimum: u32 },
     #[error(
         "server speaks the oldstyle handshake, which has no export names (asked for \"{export}\")"
     )]
@@ -130,173 +238,18 @@ pub enum HandshakeError {
     ExportNameClosed { export: String },
 }
 
-type Result<T> = std::result::Result<T, HandshakeError>;
-
-fn io_err(step: &'static str, e: io::Error) -> HandshakeError {
-    match e.kind() {
-        io::ErrorKind::UnexpectedEof => HandshakeError::Closed { step },
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => HandshakeError::TimedOut { step },
-        _ => HandshakeError::Io { step, source: e },
-    }
-}
-
-fn read_array<const N: usize>(s: &mut impl Read, step: &'static str) -> Result<[u8; N]> {
-    let mut buf = [0u8; N];
-    s.read_exact(&mut buf).map_err(|e| io_err(step, e))?;
-    Ok(buf)
-}
-
-fn read_u16(s: &mut impl Read, step: &'static str) -> Result<u16> {
-    read_array::<2>(s, step).map(u16::from_be_bytes)
-}
-
-fn read_u32(s: &mut impl Read, step: &'static str) -> Result<u32> {
-    read_array::<4>(s, step).map(u32::from_be_bytes)
-}
-
-fn read_u64(s: &mut impl Read, step: &'static str) -> Result<u64> {
-    read_array::<8>(s, step).map(u64::from_be_bytes)
-}
-
-/// Reads and discards `len` bytes without allocating.
-fn skip(s: &mut impl Read, len: u64, step: &'static str) -> Result<()> {
-    let copied =
-        io::copy(&mut s.by_ref().take(len), &mut io::sink()).map_err(|e| io_err(step, e))?;
-    if copied < len {
-        return Err(HandshakeError::Closed { step });
-    }
-    Ok(())
-}
-
-/// The server greeting, up to the point where the client speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Greeting {
-    Oldstyle { size: u64, flags: u16 },
-    Newstyle { handshake_flags: u16 },
-}
-
-fn read_greeting(s: &mut impl Read) -> Result<Greeting> {
-    const STEP: &str = "reading the server greeting";
-    let magic = read_u64(s, STEP)?;
-    if magic != NBDMAGIC {
-        return Err(HandshakeError::BadMagic {
-            step: STEP,
-            found: magic,
-        });
-    }
-    match read_u64(s, STEP)? {
-        IHAVEOPT => Ok(Greeting::Newstyle {
-            handshake_flags: read_u16(s, STEP)?,
-        }),
-        OLDSTYLE_MAGIC => {
-            let size = read_u64(s, STEP)?;
-            // 32 bits of flags: the high 16 are reserved, the low 16 are transmission flags.
-            let flags = read_u32(s, STEP)? as u16;
-            skip(s, 124, STEP)?;
-            Ok(Greeting::Oldstyle { size, flags })
-        }
-        other => Err(HandshakeError::BadMagic {
-            step: STEP,
-            found: other,
-        }),
-    }
-}
-
-fn send_option(s: &mut impl Write, option: u32, data: &[u8]) -> Result<()> {
-    const STEP: &str = "sending an option";
-    let mut msg = Vec::with_capacity(16 + data.len());
-    msg.extend_from_slice(&IHAVEOPT.to_be_bytes());
-    msg.extend_from_slice(&option.to_be_bytes());
-    msg.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    msg.extend_from_slice(data);
-    s.write_all(&msg).map_err(|e| io_err(STEP, e))?;
-    s.flush().map_err(|e| io_err(STEP, e))
-}
-
-/// One option reply: its type and payload (at most MAX_REPLY_LEN bytes).
-struct OptionReply {
-    ty: u32,
-    data: Vec<u8>,
-}
-
-fn read_option_reply(s: &mut impl Read, option: u32) -> Result<OptionReply> {
-    const STEP: &str = "reading an option reply";
-    let magic = read_u64(s, STEP)?;
-    if magic != OPTION_REPLY_MAGIC {
-        return Err(HandshakeError::BadMagic {
-            step: STEP,
-            found: magic,
-        });
-    }
-    let got = read_u32(s, STEP)?;
-    let ty = read_u32(s, STEP)?;
-    let len = read_u32(s, STEP)?;
-    if got != option {
-        return Err(HandshakeError::WrongOption {
-            expected: option,
-            got,
-        });
-    }
-    if len > MAX_REPLY_LEN {
-        return Err(HandshakeError::ReplyTooLong { len });
-    }
-    let mut data = vec![0u8; len as usize];
-    s.read_exact(&mut data).map_err(|e| io_err(STEP, e))?;
-    Ok(OptionReply { ty, data })
-}
-
-fn rep_error(export: &str, ty: u32, data: &[u8]) -> HandshakeError {
-    let message = String::from_utf8_lossy(data).trim().to_string();
-    let message = if message.is_empty() {
-        "(no message from the server)".to_string()
-    } else {
-        message
-    };
-    match RepError::from_wire(ty) {
-        RepError::Unknown => HandshakeError::UnknownExport {
-            export: export.to_string(),
-            message,
-        },
-        RepError::TlsReqd => HandshakeError::TlsRequired { message },
-        code => HandshakeError::Refused {
-            export: export.to_string(),
-            code,
-            message,
-        },
-    }
-}
+/// Bounds on an NBD_OPT_LIST answer, so a hostile server cannot make the client allocate
+/// without limit (each entry is already bounded by `MAX_REPLY_LEN`).
+pub const MAX_LIST_ENTRIES: usize = 10_000;
+pub const MAX_LIST_BYTES: usize = 1 << 20;
 
 /// Negotiates `export` (empty: the server's default export) and leaves the stream at the start
 /// of the transmission phase.
 pub fn negotiate<S: Read + Write>(s: &mut S, export: &str) -> Result<Export> {
-    let handshake_flags = match read_greeting(s)? {
-        Greeting::Oldstyle { size, flags } => {
-            if !export.is_empty() {
-                return Err(HandshakeError::OldstyleNamed {
-                    export: export.to_string(),
-                });
-            }
-            return Ok(Export {
-                size,
-                flags,
-                block_sizes: None,
-                style: Style::Oldstyle,
-            });
-        }
-        Greeting::Newstyle { handshake_flags } => handshake_flags,
+    let (fixed, no_zeroes) = match start(s)? {
+        Start::Oldstyle { size, flags } => return oldstyle(export, size, flags),
+        Start::Newstyle { fixed, no_zeroes } => (fixed, no_zeroes),
     };
-    let fixed = handshake_flags & FLAG_FIXED_NEWSTYLE != 0;
-    let no_zeroes = handshake_flags & FLAG_NO_ZEROES != 0;
-    let mut client_flags = 0u32;
-    if fixed {
-        client_flags |= FLAG_C_FIXED_NEWSTYLE;
-    }
-    if no_zeroes {
-        client_flags |= FLAG_C_NO_ZEROES;
-    }
-    s.write_all(&client_flags.to_be_bytes())
-        .map_err(|e| io_err("sending the client flags", e))?;
-
     if fixed {
         match go(s, export)? {
             Some(export) => return Ok(export),
@@ -306,15 +259,24 @@ pub fn negotiate<S: Read + Write>(s: &mut S, export: &str) -> Result<Export> {
     export_name(s, export, no_zeroes, fixed)
 }
 
+/// The export an oldstyle greeting described; it has no name, so only the default matches.
+pub(super) fn oldstyle(export: &str, size: u64, flags: u16) -> Result<Export> {
+    if !export.is_empty() {
+        return Err(HandshakeError::OldstyleNamed {
+            export: export.to_string(),
+        });
+    }
+    Ok(Export {
+        size,
+        flags,
+        block_sizes: None,
+        style: Style::Oldstyle,
+    })
+}
+
 /// NBD_OPT_GO asking for NBD_INFO_BLOCK_SIZE. `None` when the server does not know GO.
 fn go<S: Read + Write>(s: &mut S, export: &str) -> Result<Option<Export>> {
-    let mut data = Vec::with_capacity(8 + export.len());
-    data.extend_from_slice(&(export.len() as u32).to_be_bytes());
-    data.extend_from_slice(export.as_bytes());
-    data.extend_from_slice(&1u16.to_be_bytes());
-    data.extend_from_slice(&INFO_BLOCK_SIZE.to_be_bytes());
-    send_option(s, OPT_GO, &data)?;
-
+    send_option(s, OPT_GO, &info_request(export, &[INFO_BLOCK_SIZE]))?;
     let mut size_flags = None;
     let mut block_sizes = None;
     loop {
@@ -324,68 +286,30 @@ fn go<S: Read + Write>(s: &mut S, export: &str) -> Result<Option<Export>> {
             REP_INFO => match parse_info(&reply.data)? {
                 Info::Export { size, flags } => size_flags = Some((size, flags)),
                 Info::BlockSizes(b) => block_sizes = Some(b),
-                Info::Other => {}
+                Info::Name(_) | Info::Description(_) | Info::Other => {}
             },
+            REP_ERR_UNSUP => return Ok(None),
             ty if ty & REP_FLAG_ERROR != 0 => {
-                if RepError::from_wire(ty) == RepError::Unsup {
-                    return Ok(None);
-                }
-                return Err(rep_error(export, ty, &reply.data));
+                abort_quietly(s);
+                return Err(export_error(export, ty, &reply.data));
             }
             // Unknown non-error replies may be ignored (spec: "the client MUST ignore").
             _ => {}
         }
     }
-    let (size, flags) = size_flags.ok_or(HandshakeError::NoExportInfo)?;
+    let (size, flags) = size_flags.ok_or(HandshakeError::NoExportInfo {
+        option: "NBD_OPT_GO",
+    })?;
     Ok(Some(Export {
         size,
         flags,
-        block_sizes,
+        block_sizes: block_sizes.map(|b| b.validate(size)).transpose()?,
         style: Style::FixedNewstyle,
     }))
 }
 
-enum Info {
-    Export { size: u64, flags: u16 },
-    BlockSizes(BlockSizes),
-    Other,
-}
-
-fn parse_info(data: &[u8]) -> Result<Info> {
-    let bad = |info| HandshakeError::BadInfo {
-        info,
-        len: data.len(),
-    };
-    let Some(ty) = data.get(..2) else {
-        return Err(bad(u16::MAX));
-    };
-    let ty = u16::from_be_bytes([ty[0], ty[1]]);
-    let be32 = |at: usize| u32::from_be_bytes(data[at..at + 4].try_into().unwrap());
-    match ty {
-        INFO_EXPORT => {
-            if data.len() != 12 {
-                return Err(bad(ty));
-            }
-            let size = u64::from_be_bytes(data[2..10].try_into().unwrap());
-            let flags = u16::from_be_bytes([data[10], data[11]]);
-            Ok(Info::Export { size, flags })
-        }
-        INFO_BLOCK_SIZE => {
-            if data.len() != 14 {
-                return Err(bad(ty));
-            }
-            Ok(Info::BlockSizes(BlockSizes {
-                minimum: be32(2),
-                preferred: be32(6),
-                maximum: be32(10),
-            }))
-        }
-        _ => Ok(Info::Other),
-    }
-}
-
 /// NBD_OPT_EXPORT_NAME: the old way, which ends negotiation without an error path.
-fn export_name<S: Read + Write>(
+pub(super) fn export_name<S: Read + Write>(
     s: &mut S,
     export: &str,
     no_zeroes: bool,
@@ -470,11 +394,21 @@ mod tests {
             REP_FLAG_ERROR | 6,
             b"export 'x' not present",
         );
-        let err = negotiate(&mut script.into_conn(), "x").unwrap_err();
+        let mut conn = script.into_conn();
+        let err = negotiate(&mut conn, "x").unwrap_err();
         assert_eq!(
             err.to_string(),
             "export \"x\" not found: export 'x' not present"
         );
+        // The client leaves with NBD_OPT_ABORT rather than just dropping the connection.
+        let w = &conn.written;
+        let abort = [
+            &IHAVEOPT.to_be_bytes()[..],
+            &OPT_ABORT.to_be_bytes(),
+            &[0; 4],
+        ]
+        .concat();
+        assert_eq!(&w[w.len() - 16..], &abort[..]);
     }
 
     #[test]
@@ -562,7 +496,7 @@ mod tests {
         // ACK without the export size.
         let script = newstyle(FLAG_FIXED_NEWSTYLE).reply(OPT_GO, REP_ACK, b"");
         let err = negotiate(&mut script.into_conn(), "").unwrap_err();
-        assert!(matches!(err, HandshakeError::NoExportInfo));
+        assert!(matches!(err, HandshakeError::NoExportInfo { .. }));
         // A short NBD_INFO_EXPORT.
         let script = newstyle(FLAG_FIXED_NEWSTYLE).reply(OPT_GO, REP_INFO, &[0, 0, 1]);
         let err = negotiate(&mut script.into_conn(), "").unwrap_err();
@@ -582,6 +516,68 @@ mod tests {
             );
         }
         negotiate(&mut Script::from_bytes(bytes).into_conn(), "").unwrap();
+    }
+
+    fn go_with_sizes(min: u32, preferred: u32, max: u32) -> Result<Export> {
+        let mut bs = INFO_BLOCK_SIZE.to_be_bytes().to_vec();
+        for v in [min, preferred, max] {
+            bs.extend_from_slice(&v.to_be_bytes());
+        }
+        let script = info_export(newstyle(FLAG_FIXED_NEWSTYLE))
+            .reply(OPT_GO, REP_INFO, &bs)
+            .reply(OPT_GO, REP_ACK, b"");
+        negotiate(&mut script.into_conn(), "")
+    }
+
+    #[test]
+    fn block_sizes_are_validated() {
+        // Accepted: typical announcements, "no maximum", and a maximum below the preferred
+        // size only when the export is smaller still.
+        for (min, pref, max) in [
+            (1, 4096, 32 << 20),
+            (512, 4096, u32::MAX),
+            (4096, 65536, 1 << 20),
+        ] {
+            let got = go_with_sizes(min, pref, max).unwrap().block_sizes.unwrap();
+            assert_eq!((got.minimum, got.preferred, got.maximum), (min, pref, max));
+        }
+        for (min, pref, max, reason) in [
+            (0, 4096, 1 << 20, "the minimum must be a power of two"),
+            (768, 4096, 1 << 20, "the minimum must be a power of two"),
+            (1 << 17, 1 << 17, 1 << 20, "no larger than 64 KiB"),
+            (512, 256, 1 << 20, "the preferred size must be"),
+            (512, 3000, 1 << 20, "the preferred size must be"),
+            (512, 4096, 1000, "a multiple of the minimum"),
+            (4096, 4096, 2048, "a multiple of the minimum"),
+            (
+                512,
+                4096,
+                1024,
+                "smaller than both the preferred size and the export",
+            ),
+        ] {
+            let err = go_with_sizes(min, pref, max).unwrap_err();
+            assert!(
+                matches!(err, HandshakeError::BadBlockSizes { .. }),
+                "{min}/{pref}/{max}: {err}"
+            );
+            assert!(
+                err.to_string().contains(reason),
+                "{min}/{pref}/{max}: {err}"
+            );
+        }
+        let err = go_with_sizes(8192, 8192, 1 << 20).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "server requires a minimum block size of 8192 bytes; the kernel driver handles at most 4096"
+        );
+        // A small export may have a maximum below the preferred size.
+        let small = BlockSizes {
+            minimum: 512,
+            preferred: 4096,
+            maximum: 1024,
+        };
+        assert_eq!(small.validate(1024).unwrap(), small);
     }
 
     #[test]

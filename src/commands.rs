@@ -1,0 +1,156 @@
+//! The `nbdroot` subcommands that talk to servers and devices, as library functions:
+//! `main.rs` only parses arguments and prints.
+
+use std::fmt::Write as _;
+
+use crate::attach::{self, AttachError, AttachOptions, Attached, Interface};
+use crate::cmdline::ConnectPolicy;
+use crate::connect::{self, ConnectError, Peer, SocketOptions};
+use crate::kernel::{device, KernelError};
+use crate::proto::consts::*;
+use crate::proto::{self, ExportEntry, HandshakeError, Style};
+use crate::uri::{self, Endpoint, TargetError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("\"{0}\" is not an nbd device; expected /dev/nbdN, nbdN or N")]
+    BadDevice(String),
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(transparent)]
+    Attach(#[from] AttachError),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("{peer}: {source}")]
+    Handshake {
+        peer: String,
+        source: HandshakeError,
+    },
+}
+
+/// `3` from `/dev/nbd3`, `nbd3` or `3`.
+pub fn device_index(name: &str) -> Result<u32, CommandError> {
+    device::parse_index(name).ok_or_else(|| CommandError::BadDevice(name.to_string()))
+}
+
+/// `nbdroot connect`. Over netlink unless asked for ioctls, or the kernel has no netlink family.
+pub fn connect(
+    endpoint: &Endpoint,
+    opts: &AttachOptions,
+    interface: Interface,
+    foreground: bool,
+) -> Result<Attached, CommandError> {
+    let peer = connect::resolve(endpoint)?;
+    let attached = match interface {
+        Interface::Ioctl => attach::attach_ioctl(&peer, opts, foreground)?,
+        Interface::Netlink => match attach::attach_netlink(&peer, opts) {
+            Err(AttachError::Netlink {
+                source: KernelError::NoFamily,
+                ..
+            }) => {
+                log::warn!("the kernel has no nbd netlink interface: using ioctls");
+                attach::attach_ioctl(&peer, opts, foreground)?
+            }
+            other => other?,
+        },
+    };
+    Ok(attached)
+}
+
+/// `nbdroot disconnect`.
+pub fn disconnect(device: &str) -> Result<(), CommandError> {
+    Ok(attach::detach(device_index(device)?)?)
+}
+
+/// The answer of `nbdroot check`.
+#[derive(Debug)]
+pub enum Check {
+    /// Connected; the pid the driver reports, when it does.
+    Connected(Option<u32>),
+    NotConnected,
+    Error(CommandError),
+}
+
+/// `nbdroot check`: the driver publishes /sys/block/nbdN/pid while a device is connected.
+pub fn check(device: &str) -> Check {
+    let index = match device_index(device) {
+        Ok(i) => i,
+        Err(e) => return Check::Error(e),
+    };
+    match device::is_connected(index) {
+        Some(true) => Check::Connected(
+            std::fs::read_to_string(format!("/sys/block/nbd{index}/pid"))
+                .ok()
+                .and_then(|p| p.trim().parse().ok()),
+        ),
+        Some(false) => Check::NotConnected,
+        None => Check::Error(CommandError::Attach(AttachError::NoSuchDevice(index))),
+    }
+}
+
+/// A bounded connection for an option-only session (list, info).
+fn session(
+    server: &str,
+    policy: &ConnectPolicy,
+) -> Result<(Peer, connect::Stream, Option<String>), CommandError> {
+    let target = uri::parse_target(server)?;
+    let peer = connect::resolve(&target.endpoint)?;
+    let stream = connect::open(&peer, policy, &SocketOptions::default())?;
+    Ok((peer, stream, target.export))
+}
+
+/// `nbdroot list`.
+pub fn list(server: &str, policy: &ConnectPolicy) -> Result<Vec<ExportEntry>, CommandError> {
+    let (peer, mut stream, _) = session(server, policy)?;
+    proto::list(&mut stream).map_err(|source| CommandError::Handshake {
+        peer: peer.to_string(),
+        source,
+    })
+}
+
+/// `nbdroot info`: what nbdinfo prints, as text.
+pub fn info(
+    server: &str,
+    export: Option<String>,
+    policy: &ConnectPolicy,
+) -> Result<String, CommandError> {
+    let (peer, mut stream, uri_export) = session(server, policy)?;
+    let name = export.or(uri_export).unwrap_or_default();
+    let info = proto::info(&mut stream, &name).map_err(|source| CommandError::Handshake {
+        peer: peer.to_string(),
+        source,
+    })?;
+    let e = &info.export;
+    let mut out = String::new();
+    let _ = writeln!(out, "export=\"{}\":", info.name.as_deref().unwrap_or(&name));
+    let _ = writeln!(out, "\texport-size: {}", e.size);
+    if let Some(d) = info.description.as_deref().filter(|d| !d.is_empty()) {
+        let _ = writeln!(out, "\tdescription: {d}");
+    }
+    let style = match e.style {
+        Style::Oldstyle => "oldstyle",
+        Style::Newstyle => "newstyle",
+        Style::FixedNewstyle => "newstyle-fixed",
+    };
+    let _ = writeln!(out, "\tprotocol: {style}");
+    for (name, flag) in [
+        ("is_read_only", TFLAG_READ_ONLY),
+        ("is_rotational", TFLAG_ROTATIONAL),
+        ("can_flush", TFLAG_SEND_FLUSH),
+        ("can_fua", TFLAG_SEND_FUA),
+        ("can_trim", TFLAG_SEND_TRIM),
+        ("can_zero", TFLAG_SEND_WRITE_ZEROES),
+        ("can_fast_zero", TFLAG_SEND_FAST_ZERO),
+        ("can_df", TFLAG_SEND_DF),
+        ("can_multi_conn", TFLAG_CAN_MULTI_CONN),
+        ("can_cache", TFLAG_SEND_CACHE),
+    ] {
+        let _ = writeln!(out, "\t{name}: {}", e.flags & flag != 0);
+    }
+    if let Some(b) = e.block_sizes {
+        let _ = writeln!(out, "\tblock_size_minimum: {}", b.minimum);
+        let _ = writeln!(out, "\tblock_size_preferred: {}", b.preferred);
+        let _ = writeln!(out, "\tblock_size_maximum: {}", b.maximum);
+    }
+    Ok(out)
+}
