@@ -66,11 +66,13 @@ pub enum AttachError {
     Netlink { peer: String, source: KernelError },
     #[error("attaching {peer} to the kernel: {source}")]
     Ioctl { peer: String, source: IoctlError },
-    #[error("no free nbd device (all of /sys/block/nbd* are in use; is the nbd module loaded?)")]
+    #[error("no free nbd device: all of /sys/block/nbd* are in use")]
     NoFreeDevice,
+    #[error("no nbd devices: the nbd module is not loaded (modprobe nbd)")]
+    NoModule,
     #[error("/dev/nbd{0} is already connected")]
     Busy(u32),
-    #[error("/dev/nbd{0} does not exist (is the nbd module loaded? it has nbds_max devices)")]
+    #[error("/dev/nbd{0} does not exist (is the nbd module loaded? it makes nbds_max devices, 16 by default)")]
     NoSuchDevice(u32),
     #[error("{device} did not appear within {secs} s after attaching it")]
     NoNode { device: String, secs: u64 },
@@ -229,6 +231,7 @@ pub fn attach_ioctl(
             check_free(i)?;
             i
         }
+        None if !Path::new("/sys/module/nbd").exists() => return Err(AttachError::NoModule),
         None => device::find_free().ok_or(AttachError::NoFreeDevice)?,
     };
     let path = kernel::device_path(index);

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use crate::attach::{self, AttachError, AttachOptions, Attached, Interface};
 use crate::cmdline::ConnectPolicy;
 use crate::connect::{self, ConnectError, Peer, SocketOptions};
-use crate::kernel::{device, KernelError};
+use crate::kernel::{self, device};
 use crate::proto::consts::*;
 use crate::proto::{self, ExportEntry, HandshakeError, Style};
 use crate::uri::{self, Endpoint, TargetError};
@@ -41,20 +41,17 @@ pub fn connect(
     foreground: bool,
 ) -> Result<Attached, CommandError> {
     let peer = connect::resolve(endpoint)?;
-    let attached = match interface {
-        Interface::Ioctl => attach::attach_ioctl(&peer, opts, foreground)?,
-        Interface::Netlink => match attach::attach_netlink(&peer, opts) {
-            Err(AttachError::Netlink {
-                source: KernelError::NoFamily,
-                ..
-            }) => {
-                log::warn!("the kernel has no nbd netlink interface: using ioctls");
-                attach::attach_ioctl(&peer, opts, foreground)?
-            }
-            other => other?,
-        },
+    let interface = match interface {
+        Interface::Netlink if !kernel::netlink::available() => {
+            log::warn!("the kernel has no nbd netlink interface (nbd module not loaded, or Linux < 4.12): using ioctls");
+            Interface::Ioctl
+        }
+        i => i,
     };
-    Ok(attached)
+    Ok(match interface {
+        Interface::Ioctl => attach::attach_ioctl(&peer, opts, foreground)?,
+        Interface::Netlink => attach::attach_netlink(&peer, opts)?,
+    })
 }
 
 /// `nbdroot disconnect`.
@@ -116,10 +113,19 @@ pub fn info(
 ) -> Result<String, CommandError> {
     let (peer, mut stream, uri_export) = session(server, policy)?;
     let name = export.or(uri_export).unwrap_or_default();
-    let info = proto::info(&mut stream, &name).map_err(|source| CommandError::Handshake {
+    let handshake = |source| CommandError::Handshake {
         peer: peer.to_string(),
         source,
-    })?;
+    };
+    let mut info = proto::info(&mut stream, &name).map_err(handshake)?;
+    if info.export.size == 0 {
+        // nbd-server 3.24 answers NBD_OPT_INFO with size 0; NBD_OPT_GO has the real size.
+        // Go, then disconnect at once without any I/O.
+        let mut stream = connect::open(&peer, policy, &SocketOptions::default())?;
+        let export = proto::negotiate(&mut stream, &name).map_err(handshake)?;
+        let _ = proto::Client::new(stream, export.clone()).disconnect();
+        info.export.size = export.size;
+    }
     let e = &info.export;
     let mut out = String::new();
     let _ = writeln!(out, "export=\"{}\":", info.name.as_deref().unwrap_or(&name));

@@ -67,6 +67,15 @@ fn family(sock: &mut NetlinkSocket) -> Result<u16, KernelError> {
         .ok_or(KernelError::NoFamily)
 }
 
+/// Whether the kernel offers the nbd netlink family (the nbd module is loaded, Linux ≥ 4.12).
+pub fn available() -> bool {
+    NetlinkSocket::open(NETLINK_GENERIC)
+        .ok()
+        .and_then(|mut s| genl::resolve(&mut s, FAMILY).ok())
+        .flatten()
+        .is_some()
+}
+
 /// Attaches the sockets and returns the device index the kernel used.
 pub fn connect(a: &Attach<'_>) -> Result<u32, KernelError> {
     let mut sock = NetlinkSocket::open(NETLINK_GENERIC).map_err(|source| KernelError::Netlink {
