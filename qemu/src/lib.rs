@@ -98,6 +98,29 @@ pub fn nbdroot_initramfs(kernel: &Kernel, out: &Path) -> Result<()> {
     command::run(&step, &mut cmd).map(drop)
 }
 
+/// What every VM test boots: Debian's cloud kernel and nbdroot's initramfs for it.
+#[derive(Debug)]
+pub struct BootKit {
+    pub kernel: Kernel,
+    pub initrd: PathBuf,
+}
+
+/// The [`BootKit`], made once per process (the initramfs is named after the test binary, so
+/// test binaries running side by side never write the same file).
+pub fn boot_kit() -> &'static BootKit {
+    static KIT: OnceLock<BootKit> = OnceLock::new();
+    KIT.get_or_init(|| {
+        let kernel = debian_cloud_kernel().expect("Debian cloud kernel");
+        let exe = std::env::current_exe().unwrap_or_default();
+        let name = exe.file_stem().unwrap_or_default().to_string_lossy();
+        let initrd = cache_dir()
+            .expect("cache dir")
+            .join(format!("initrd-{name}.img"));
+        nbdroot_initramfs(&kernel, &initrd).expect("nbdroot mkinitramfs");
+        BootKit { kernel, initrd }
+    })
+}
+
 /// A number unique within this process, for file names.
 pub(crate) fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};

@@ -110,11 +110,19 @@ fn libraries(binary: &Path, extra_lib_dir: &Path) -> Result<Vec<(String, PathBuf
     Ok(libs)
 }
 
-/// Writes the busybox + nbd-client initramfs for `kernel` to `out`.
-pub fn nbd_client_initramfs(kernel: &Kernel, out: &Path) -> Result<()> {
+/// Debian's nbd-client and the libraries it needs, as (path in an image, path on the host):
+/// everything to copy into a guest for it to run.
+pub fn nbd_client_files() -> Result<Vec<(String, PathBuf)>> {
     let tree = nbd_client_tree()?;
     let client = tree.join("sbin/nbd-client");
-    let libs = libraries(&client, &tree.join("lib/x86_64-linux-gnu"))?;
+    let mut files = libraries(&client, &tree.join("lib/x86_64-linux-gnu"))?;
+    files.push(("sbin/nbd-client".to_string(), client));
+    Ok(files)
+}
+
+/// Writes the busybox + nbd-client initramfs for `kernel` to `out`.
+pub fn nbd_client_initramfs(kernel: &Kernel, out: &Path) -> Result<()> {
+    let files = nbd_client_files()?;
 
     let kdir = kernel.moddir.join(&kernel.version);
     let dep_text =
@@ -146,9 +154,7 @@ pub fn nbd_client_initramfs(kernel: &Kernel, out: &Path) -> Result<()> {
     w.file("bin/busybox", 0o755, &read(Path::new(BUSYBOX))?)
         .step(step)?;
     w.file("init", 0o755, INIT.as_bytes()).step(step)?;
-    w.file("sbin/nbd-client", 0o755, &read(&client)?)
-        .step(step)?;
-    for (in_image, host) in &libs {
+    for (in_image, host) in &files {
         w.file(in_image, 0o755, &read(host)?).step(step)?;
     }
     let mut names = String::new();

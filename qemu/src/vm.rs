@@ -22,6 +22,9 @@ pub struct VmConfig {
     /// Kernel arguments added after `console=ttyS0 panic=-1 loglevel=4`.
     pub append: String,
     pub memory_mib: u32,
+    /// vCPUs; more than one runs TCG on several host threads, so it competes with the
+    /// other VM slot: benchmarks only.
+    pub cpus: u32,
     /// Wall-clock limit, counted from QEMU's start (after the VM slot is taken).
     pub deadline: Duration,
     /// Further QEMU arguments (drives, devices).
@@ -43,6 +46,7 @@ impl VmConfig {
             initrd: initrd.into(),
             append: String::new(),
             memory_mib: 256,
+            cpus: 1,
             // Generous: a TCG boot takes seconds alone but much longer on a loaded machine.
             deadline: Duration::from_secs(180),
             extra_args: Vec::new(),
@@ -55,19 +59,26 @@ impl VmConfig {
     /// The QEMU command line, with the serial console written to `serial`.
     pub fn command(&self, serial: &std::path::Path) -> Command {
         let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(["-accel", "tcg", "-cpu", "max", "-smp", "1"])
-            .args(["-m", &self.memory_mib.to_string()])
-            .args(["-nodefaults", "-display", "none", "-no-reboot"])
-            // A file, not a pipe: it is complete even when QEMU is killed, and no child of
-            // QEMU (guestfwd relays) can hold it open.
-            .arg("-serial")
-            .arg(format!("file:{}", serial.display()))
-            .arg("-kernel")
-            .arg(&self.kernel)
-            .arg("-initrd")
-            .arg(&self.initrd)
-            .arg("-append")
-            .arg(format!("console=ttyS0 panic=-1 loglevel=4 {}", self.append).trim_end());
+        cmd.args([
+            "-accel",
+            "tcg",
+            "-cpu",
+            "max",
+            "-smp",
+            &self.cpus.to_string(),
+        ])
+        .args(["-m", &self.memory_mib.to_string()])
+        .args(["-nodefaults", "-display", "none", "-no-reboot"])
+        // A file, not a pipe: it is complete even when QEMU is killed, and no child of
+        // QEMU (guestfwd relays) can hold it open.
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()))
+        .arg("-kernel")
+        .arg(&self.kernel)
+        .arg("-initrd")
+        .arg(&self.initrd)
+        .arg("-append")
+        .arg(format!("console=ttyS0 panic=-1 loglevel=4 {}", self.append).trim_end());
         if self.net {
             let mut netdev = String::from("user,id=n0");
             for (ip, guest_port, host_port) in &self.guestfwd {

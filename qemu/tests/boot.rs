@@ -2,11 +2,10 @@
 //! `nbdroot mkinitramfs`, whose /init attaches a root served by qemu-nbd on 127.0.0.1.
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
 use nbdroot_qemu::{
-    cache_dir, debian_cloud_kernel, debugfs_cat, e2fsck_clean, free_port, nbdroot_initramfs,
-    qemu_nbd, run, Kernel, RootFs, VmConfig, VmOutcome,
+    boot_kit, cache_dir, debugfs_cat, e2fsck_clean, free_port, qemu_nbd, run, RootFs, VmConfig,
+    VmOutcome,
 };
 
 /// The static address the guest takes on QEMU's user network (the host is 10.0.2.2).
@@ -14,24 +13,6 @@ const IP: &str = "ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off";
 /// A guest-side address forwarded to the host's server, so that the default port 10809 can be
 /// used whatever port the server really has.
 const FWD_IP: &str = "10.0.2.100";
-
-struct Setup {
-    kernel: Kernel,
-    initrd: PathBuf,
-}
-
-/// The kernel and the nbdroot initramfs, made once per test process.
-fn setup() -> &'static Setup {
-    static SETUP: OnceLock<Setup> = OnceLock::new();
-    SETUP.get_or_init(|| {
-        let kernel = debian_cloud_kernel().expect("Debian cloud kernel");
-        let initrd = cache_dir()
-            .expect("cache dir")
-            .join("boot-tests-initrd.img");
-        nbdroot_initramfs(&kernel, &initrd).expect("nbdroot mkinitramfs");
-        Setup { kernel, initrd }
-    })
-}
 
 fn scratch(name: &str) -> PathBuf {
     let dir = cache_dir()
@@ -56,7 +37,7 @@ fn probe_image(name: &str, steps: &[&str]) -> PathBuf {
 }
 
 fn boot(append: &str, guestfwd: Option<u16>) -> VmOutcome {
-    let s = setup();
+    let s = boot_kit();
     let mut cfg = VmConfig::new(&s.kernel.vmlinuz, &s.initrd);
     cfg.append = append.to_string();
     if let Some(port) = guestfwd {

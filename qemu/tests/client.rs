@@ -4,32 +4,14 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use nbdroot_qemu::{
-    cache_dir, debian_cloud_kernel, nbdkit, nbdroot_binary, nbdroot_initramfs, qemu_nbd, run,
-    Kernel, NbdServer, RootFs, VmConfig, VmOutcome,
+    boot_kit, cache_dir, nbdkit, nbdroot_binary, qemu_nbd, run, NbdServer, RootFs, VmConfig,
+    VmOutcome,
 };
 
 const IP: &str = "ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off";
 const DATA_MIB: usize = 16;
-
-struct Setup {
-    kernel: Kernel,
-    initrd: PathBuf,
-}
-
-fn setup() -> &'static Setup {
-    static SETUP: OnceLock<Setup> = OnceLock::new();
-    SETUP.get_or_init(|| {
-        let kernel = debian_cloud_kernel().expect("Debian cloud kernel");
-        let initrd = cache_dir()
-            .expect("cache dir")
-            .join("client-tests-initrd.img");
-        nbdroot_initramfs(&kernel, &initrd).expect("nbdroot mkinitramfs");
-        Setup { kernel, initrd }
-    })
-}
 
 fn scratch(name: &str) -> PathBuf {
     let dir = cache_dir()
@@ -59,7 +41,7 @@ fn boot_with_script(name: &str, script: &str) -> (VmOutcome, NbdServer) {
     let img = dir.join("root.ext4");
     root.build_ext4(&img, 64, None).expect("mkfs.ext4");
     let server = qemu_nbd(&img, None, false).expect("qemu-nbd for the root");
-    let s = setup();
+    let s = boot_kit();
     let mut cfg = VmConfig::new(&s.kernel.vmlinuz, &s.initrd);
     cfg.append = format!("root=nbd:10.0.2.2:{} {IP} rw", server.port);
     let out = run(&cfg).expect("run QEMU");

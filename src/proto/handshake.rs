@@ -10,10 +10,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 
 use super::consts::*;
-use super::option::{
-    abort_quietly, export_error, info_request, option_name, parse_info, read_option_reply,
-    read_u16, read_u64, send_option, skip, start, Info, Result, Start,
-};
+use super::option::{option_name, read_u16, read_u64, send_option, skip, start, Result, Start};
 
 /// The largest option reply payload accepted. Real replies are a few dozen bytes (strings are
 /// limited to 4096 by the spec); anything bigger is a broken or hostile server, and refusing it
@@ -276,36 +273,7 @@ pub(super) fn oldstyle(export: &str, size: u64, flags: u16) -> Result<Export> {
 
 /// NBD_OPT_GO asking for NBD_INFO_BLOCK_SIZE. `None` when the server does not know GO.
 fn go<S: Read + Write>(s: &mut S, export: &str) -> Result<Option<Export>> {
-    send_option(s, OPT_GO, &info_request(export, &[INFO_BLOCK_SIZE]))?;
-    let mut size_flags = None;
-    let mut block_sizes = None;
-    loop {
-        let reply = read_option_reply(s, OPT_GO)?;
-        match reply.ty {
-            REP_ACK => break,
-            REP_INFO => match parse_info(&reply.data)? {
-                Info::Export { size, flags } => size_flags = Some((size, flags)),
-                Info::BlockSizes(b) => block_sizes = Some(b),
-                Info::Name(_) | Info::Description(_) | Info::Other => {}
-            },
-            REP_ERR_UNSUP => return Ok(None),
-            ty if ty & REP_FLAG_ERROR != 0 => {
-                abort_quietly(s);
-                return Err(export_error(export, ty, &reply.data));
-            }
-            // Unknown non-error replies may be ignored (spec: "the client MUST ignore").
-            _ => {}
-        }
-    }
-    let (size, flags) = size_flags.ok_or(HandshakeError::NoExportInfo {
-        option: "NBD_OPT_GO",
-    })?;
-    Ok(Some(Export {
-        size,
-        flags,
-        block_sizes: block_sizes.map(|b| b.validate(size)).transpose()?,
-        style: Style::FixedNewstyle,
-    }))
+    Ok(super::query::exchange(s, OPT_GO, export, &[INFO_BLOCK_SIZE])?.map(|info| info.export))
 }
 
 /// NBD_OPT_EXPORT_NAME: the old way, which ends negotiation without an error path.

@@ -145,11 +145,26 @@ fn bare(export: Export) -> ExportInfo {
 
 /// NBD_OPT_INFO asking for NAME, DESCRIPTION and BLOCK_SIZE. `None` on NBD_REP_ERR_UNSUP.
 fn opt_info<S: Read + Write>(s: &mut S, export: &str) -> Result<Option<ExportInfo>> {
-    let wanted = [INFO_NAME, INFO_DESCRIPTION, INFO_BLOCK_SIZE];
-    send_option(s, OPT_INFO, &info_request(export, &wanted))?;
+    exchange(
+        s,
+        OPT_INFO,
+        export,
+        &[INFO_NAME, INFO_DESCRIPTION, INFO_BLOCK_SIZE],
+    )
+}
+
+/// Sends NBD_OPT_INFO or NBD_OPT_GO with the `wanted` information requests and collects the
+/// replies up to the ACK. `None` on NBD_REP_ERR_UNSUP (the server does not know the option).
+pub(super) fn exchange<S: Read + Write>(
+    s: &mut S,
+    option: u32,
+    export: &str,
+    wanted: &[u16],
+) -> Result<Option<ExportInfo>> {
+    send_option(s, option, &info_request(export, wanted))?;
     let (mut size_flags, mut block_sizes, mut name, mut description) = (None, None, None, None);
     loop {
-        let reply = read_option_reply(s, OPT_INFO)?;
+        let reply = read_option_reply(s, option)?;
         match reply.ty {
             REP_ACK => break,
             REP_INFO => match parse_info(&reply.data)? {
@@ -168,7 +183,11 @@ fn opt_info<S: Read + Write>(s: &mut S, export: &str) -> Result<Option<ExportInf
         }
     }
     let (size, flags) = size_flags.ok_or(HandshakeError::NoExportInfo {
-        option: "NBD_OPT_INFO",
+        option: if option == OPT_GO {
+            "NBD_OPT_GO"
+        } else {
+            "NBD_OPT_INFO"
+        },
     })?;
     Ok(Some(ExportInfo {
         export: Export {
