@@ -5,6 +5,7 @@
 //! apart from the code that makes syscalls.
 
 pub mod attach;
+pub mod blkid;
 pub mod boot;
 pub mod cmdline;
 pub mod commands;

@@ -33,7 +33,7 @@ fn plan_accepts_a_full_command_line() {
     for want in [
         "port: 10809",
         "export: \"root\"",
-        "read_only: false",
+        "kernel_ro: Some(\n            false,",
         "prefix_len: 24",
         "\"noatime\"",
     ] {
@@ -46,7 +46,7 @@ fn bad_parameters_give_one_line_with_value_and_form() {
     let cases = [
         ("root=nbd:srv", "nbdroot: error: root=nbd:srv: the port or export name is missing; expected root=nbd:<server>:<port|export>[:<fstype>[:<rootflags>[:<nbdopts>]]]"),
         ("root=nbd:srv:99999", "nbdroot: error: root=nbd:srv:99999: port 99999 is out of range 1-65535; expected"),
-        ("root=nbd:srv:1 ip=10.0.2.15::gw", "nbdroot: error: ip=10.0.2.15::gw: gateway \"gw\" is not an IPv4 address; expected ip="),
+        ("root=nbd:srv:1 ip=10.0.2.15::gw", "nbdroot: error: ip=10.0.2.15::gw: gateway \"gw\" is not an IP address; expected ip="),
         ("root=/dev/sda1", "nbdroot: error: no NBD root on the kernel command line"),
         ("root=nbd:srv:1:::bs=3", "nbdroot: error: root=nbd:srv:1:::bs=3: nbd option \"bs=3\": expected a block size"),
     ];

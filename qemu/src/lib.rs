@@ -8,6 +8,7 @@ pub mod floor;
 pub mod image;
 pub mod kernel;
 pub mod lock;
+pub mod netns;
 pub mod reference;
 pub mod server;
 pub mod vm;

@@ -29,8 +29,13 @@ pub struct VmConfig {
     pub deadline: Duration,
     /// Further QEMU arguments (drives, devices).
     pub extra_args: Vec<String>,
-    /// A virtio-net NIC on QEMU user networking (the host is 10.0.2.2 from the guest).
+    /// A NIC on QEMU user networking (the host is 10.0.2.2 from the guest).
     pub net: bool,
+    /// The NIC's QEMU device model: `virtio-net-pci`, `e1000`, `vmxnet3`, …
+    pub nic: String,
+    /// Run QEMU in this network namespace (see [`crate::netns`]) with its NIC on the
+    /// namespace's `tap0` instead of QEMU's user network.
+    pub netns: Option<String>,
     /// `(guest ip, guest port, host port)`: the guest's TCP connections to `ip:port` reach
     /// `127.0.0.1:host port`, e.g. `("10.0.2.100", 10809, server.port)`.
     pub guestfwd: Vec<(String, u16, u16)>,
@@ -51,6 +56,8 @@ impl VmConfig {
             deadline: Duration::from_secs(180),
             extra_args: Vec::new(),
             net: true,
+            nic: "virtio-net-pci".to_string(),
+            netns: None,
             guestfwd: Vec::new(),
             echo: false,
         }
@@ -58,7 +65,15 @@ impl VmConfig {
 
     /// The QEMU command line, with the serial console written to `serial`.
     pub fn command(&self, serial: &std::path::Path) -> Command {
-        let mut cmd = Command::new("qemu-system-x86_64");
+        let mut cmd = match &self.netns {
+            // QEMU runs inside the namespace to open its tap device there.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "qemu-system-x86_64"]);
+                c
+            }
+            None => Command::new("qemu-system-x86_64"),
+        };
         cmd.args([
             "-accel",
             "tcg",
@@ -79,7 +94,15 @@ impl VmConfig {
         .arg(&self.initrd)
         .arg("-append")
         .arg(format!("console=ttyS0 panic=-1 loglevel=4 {}", self.append).trim_end());
-        if self.net {
+        if let Some(_ns) = &self.netns {
+            let netdev = "tap,id=n0,ifname=tap0,script=no,downscript=no";
+            cmd.args([
+                "-netdev",
+                netdev,
+                "-device",
+                &format!("{},netdev=n0", self.nic),
+            ]);
+        } else if self.net {
             let mut netdev = String::from("user,id=n0");
             for (ip, guest_port, host_port) in &self.guestfwd {
                 // The `cmd:` form runs one relay per guest connection; the `tcp:` chardev form
@@ -89,7 +112,12 @@ impl VmConfig {
                     ",guestfwd=tcp:{ip}:{guest_port}-cmd:/bin/busybox nc 127.0.0.1 {host_port}"
                 ));
             }
-            cmd.args(["-netdev", &netdev, "-device", "virtio-net-pci,netdev=n0"]);
+            cmd.args([
+                "-netdev",
+                &netdev,
+                "-device",
+                &format!("{},netdev=n0", self.nic),
+            ]);
         }
         cmd.args(&self.extra_args);
         cmd

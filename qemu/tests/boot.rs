@@ -220,7 +220,7 @@ fn malformed_parameters_end_the_boot_with_the_expected_form() {
         ),
         (
             "root=nbd:10.0.2.2:10809 ip=10.0.2.300::10.0.2.2:255.255.255.0::eth0:off".to_string(),
-            "nbdroot: ip=10.0.2.300::10.0.2.2:255.255.255.0::eth0:off: client \"10.0.2.300\" is not an IPv4 address; expected ip=",
+            "nbdroot: ip=10.0.2.300::10.0.2.2:255.255.255.0::eth0:off: client \"10.0.2.300\" is not an IP address; expected ip=",
         ),
         (
             format!("{IP} quiet"),

@@ -4,19 +4,21 @@
 
 pub mod mountopts;
 pub mod mounts;
+pub mod rootdev;
+pub mod source;
 pub mod switch_root;
 
 use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
 use crate::attach::{self, AttachError, AttachOptions, Attached};
-use crate::cmdline::{self, BootPlan, CmdlineError};
-use crate::connect::{self, ConnectError};
+use crate::cmdline::{self, BootPlan, CmdlineError, NbdSpec, OnFail};
+use crate::connect::{self, ConnectError, Keepalive, SocketOptions};
 use crate::modules::{self, DepError, LoadError, ModulesDep};
 use crate::net::{self, NetError};
 use crate::uri::Endpoint;
@@ -38,12 +40,18 @@ pub enum BootError {
     ModuleDep(#[from] DepError),
     #[error(transparent)]
     ModuleLoad(#[from] LoadError),
+    #[error("kernel modules: {0}")]
+    Coldplug(#[from] modules::coldplug::ColdplugError),
     #[error(transparent)]
     Net(#[from] NetError),
     #[error(transparent)]
     Connect(#[from] ConnectError),
     #[error(transparent)]
     Attach(#[from] AttachError),
+    #[error(transparent)]
+    Source(#[from] source::SourceError),
+    #[error(transparent)]
+    RootDevice(#[from] rootdev::RootDevError),
     #[error("cannot mount {what} on {target} as {fstype}: {}", .source.desc())]
     Mount {
         what: String,
@@ -81,6 +89,9 @@ pub fn run(init_args: Vec<CString>) -> ! {
 
 enum Never {}
 
+/// Longest pause between two boot attempts with `rd.nbdroot.onfail=retry`.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(60);
+
 fn boot(init_args: &[CString]) -> Result<Never, BootError> {
     let start = Instant::now();
     mounts::early()?;
@@ -92,35 +103,104 @@ fn boot(init_args: &[CString]) -> Result<Never, BootError> {
     )?;
     let plan = cmdline::parse(&line)?;
     log::debug!("boot plan: {plan:?}");
-
+    for w in &plan.warnings {
+        log::warn!("{w}");
+    }
     load_modules()?;
     log::debug!("modules loaded at {} ms", start.elapsed().as_millis());
-    net::bring_up(&plan.network)?;
-    log::debug!("network up at {} ms", start.elapsed().as_millis());
 
-    let attached = attach(&plan)?;
+    let mut pause = Duration::from_secs(1);
+    loop {
+        let err = match attempt(&plan, start) {
+            Ok(init) => {
+                return Err(switch_root::switch_root(
+                    Path::new(NEW_ROOT),
+                    &init,
+                    init_args,
+                ))
+            }
+            Err(e) => e,
+        };
+        match plan.onfail {
+            OnFail::Panic => return Err(err),
+            OnFail::Retry => {
+                log::error!(
+                    "{err}; trying again in {} s (rd.nbdroot.onfail=retry)",
+                    pause.as_secs()
+                );
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(MAX_RETRY_PAUSE);
+            }
+            OnFail::Shell => {
+                log::error!("{err}");
+                return Err(shell());
+            }
+        }
+    }
+}
+
+/// `rd.nbdroot.onfail=shell`: a shell for debugging, when the initramfs has one.
+fn shell() -> BootError {
+    let sh = c"/bin/sh";
+    log::error!("starting /bin/sh (rd.nbdroot.onfail=shell); the boot ends when it exits");
+    let err = nix::unistd::execv(sh, &[sh]).unwrap_err();
+    BootError::Exec {
+        init: "/bin/sh".into(),
+        source: err,
+    }
+}
+
+/// One try at everything that can fail for reasons outside the command line: network,
+/// server, device, filesystem. Undoes the attach when a later step fails, so a retry starts
+/// clean. Returns the init to run in the mounted root.
+fn attempt(plan: &BootPlan, start: Instant) -> Result<String, BootError> {
+    let net = net::bring_up(&plan.network, &plan.tuning)?;
+    log::debug!("network up at {} ms", start.elapsed().as_millis());
+    let (spec, device) = source::resolve(&plan.source, plan.device, &net)?;
+    let mount = plan.mount.resolve(&spec);
+    let attached = attach(plan, &spec, device)?;
     log::debug!(
         "{} attached at {} ms",
         attached.device,
         start.elapsed().as_millis()
     );
-    let device = &attached.device;
-    let read_only = plan.mount.read_only || attached.read_only;
-    let new_root = Path::new(NEW_ROOT);
-    let fstype = mounts::mount_root(
-        device,
-        new_root,
-        plan.mount.fstype.as_deref(),
-        &plan.mount.options,
-        read_only,
-    )?;
-    let init = switch_root::find_init(new_root, plan.init.as_deref())?;
-    log::info!(
-        "mounted {device} ({fstype}, {}) in {} ms; starting {init}",
-        if read_only { "ro" } else { "rw" },
-        start.elapsed().as_millis()
-    );
-    Err(switch_root::switch_root(new_root, &init, init_args))
+    let mounted = (|| {
+        let root_dev = rootdev::find(&plan.root, &attached.device, plan.tuning.link_timeout)?;
+        let read_only = mount.read_only || attached.read_only;
+        if attached.read_only && !mount.read_only {
+            log::warn!(
+                "{} is read-only: mounting the root read-only",
+                attached.device
+            );
+        }
+        let new_root = Path::new(NEW_ROOT);
+        let fstype = mounts::mount_root(
+            &root_dev,
+            new_root,
+            mount.fstype.as_deref(),
+            &mount.options,
+            read_only,
+        )?;
+        let init = match switch_root::find_init(new_root, plan.init.as_deref()) {
+            Ok(init) => init,
+            Err(e) => {
+                let _ = nix::mount::umount(new_root);
+                return Err(e);
+            }
+        };
+        log::info!(
+            "mounted {root_dev} ({fstype}, {}) in {} ms; starting {init}",
+            if read_only { "ro" } else { "rw" },
+            start.elapsed().as_millis()
+        );
+        Ok(init)
+    })();
+    if mounted.is_err() {
+        if let Err(e) = crate::kernel::disconnect(attached.index) {
+            log::warn!("cannot detach {} after the failure: {e}", attached.device);
+        }
+    }
+    mounted
 }
 
 fn read(step: &'static str, path: &Path) -> Result<String, BootError> {
@@ -133,63 +213,72 @@ fn read(step: &'static str, path: &Path) -> Result<String, BootError> {
 
 /// Loads the modules the initramfs lists, dependencies first.
 fn load_modules() -> Result<(), BootError> {
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dir = PathBuf::from("/lib/modules").join(&release);
     let list_path = Path::new("/").join(modules::INITRAMFS_MODULE_LIST);
-    let Ok(list) = fs::read_to_string(&list_path) else {
-        log::debug!("no {}: loading no modules", list_path.display());
-        return Ok(());
-    };
+    let list = fs::read_to_string(&list_path).unwrap_or_default();
     let names: Vec<&str> = list
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
-    if names.is_empty() {
-        return Ok(());
+    if !names.is_empty() {
+        let dep = ModulesDep::parse(&read(
+            "reading the module dependencies",
+            &dir.join("modules.dep"),
+        )?)?;
+        let builtin = fs::read_to_string(dir.join("modules.builtin"))
+            .map(|t| modules::parse_builtin(&t))
+            .unwrap_or_default();
+        // One after the other: loading them in parallel threads was measured slower (a single
+        // CPU, and the kernel serialises much of module loading anyway).
+        for path in dep.load_order(&names, &builtin)? {
+            let t = Instant::now();
+            modules::load_module(&dir.join(&path))?;
+            log::debug!("loaded {path} in {} ms", t.elapsed().as_millis());
+        }
     }
-    let release = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let dir = PathBuf::from("/lib/modules").join(&release);
-    let dep = ModulesDep::parse(&read(
-        "reading the module dependencies",
-        &dir.join("modules.dep"),
-    )?)?;
-    let builtin = fs::read_to_string(dir.join("modules.builtin"))
-        .map(|t| modules::parse_builtin(&t))
-        .unwrap_or_default();
-    // One after the other: loading them in parallel threads was measured slower (a single
-    // CPU, and the kernel serialises much of module loading anyway).
-    for path in dep.load_order(&names, &builtin)? {
-        let t = Instant::now();
-        modules::load_module(&dir.join(&path))?;
-        log::debug!("loaded {path} in {} ms", t.elapsed().as_millis());
+    // Drivers for the devices present. A bus driver (virtio_pci) makes new devices appear
+    // (a virtio NIC), whose drivers the next pass loads.
+    for _ in 0..3 {
+        let loaded = modules::coldplug::coldplug(&dir)?;
+        if loaded.is_empty() {
+            break;
+        }
+        log::debug!("coldplug loaded {}", loaded.join(", "));
     }
     Ok(())
 }
 
-/// Connects, negotiates and hands the socket to the kernel.
-fn attach(plan: &BootPlan) -> Result<Attached, BootError> {
-    let spec = &plan.nbd;
+/// Connects, negotiates and hands the sockets to the kernel.
+fn attach(plan: &BootPlan, spec: &NbdSpec, device: Option<u32>) -> Result<Attached, BootError> {
     let peer = connect::resolve(&Endpoint::Tcp {
         host: spec.host.clone(),
         port: spec.port,
     })?;
+    let t = &plan.tuning;
     let opts = AttachOptions {
         export: spec.export.clone(),
+        device,
+        connections: spec.opts.connections.unwrap_or(t.connections).into(),
         block_size: spec.opts.block_size,
         timeout: spec.opts.timeout,
+        dead_conn_timeout: spec.opts.dead_timeout,
         read_only: spec.opts.read_only,
+        identifier: None,
         policy: plan.connect,
-        ..AttachOptions::default()
+        socket: SocketOptions {
+            keepalive: t.keepalive.map(|(idle, interval, count)| Keepalive {
+                idle: Duration::from_secs(idle.into()),
+                interval: Duration::from_secs(interval.into()),
+                count,
+            }),
+            user_timeout: t.user_timeout,
+        },
     };
-    let attached = attach::attach_netlink(&peer, &opts)?;
-    if attached.read_only && !plan.mount.read_only {
-        log::warn!(
-            "{} is read-only: mounting the root read-only",
-            attached.device
-        );
-    }
-    Ok(attached)
+    Ok(attach::attach_netlink(&peer, &opts)?)
 }
 
 /// The arguments the kernel passed to /init, for the real init.

@@ -1,22 +1,68 @@
 //! The kernel command line → a [`BootPlan`]: pure data, no I/O.
+//!
+//! Understands dracut's `root=nbd:…`/`netroot=`/`root=dhcp`, Debian's `nbdroot=`, the
+//! kernel's and dracut's `ip=`, `BOOTIF=`, `ifname=`, `bootdev=`, `nameserver=`, and nbdroot's
+//! own `rd.nbdroot.*` knobs.
 
 pub mod ip;
+pub mod mac;
 pub mod root;
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 pub use ip::{IpConfig, StaticIp};
-pub use root::{Host, NbdOpts, NbdSpec};
+pub use mac::Mac;
+pub use root::{DebianSpec, Host, NbdOpts, NbdSpec};
 
 /// Everything the boot flow needs to know, decided before it touches the system.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootPlan {
-    pub nbd: NbdSpec,
-    pub network: IpConfig,
-    pub mount: RootMount,
+    pub source: RootSource,
+    /// The nbd device to attach to (`nbdroot=…,nbdX`, `root=/dev/nbdX`); `None` lets the
+    /// kernel pick.
+    pub device: Option<u32>,
+    /// What to mount once the export is attached.
+    pub root: RootDevice,
+    pub network: NetPlan,
+    pub mount: MountParams,
     /// `init=`; `None` means the kernel's search order.
     pub init: Option<String>,
     pub connect: ConnectPolicy,
+    pub tuning: Tuning,
+    pub onfail: OnFail,
+    /// Conflicts resolved by precedence, for the log.
+    pub warnings: Vec<String>,
+}
+
+/// Where the NBD root is described.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootSource {
+    Nbd(NbdSpec),
+    /// `root=dhcp`, `netroot=dhcp`: the DHCP root-path holds an `nbd:` string.
+    Dhcp,
+    /// Debian's `nbdroot=dhcp[,…]`: the root-path holds Debian's form, or only the server
+    /// comes from DHCP.
+    Debian(DebianSpec),
+}
+
+/// What to mount: the attached device, one of its partitions, or a filesystem on it found
+/// by label or UUID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootDevice {
+    Whole,
+    Partition(u32),
+    Label(String),
+    Uuid(String),
+}
+
+/// Kernel-level mount parameters; the `nbd:` string's own fields win over them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MountParams {
+    /// Kernel `ro` (true) or `rw` (false), the last one given.
+    pub kernel_ro: Option<bool>,
+    pub rootfstype: Option<String>,
+    pub rootflags: Option<String>,
 }
 
 /// How the root filesystem is mounted.
@@ -26,6 +72,47 @@ pub struct RootMount {
     /// Mount options without `ro`/`rw`.
     pub options: String,
     pub read_only: bool,
+}
+
+impl MountParams {
+    /// Kernel `ro`/`rw` win over the flags field, which wins over the default (read-only, as
+    /// the kernel mounts its root).
+    pub fn resolve(&self, spec: &NbdSpec) -> RootMount {
+        let flags = spec.rootflags.clone().or_else(|| self.rootflags.clone());
+        let mut read_only = true;
+        let mut options = Vec::new();
+        for opt in flags
+            .iter()
+            .flat_map(|f| f.split(','))
+            .filter(|o| !o.is_empty())
+        {
+            match opt {
+                "ro" => read_only = true,
+                "rw" => read_only = false,
+                o => options.push(o),
+            }
+        }
+        RootMount {
+            fstype: spec.fstype.clone().or_else(|| self.rootfstype.clone()),
+            options: options.join(","),
+            read_only: self.kernel_ro.unwrap_or(read_only),
+        }
+    }
+}
+
+/// Which interfaces to configure, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetPlan {
+    /// One entry per `ip=`; with none, DHCP on the interfaces that get a link.
+    pub configs: Vec<IpConfig>,
+    /// `BOOTIF=`: the interface with this MAC is the one to boot from.
+    pub bootif: Option<Mac>,
+    /// `bootdev=`: the interface to boot from.
+    pub bootdev: Option<String>,
+    /// `ifname=<name>:<mac>`: interfaces to rename before anything else.
+    pub ifnames: Vec<(String, Mac)>,
+    /// `nameserver=`.
+    pub nameservers: Vec<IpAddr>,
 }
 
 /// Bounds on reaching the server at boot.
@@ -46,17 +133,58 @@ impl Default for ConnectPolicy {
     }
 }
 
+/// The other `rd.nbdroot.*` knobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// `rd.nbdroot.connections=`: default for `conns=`.
+    pub connections: u16,
+    /// `rd.nbdroot.link_timeout=`: how long to wait for interfaces and their link.
+    pub link_timeout: Duration,
+    /// `rd.nbdroot.dhcp_timeout=`: bound on getting a lease on one interface.
+    pub dhcp_timeout: Duration,
+    /// `rd.nbdroot.keepalive=<idle>,<interval>,<count>|off`.
+    pub keepalive: Option<(u32, u32, u32)>,
+    /// `rd.nbdroot.user_timeout=<s>` (0: off): TCP_USER_TIMEOUT of the root's sockets.
+    pub user_timeout: Option<Duration>,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            connections: 1,
+            link_timeout: Duration::from_secs(10),
+            dhcp_timeout: Duration::from_secs(30),
+            keepalive: Some((10, 5, 3)),
+            user_timeout: Some(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// `rd.nbdroot.onfail=`: what a failed boot does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnFail {
+    /// Print the reason and end PID 1 (the kernel panics, and reboots with `panic=N`).
+    #[default]
+    Panic,
+    /// Start over from the network, forever, with a pause that grows to a minute.
+    Retry,
+    /// Run `/bin/sh` if the initramfs has one (for debugging), else panic.
+    Shell,
+}
+
 /// A kernel command line that does not describe a bootable NBD root.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CmdlineError {
-    #[error(
-        "no NBD root on the kernel command line: expected root={}",
-        root::NBD_ROOT_FORM
-    )]
+    #[error("no NBD root on the kernel command line: expected root={}, netroot=nbd:…, root=dhcp or nbdroot={}", root::NBD_ROOT_FORM, root::DEBIAN_FORM)]
     NoRoot,
     #[error("{param}={value}: {source}; expected {param}={}", root::NBD_ROOT_FORM)]
     Root {
         param: &'static str,
+        value: String,
+        source: root::RootError,
+    },
+    #[error("nbdroot={value}: {source}; expected nbdroot={}", root::DEBIAN_FORM)]
+    Debian {
         value: String,
         source: root::RootError,
     },
@@ -96,84 +224,115 @@ pub fn tokenize(line: &str) -> Vec<(String, Option<String>)> {
     }
 }
 
-/// Builds the boot plan from the kernel command line.
-pub fn parse(line: &str) -> Result<BootPlan, CmdlineError> {
-    let params = tokenize(line);
-    // The kernel stops at "--": the rest belongs to init.
-    let params = params
-        .split(|(k, v)| k == "--" && v.is_none())
-        .next()
-        .unwrap_or(&[]);
-    // The last occurrence of a parameter wins, as in the kernel.
-    let last = |key: &str| {
-        params
+/// The parameters before `--` (the rest belongs to init).
+struct Params(Vec<(String, Option<String>)>);
+
+impl Params {
+    /// The last value of `key`, as in the kernel.
+    fn last(&self, key: &str) -> Option<&str> {
+        self.0
             .iter()
             .rev()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_deref().unwrap_or(""))
-    };
-
-    let root = last("root").ok_or(CmdlineError::NoRoot)?;
-    if !root.starts_with("nbd:") {
-        return Err(CmdlineError::NoRoot);
     }
-    let nbd = root::parse_nbd(root).map_err(|source| CmdlineError::Root {
-        param: "root",
-        value: root.to_string(),
-        source,
-    })?;
+    fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == key)
+            .map(|(_, v)| v.as_deref().unwrap_or(""))
+    }
+}
 
-    let network = match last("ip") {
-        Some(v) => ip::parse_ip(v).map_err(|source| CmdlineError::Ip {
+/// Builds the boot plan from the kernel command line.
+pub fn parse(line: &str) -> Result<BootPlan, CmdlineError> {
+    let mut tokens = tokenize(line);
+    if let Some(end) = tokens.iter().position(|(k, v)| k == "--" && v.is_none()) {
+        tokens.truncate(end);
+    }
+    let p = Params(tokens);
+    let mut warnings = Vec::new();
+
+    let (source, root, mut device) = root_source(&p, &mut warnings)?;
+    if let Some(dev) = p
+        .last("root")
+        .and_then(|r| root::nbd_index(r.split('p').next().unwrap_or(r)))
+    {
+        // Debian: "root=/dev/nbdX is only examined for the device name", and wins.
+        device = Some(dev);
+    }
+
+    let mut configs = Vec::new();
+    for v in p.all("ip") {
+        configs.push(ip::parse_ip(v).map_err(|source| CmdlineError::Ip {
             value: v.to_string(),
             source,
-        })?,
-        // A network root without ip= means automatic configuration.
-        None => IpConfig::Auto { device: None },
+        })?);
+    }
+    let mut ifnames = Vec::new();
+    for v in p.all("ifname") {
+        let pair = v
+            .split_once(':')
+            .and_then(|(n, m)| Some((n.to_string(), mac::parse_mac(m)?)));
+        ifnames.push(
+            pair.filter(|(n, _)| !n.is_empty())
+                .ok_or_else(|| CmdlineError::Value {
+                    param: "ifname",
+                    value: v.to_string(),
+                    expected: "<name>:<MAC address>, e.g. ifname=boot0:52:54:00:12:34:56",
+                })?,
+        );
+    }
+    let bootif = match p.last("BOOTIF") {
+        Some(v) => Some(mac::parse_bootif(v).ok_or_else(|| CmdlineError::Value {
+            param: "BOOTIF",
+            value: v.to_string(),
+            expected: "01-<MAC address with dashes>, e.g. BOOTIF=01-52-54-00-12-34-56",
+        })?),
+        None => None,
+    };
+    let mut nameservers = Vec::new();
+    for v in p.all("nameserver") {
+        nameservers.push(v.parse().map_err(|_| CmdlineError::Value {
+            param: "nameserver",
+            value: v.to_string(),
+            expected: "an IP address",
+        })?);
+    }
+    let network = NetPlan {
+        configs,
+        bootif,
+        bootdev: p
+            .last("bootdev")
+            .filter(|d| !d.is_empty())
+            .map(str::to_string),
+        ifnames,
+        nameservers,
     };
 
-    // Kernel ro/rw win over the rootflags field, which wins over the default (read-only, as
-    // the kernel mounts its root).
-    let flags = nbd
-        .rootflags
-        .clone()
-        .or_else(|| last("rootflags").map(str::to_string));
-    let mut read_only = true;
-    let mut options = Vec::new();
-    for opt in flags
-        .iter()
-        .flat_map(|f| f.split(','))
-        .filter(|o| !o.is_empty())
-    {
-        match opt {
-            "ro" => read_only = true,
-            "rw" => read_only = false,
-            o => options.push(o),
-        }
-    }
-    let kernel_rw = params
-        .iter()
-        .rev()
-        .find_map(|(k, v)| match (k.as_str(), v) {
-            ("ro", None) => Some(true),
-            ("rw", None) => Some(false),
-            _ => None,
-        });
-    if let Some(ro) = kernel_rw {
-        read_only = ro;
-    }
-    let fstype = nbd.fstype.clone().or_else(|| {
-        last("rootfstype")
-            .filter(|t| !t.is_empty())
-            .map(str::to_string)
+    let kernel_ro = p.0.iter().rev().find_map(|(k, v)| match (k.as_str(), v) {
+        ("ro", None) => Some(true),
+        ("rw", None) => Some(false),
+        _ => None,
     });
+    let mount = MountParams {
+        kernel_ro,
+        rootfstype: p
+            .last("rootfstype")
+            .filter(|t| !t.is_empty())
+            .map(str::to_string),
+        rootflags: p
+            .last("rootflags")
+            .filter(|f| !f.is_empty())
+            .map(str::to_string),
+    };
 
-    let init = match last("init") {
-        Some(p) if p.starts_with('/') => Some(p.to_string()),
-        Some(p) => {
+    let init = match p.last("init") {
+        Some(path) if path.starts_with('/') => Some(path.to_string()),
+        Some(path) => {
             return Err(CmdlineError::Value {
                 param: "init",
-                value: p.to_string(),
+                value: path.to_string(),
                 expected: "an absolute path such as /sbin/init",
             })
         }
@@ -181,30 +340,179 @@ pub fn parse(line: &str) -> Result<BootPlan, CmdlineError> {
     };
 
     let mut connect = ConnectPolicy::default();
-    if let Some(v) = last("rd.nbdroot.timeout") {
-        connect.attempt_timeout = Duration::from_secs(number(
-            "rd.nbdroot.timeout",
-            v,
-            1..=3600,
-            "whole seconds from 1 to 3600",
-        )?);
+    if let Some(v) = p.last("rd.nbdroot.timeout") {
+        connect.attempt_timeout = secs("rd.nbdroot.timeout", v, 1..=3600)?;
     }
-    if let Some(v) = last("rd.nbdroot.retries") {
+    if let Some(v) = p.last("rd.nbdroot.retries") {
         connect.retries =
             number("rd.nbdroot.retries", v, 0..=1000, "a count from 0 to 1000")? as u32;
     }
-
+    let tuning = tuning(&p)?;
+    let onfail = match p.last("rd.nbdroot.onfail") {
+        None | Some("panic") => OnFail::Panic,
+        Some("retry") => OnFail::Retry,
+        Some("shell") => OnFail::Shell,
+        Some(v) => {
+            return Err(CmdlineError::Value {
+                param: "rd.nbdroot.onfail",
+                value: v.to_string(),
+                expected: "panic, retry or shell",
+            })
+        }
+    };
     Ok(BootPlan {
-        nbd,
+        source,
+        device,
+        root,
         network,
-        mount: RootMount {
-            fstype,
-            options: options.join(","),
-            read_only,
-        },
+        mount,
         init,
         connect,
+        tuning,
+        onfail,
+        warnings,
     })
+}
+
+/// Where the NBD root comes from and what to mount on it, by dracut's precedence: `root=nbd:`
+/// beats `netroot=`, the first `netroot=nbd:` wins, then `root=`/`netroot=dhcp`, then
+/// Debian's `nbdroot=`.
+fn root_source(
+    p: &Params,
+    warnings: &mut Vec<String>,
+) -> Result<(RootSource, RootDevice, Option<u32>), CmdlineError> {
+    let root_param = p.last("root").unwrap_or("");
+    let netroot_nbd = p.all("netroot").find(|v| v.starts_with("nbd:"));
+    let netroot_dhcp = p.all("netroot").any(|v| v == "dhcp");
+    let nbd = |param: &'static str, value: &str| {
+        root::parse_nbd(value).map_err(|source| CmdlineError::Root {
+            param,
+            value: value.to_string(),
+            source,
+        })
+    };
+
+    if root_param.starts_with("nbd:") {
+        if let Some(n) = netroot_nbd {
+            warnings.push(format!(
+                "root={root_param} takes precedence over netroot={n}: ignoring netroot"
+            ));
+        }
+        if let Some(d) = p.last("nbdroot") {
+            warnings.push(format!(
+                "root={root_param} takes precedence over nbdroot={d}: ignoring nbdroot"
+            ));
+        }
+        return Ok((
+            RootSource::Nbd(nbd("root", root_param)?),
+            RootDevice::Whole,
+            None,
+        ));
+    }
+    if netroot_nbd.is_none() && !netroot_dhcp && root_param != "dhcp" && p.last("nbdroot").is_none()
+    {
+        return Err(CmdlineError::NoRoot);
+    }
+    let device = root_device(root_param)?;
+    if let Some(n) = netroot_nbd {
+        return Ok((RootSource::Nbd(nbd("netroot", n)?), device, None));
+    }
+    if root_param == "dhcp" || netroot_dhcp {
+        return Ok((RootSource::Dhcp, device, None));
+    }
+    if let Some(v) = p.last("nbdroot") {
+        let spec = root::parse_debian(v).map_err(|source| CmdlineError::Debian {
+            value: v.to_string(),
+            source,
+        })?;
+        let index = match &spec {
+            DebianSpec::Given { device, .. } => *device,
+            DebianSpec::FromRootPath => None,
+        };
+        return Ok((RootSource::Debian(spec), device, index));
+    }
+    Err(CmdlineError::NoRoot)
+}
+
+/// `root=` naming the filesystem on the NBD device.
+fn root_device(value: &str) -> Result<RootDevice, CmdlineError> {
+    if let Some(l) = value.strip_prefix("LABEL=") {
+        return Ok(RootDevice::Label(l.to_string()));
+    }
+    if let Some(u) = value.strip_prefix("UUID=") {
+        return Ok(RootDevice::Uuid(u.to_string()));
+    }
+    if matches!(value, "" | "dhcp" | "/dev/root" | "block:/dev/root") {
+        return Ok(RootDevice::Whole);
+    }
+    // /dev/nbdX or /dev/nbdXpN.
+    let dev = value.strip_prefix("/dev/").unwrap_or(value);
+    if let Some(rest) = dev.strip_prefix("nbd") {
+        let mut parts = rest.splitn(2, 'p');
+        let whole = parts.next().is_some_and(|n| n.parse::<u32>().is_ok());
+        match (whole, parts.next().map(str::parse::<u32>)) {
+            (true, None) => return Ok(RootDevice::Whole),
+            (true, Some(Ok(n))) if n > 0 => return Ok(RootDevice::Partition(n)),
+            _ => {}
+        }
+    }
+    Err(CmdlineError::Value {
+        param: "root",
+        value: value.to_string(),
+        expected: "nbd:<server>:<port|export>…, /dev/nbdN[pM], LABEL=<label>, UUID=<uuid>, /dev/root or dhcp with an NBD root",
+    })
+}
+
+fn tuning(p: &Params) -> Result<Tuning, CmdlineError> {
+    let mut t = Tuning::default();
+    if let Some(v) = p.last("rd.nbdroot.connections") {
+        t.connections = number("rd.nbdroot.connections", v, 1..=64, "a count from 1 to 64")? as u16;
+    }
+    if let Some(v) = p.last("rd.nbdroot.link_timeout") {
+        t.link_timeout = secs("rd.nbdroot.link_timeout", v, 1..=3600)?;
+    }
+    if let Some(v) = p.last("rd.nbdroot.dhcp_timeout") {
+        t.dhcp_timeout = secs("rd.nbdroot.dhcp_timeout", v, 1..=3600)?;
+    }
+    if let Some(v) = p.last("rd.nbdroot.keepalive") {
+        t.keepalive = if v == "off" {
+            None
+        } else {
+            let n: Vec<u32> = v
+                .split(',')
+                .filter_map(|x| x.parse().ok())
+                .filter(|&x| x > 0)
+                .collect();
+            match n[..] {
+                [a, b, c] if v.split(',').count() == 3 => Some((a, b, c)),
+                _ => {
+                    return Err(CmdlineError::Value {
+                        param: "rd.nbdroot.keepalive",
+                        value: v.to_string(),
+                        expected: "<idle s>,<interval s>,<count> (positive numbers) or off",
+                    })
+                }
+            }
+        };
+    }
+    if let Some(v) = p.last("rd.nbdroot.user_timeout") {
+        let s = number(
+            "rd.nbdroot.user_timeout",
+            v,
+            0..=86400,
+            "whole seconds from 0 (off) to 86400",
+        )?;
+        t.user_timeout = (s > 0).then(|| Duration::from_secs(s));
+    }
+    Ok(t)
+}
+
+fn secs(
+    param: &'static str,
+    value: &str,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Duration, CmdlineError> {
+    number(param, value, range, "whole seconds from 1 to 3600").map(Duration::from_secs)
 }
 
 fn number(
@@ -225,81 +533,4 @@ fn number(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const IP: &str = "ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off";
-
-    #[test]
-    fn tokenizer_handles_quotes() {
-        let t = tokenize(r#"  root=nbd:a:1 quiet "init=/bin/my init" x="a b"c  "#);
-        let want: Vec<(String, Option<String>)> = vec![
-            ("root".into(), Some("nbd:a:1".into())),
-            ("quiet".into(), None),
-            ("init".into(), Some("/bin/my init".into())),
-            ("x".into(), Some("a bc".into())),
-        ];
-        assert_eq!(t, want);
-    }
-
-    #[test]
-    fn full_plan() {
-        let plan = parse(&format!(
-            "console=ttyS0 root=nbd:10.0.2.2:10810:ext4:errors=panic,rw,noatime {IP} ro init=/bin/sh rd.nbdroot.timeout=3 rd.nbdroot.retries=0"
-        ))
-        .unwrap();
-        assert_eq!(plan.nbd.address(), "10.0.2.2:10810");
-        assert_eq!(plan.mount.fstype.as_deref(), Some("ext4"));
-        assert_eq!(plan.mount.options, "errors=panic,noatime");
-        assert!(
-            plan.mount.read_only,
-            "kernel ro overrides rw in the flags field"
-        );
-        assert_eq!(plan.init.as_deref(), Some("/bin/sh"));
-        assert_eq!(plan.connect.attempt_timeout, Duration::from_secs(3));
-        assert_eq!(plan.connect.retries, 0);
-        assert!(matches!(plan.network, IpConfig::Static(_)));
-    }
-
-    #[test]
-    fn defaults_and_fallbacks() {
-        let plan = parse(&format!(
-            "root=nbd:srv:disk {IP} rootfstype=xfs rootflags=rw,discard"
-        ))
-        .unwrap();
-        assert_eq!(plan.nbd.export, "disk");
-        assert_eq!(plan.mount.fstype.as_deref(), Some("xfs"));
-        assert_eq!(plan.mount.options, "discard");
-        assert!(!plan.mount.read_only);
-        assert_eq!(plan.init, None);
-        assert_eq!(plan.connect, ConnectPolicy::default());
-
-        let plan = parse("root=nbd:srv:1 rw").unwrap();
-        assert_eq!(plan.network, IpConfig::Auto { device: None });
-        assert!(!plan.mount.read_only);
-        assert!(parse("root=nbd:srv:1").unwrap().mount.read_only);
-        // The last root= wins; arguments after "--" are init's.
-        let plan = parse("root=/dev/sda root=nbd:srv:2 -- root=nbd:other:3").unwrap();
-        assert_eq!(plan.nbd.port, 2);
-    }
-
-    #[test]
-    fn errors_name_parameter_value_and_form() {
-        let cases = [
-            ("quiet", "no NBD root on the kernel command line: expected root=nbd:<server>"),
-            ("root=/dev/sda1", "no NBD root"),
-            ("root=nbd:srv", "root=nbd:srv: the port or export name is missing; expected root=nbd:<server>:<port|export>"),
-            ("root=nbd:srv:1 ip=10.0.0.300", "ip=10.0.0.300: client \"10.0.0.300\" is not an IPv4 address; expected ip=<client>:"),
-            ("root=nbd:srv:1 init=sbin/init", "init=sbin/init: expected an absolute path"),
-            ("root=nbd:srv:1 rd.nbdroot.timeout=0", "rd.nbdroot.timeout=0: expected whole seconds from 1 to 3600"),
-            ("root=nbd:srv:1 rd.nbdroot.retries=-1", "rd.nbdroot.retries=-1: expected a count"),
-        ];
-        for (line, want) in cases {
-            let err = parse(line).unwrap_err().to_string();
-            assert!(
-                err.starts_with(want),
-                "{line}\n  got:  {err}\n  want: {want}…"
-            );
-        }
-    }
-}
+mod tests;

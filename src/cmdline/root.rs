@@ -59,6 +59,10 @@ pub struct NbdOpts {
     pub timeout: Option<Duration>,
     /// Attach read-only whatever the server allows (`readonly` or `ro`).
     pub read_only: bool,
+    /// Number of connections (`conns=`), which needs the server's CAN_MULTI_CONN.
+    pub connections: Option<u16>,
+    /// How long I/O waits for a dead connection to be replaced (`dead-timeout=` seconds).
+    pub dead_timeout: Option<Duration>,
 }
 
 /// What is wrong with an `nbd:` string. The caller adds the parameter name and the value.
@@ -76,6 +80,8 @@ pub enum RootError {
     NoPortOrExport,
     #[error("port {0} is out of range 1-65535")]
     BadPort(String),
+    #[error("\"{0}\" is not an nbd device; expected nbdN or /dev/nbdN")]
+    BadDevice(String),
     #[error("nbd option \"{opt}\": {why}")]
     BadOpt { opt: String, why: &'static str },
 }
@@ -93,17 +99,7 @@ pub fn parse_nbd(value: &str) -> Result<NbdSpec, RootError> {
     let rootflags = non_empty(fields.next());
     let nbdopts = fields.next().unwrap_or("");
 
-    let (mut port, mut export) = (DEFAULT_PORT, String::new());
-    if port_or_export.is_empty() {
-        return Err(RootError::NoPortOrExport);
-    } else if port_or_export.bytes().all(|b| b.is_ascii_digit()) {
-        port = match port_or_export.parse::<u16>() {
-            Ok(p) if p > 0 => p,
-            _ => return Err(RootError::BadPort(port_or_export.to_string())),
-        };
-    } else {
-        export = port_or_export.to_string();
-    }
+    let (port, mut export) = self::port_or_export(port_or_export)?;
 
     let mut opts = NbdOpts::default();
     for opt in nbdopts.split(',').filter(|o| !o.is_empty()) {
@@ -121,6 +117,14 @@ pub fn parse_nbd(value: &str) -> Result<NbdSpec, RootError> {
                 _ => return Err(bad("expected a timeout in whole seconds, at least 1")),
             },
             Some(("export", v)) => export = v.to_string(),
+            Some(("conns", v)) => match v.parse::<u16>() {
+                Ok(n @ 1..=64) => opts.connections = Some(n),
+                _ => return Err(bad("expected a connection count from 1 to 64")),
+            },
+            Some(("dead-timeout", v)) => match v.parse::<u64>() {
+                Ok(s) => opts.dead_timeout = Some(Duration::from_secs(s)),
+                _ => return Err(bad("expected a timeout in whole seconds")),
+            },
             None if opt == "readonly" || opt == "ro" => opts.read_only = true,
             _ => return Err(bad(KNOWN_OPTS)),
         }
@@ -134,6 +138,126 @@ pub fn parse_nbd(value: &str) -> Result<NbdSpec, RootError> {
         rootflags: rootflags.map(str::to_string),
         opts,
     })
+}
+
+/// The expected forms of Debian's `nbdroot=`, quoted in errors.
+pub const DEBIAN_FORM: &str =
+    "<server>,<port|export>[,nbdX], dhcp[,<port|export>[,nbdX]], or <server>[:<port>]/<export>";
+
+/// Debian initramfs-tools' `nbdroot=`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DebianSpec {
+    /// `nbdroot=dhcp` (or empty): the whole value comes from the DHCP root-path.
+    FromRootPath,
+    Given {
+        /// `None`: the DHCP server (next-server, else server identifier).
+        host: Option<Host>,
+        port: u16,
+        export: String,
+        /// `nbdX` in the third field.
+        device: Option<u32>,
+    },
+}
+
+impl DebianSpec {
+    /// The NBD spec, once a DHCP-provided server is known (`dhcp_server`).
+    pub fn to_nbd(&self, dhcp_server: Option<Host>) -> Option<(NbdSpec, Option<u32>)> {
+        let DebianSpec::Given {
+            host,
+            port,
+            export,
+            device,
+        } = self
+        else {
+            return None;
+        };
+        let spec = NbdSpec {
+            host: host.clone().or(dhcp_server)?,
+            port: *port,
+            export: export.clone(),
+            fstype: None,
+            rootflags: None,
+            opts: NbdOpts::default(),
+        };
+        Some((spec, *device))
+    }
+}
+
+/// Parses Debian's `nbdroot=` value (also the form of a DHCP root-path it reads).
+pub fn parse_debian(value: &str) -> Result<DebianSpec, RootError> {
+    if value.is_empty() || value == "dhcp" {
+        return Ok(DebianSpec::FromRootPath);
+    }
+    let host_of = |s: &str| -> Result<Option<Host>, RootError> {
+        if s.is_empty() || s == "dhcp" {
+            return Ok(None);
+        }
+        let (host, rest) = split_host(s)?;
+        if !rest.is_empty() {
+            return Err(RootError::NoServer);
+        }
+        Ok(Some(host))
+    };
+    if let Some((server, rest)) = value.split_once(',') {
+        let mut fields = rest.splitn(2, ',');
+        let (port, export) = port_or_export(fields.next().unwrap_or(""))?;
+        let device = match fields.next() {
+            None | Some("") => None,
+            Some(d) => Some(nbd_index(d).ok_or_else(|| RootError::BadDevice(d.to_string()))?),
+        };
+        return Ok(DebianSpec::Given {
+            host: host_of(server)?,
+            port,
+            export,
+            device,
+        });
+    }
+    // URL-like: `[v6]:port/name`, `srv:port/name`, `srv:/name`, `srv/name`, `/name`.
+    let (authority, export) = value.split_once('/').ok_or(RootError::NoPortOrExport)?;
+    let (server, port) = match authority.strip_prefix('[') {
+        Some(_) => match authority.rfind("]:") {
+            Some(i) => (&authority[..i + 1], &authority[i + 2..]),
+            None => (authority, ""),
+        },
+        None => authority.split_once(':').unwrap_or((authority, "")),
+    };
+    let port = match port {
+        "" => DEFAULT_PORT,
+        p => p
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p > 0)
+            .ok_or_else(|| RootError::BadPort(p.to_string()))?,
+    };
+    Ok(DebianSpec::Given {
+        host: host_of(server)?,
+        port,
+        export: export.to_string(),
+        device: None,
+    })
+}
+
+/// `nbd3` or `/dev/nbd3` → 3.
+pub fn nbd_index(s: &str) -> Option<u32> {
+    s.strip_prefix("/dev/")
+        .unwrap_or(s)
+        .strip_prefix("nbd")?
+        .parse()
+        .ok()
+}
+
+/// A port (numeric) or an export name on the default port.
+fn port_or_export(field: &str) -> Result<(u16, String), RootError> {
+    if field.is_empty() {
+        Err(RootError::NoPortOrExport)
+    } else if field.bytes().all(|b| b.is_ascii_digit()) {
+        match field.parse::<u16>() {
+            Ok(p) if p > 0 => Ok((p, String::new())),
+            _ => Err(RootError::BadPort(field.to_string())),
+        }
+    } else {
+        Ok((DEFAULT_PORT, field.to_string()))
+    }
 }
 
 fn non_empty(field: Option<&str>) -> Option<&str> {
@@ -168,6 +292,73 @@ fn split_host(s: &str) -> Result<(Host, &str), RootError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debian_forms() {
+        let given = |host: Option<&str>, port, export: &str, device| DebianSpec::Given {
+            host: host.map(|h| match h.parse() {
+                Ok(ip) => Host::Ip(ip),
+                Err(_) => Host::Name(h.into()),
+            }),
+            port,
+            export: export.into(),
+            device,
+        };
+        let cases = [
+            ("dhcp", DebianSpec::FromRootPath),
+            ("", DebianSpec::FromRootPath),
+            (
+                "192.168.1.1,export,nbd0",
+                given(Some("192.168.1.1"), 10809, "export", Some(0)),
+            ),
+            (
+                "192.168.1.1,10900",
+                given(Some("192.168.1.1"), 10900, "", None),
+            ),
+            (
+                "192.168.1.1,mydebian,/dev/nbd2",
+                given(Some("192.168.1.1"), 10809, "mydebian", Some(2)),
+            ),
+            ("dhcp,root", given(None, 10809, "root", None)),
+            ("dhcp,10900,nbd1", given(None, 10900, "", Some(1))),
+            (
+                "10.0.2.2/myvm",
+                given(Some("10.0.2.2"), 10809, "myvm", None),
+            ),
+            ("srv:10900/disk", given(Some("srv"), 10900, "disk", None)),
+            ("srv:/disk", given(Some("srv"), 10809, "disk", None)),
+            ("/disk", given(None, 10809, "disk", None)),
+            (
+                "[fd00::1]:10900/disk",
+                given(Some("fd00::1"), 10900, "disk", None),
+            ),
+            (
+                "[fd00::1]/disk",
+                given(Some("fd00::1"), 10809, "disk", None),
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse_debian(input), Ok(want), "{input}");
+        }
+        for (input, err) in [
+            ("srv,", RootError::NoPortOrExport),
+            ("srv,0", RootError::BadPort("0".into())),
+            ("srv,x,sda", RootError::BadDevice("sda".into())),
+            ("srv", RootError::NoPortOrExport),
+            ("srv:99999/x", RootError::BadPort("99999".into())),
+        ] {
+            assert_eq!(parse_debian(input), Err(err), "{input}");
+        }
+        let (spec, dev) = parse_debian("dhcp,root,nbd1")
+            .unwrap()
+            .to_nbd(Some(Host::Name("s".into())))
+            .unwrap();
+        assert_eq!(
+            (spec.address(), spec.export.as_str(), dev),
+            ("s:10809".into(), "root", Some(1))
+        );
+        assert_eq!(parse_debian("dhcp,root").unwrap().to_nbd(None), None);
+    }
 
     fn ip(s: &str) -> Host {
         Host::Ip(s.parse().unwrap())
@@ -204,7 +395,10 @@ mod tests {
         assert_eq!(p.host, ip("fd00::1"));
         assert_eq!(p.address(), "[fd00::1]:10809");
 
-        let p = parse_nbd("nbd:10.0.0.1:10900:::bs=4096,timeout=30,export=disk,readonly").unwrap();
+        let p = parse_nbd(
+            "nbd:10.0.0.1:10900:::bs=4096,timeout=30,export=disk,readonly,conns=4,dead-timeout=60",
+        )
+        .unwrap();
         assert_eq!(p.port, 10900);
         assert_eq!(p.export, "disk");
         assert_eq!(
@@ -212,7 +406,9 @@ mod tests {
             NbdOpts {
                 block_size: Some(4096),
                 timeout: Some(Duration::from_secs(30)),
-                read_only: true
+                read_only: true,
+                connections: Some(4),
+                dead_timeout: Some(Duration::from_secs(60)),
             }
         );
     }
@@ -236,7 +432,16 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(parse_nbd(input), Err(want), "{input}");
         }
-        for opt in ["bs=1000", "timeout=0", "timeout=x", "frobnicate", "-swap"] {
+        for opt in [
+            "bs=1000",
+            "timeout=0",
+            "timeout=x",
+            "frobnicate",
+            "-swap",
+            "conns=0",
+            "conns=65",
+            "dead-timeout=x",
+        ] {
             let err = parse_nbd(&format!("nbd:srv:1:::{opt}")).unwrap_err();
             assert!(matches!(err, RootError::BadOpt { .. }), "{opt}: {err}");
         }

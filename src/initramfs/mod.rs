@@ -1,5 +1,7 @@
 //! `nbdroot mkinitramfs`: the smallest initramfs that boots an NBD root — this binary as
 //! /init, the kernel modules it needs with their dependencies, and the list of modules to load.
+//! NIC drivers are carried with a trimmed `modules.alias` so that /init loads only the ones the
+//! machine's devices need (coldplug).
 
 pub mod cpio;
 pub mod elf;
@@ -8,16 +10,74 @@ use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
 
-use crate::modules::{self, DepError, ModulesDep};
+use crate::modules::{self, AliasError, AliasTable, DepError, ModulesDep};
 use cpio::CpioWriter;
 
 /// Modules an NBD root needs on a virtual machine by default: the nbd driver, a NIC driver
 /// and its transport (virtio_pci is not a symbol dependency of virtio_net, so it is named).
 pub const DEFAULT_MODULES: [&str; 3] = ["nbd", "virtio_net", "virtio_pci"];
+
+/// `--nic-modules default`: common virtual and physical NIC drivers, those the kernel has.
+pub const DEFAULT_NIC_MODULES: [&str; 19] = [
+    "virtio_net",
+    "virtio_pci",
+    "e1000",
+    "e1000e",
+    "igb",
+    "igc",
+    "ixgbe",
+    "i40e",
+    "r8169",
+    "tg3",
+    "bnx2",
+    "bnxt_en",
+    "vmxnet3",
+    "hv_netvsc",
+    "xen_netfront",
+    "ena",
+    "gve",
+    "mlx4_en",
+    "mlx5_core",
+];
+
+/// NIC drivers the image carries for coldplug: with their dependencies and the lines of
+/// `modules.alias` that name them, but not in the list loaded at every boot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum NicModules {
+    /// [`DEFAULT_NIC_MODULES`], skipping those the kernel lacks.
+    #[default]
+    Default,
+    None,
+    /// These, each of which the kernel must have.
+    Named(Vec<String>),
+}
+
+/// `default`, `none` or `a,b,…`.
+impl FromStr for NicModules {
+    type Err = InitramfsError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s.trim() {
+            "default" => Self::Default,
+            "none" => Self::None,
+            list => {
+                let names: Vec<String> = list
+                    .split(',')
+                    .map(|m| m.trim().replace('-', "_"))
+                    .filter(|m| !m.is_empty())
+                    .collect();
+                if names.is_empty() {
+                    return Err(InitramfsError::NicSet(s.to_string()));
+                }
+                Self::Named(names)
+            }
+        })
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitramfsError {
@@ -27,6 +87,14 @@ pub enum InitramfsError {
     Write { path: PathBuf, source: io::Error },
     #[error("{path}: {source}")]
     Dep { path: PathBuf, source: DepError },
+    #[error("{path}: {source}")]
+    Alias { path: PathBuf, source: AliasError },
+    #[error("--nic-modules {0:?}: expected default, none or a comma-separated list of modules")]
+    NicSet(String),
+    #[error(
+        "--nic-modules: NIC module \"{module}\" is neither in {path} nor built into the kernel"
+    )]
+    NicUnknown { module: String, path: PathBuf },
     #[error("{path} is dynamically linked (interpreter {interp}) and cannot run as /init; build nbdroot with --target x86_64-unknown-linux-musl")]
     Dynamic { path: PathBuf, interp: String },
     #[error("{path} is not an x86-64 ELF executable")]
@@ -41,7 +109,10 @@ pub struct Options {
     pub kver: String,
     /// The directory holding `<kver>/modules.dep` (normally /lib/modules).
     pub kmoddir: PathBuf,
+    /// Modules /init always loads.
     pub modules: Vec<String>,
+    /// NIC drivers /init loads only for the devices present.
+    pub nic_modules: NicModules,
     /// The static binary that becomes /init.
     pub binary: PathBuf,
 }
@@ -51,6 +122,10 @@ pub struct Options {
 pub struct Summary {
     pub bytes: u64,
     pub module_files: usize,
+    /// NIC drivers in the image (as files or built in).
+    pub nic_modules: Vec<String>,
+    /// Drivers of [`DEFAULT_NIC_MODULES`] this kernel does not have.
+    pub nic_missing: Vec<String>,
 }
 
 /// Builds the image. It is written to a temporary file and renamed into place, so a failure
@@ -88,12 +163,42 @@ pub fn build(opts: &Options) -> Result<Summary, InitramfsError> {
     let builtin = fs::read_to_string(kdir.join("modules.builtin"))
         .map(|t| modules::parse_builtin(&t))
         .unwrap_or_default();
+    let known = |m: &String| dep.path_of(m).is_some() || builtin.contains(m);
+    let (nic, nic_missing): (Vec<String>, Vec<String>) = match &opts.nic_modules {
+        NicModules::Default => DEFAULT_NIC_MODULES
+            .iter()
+            .map(|m| m.to_string())
+            .partition(known),
+        NicModules::None => Default::default(),
+        NicModules::Named(names) => {
+            let names: Vec<String> = names.iter().map(|m| m.replace('-', "_")).collect();
+            if let Some(module) = names.iter().find(|m| !known(m)) {
+                return Err(InitramfsError::NicUnknown {
+                    module: module.clone(),
+                    path: dep_path,
+                });
+            }
+            (names, Vec::new())
+        }
+    };
+    let wanted: Vec<&String> = opts.modules.iter().chain(&nic).collect();
     let files = dep
-        .load_order(&opts.modules, &builtin)
+        .load_order(&wanted, &builtin)
         .map_err(|source| InitramfsError::Dep {
             path: dep_path.clone(),
             source,
         })?;
+    // The alias lines of every module in the image: a NIC driver's dependency can be the one
+    // that matches first (hv_vmbus creates the devices hv_netvsc drives).
+    let aliases = if nic.is_empty() {
+        String::new()
+    } else {
+        let path = kdir.join("modules.alias");
+        let text = String::from_utf8_lossy(&read(&path)?).into_owned();
+        let table =
+            AliasTable::parse(&text).map_err(|source| InitramfsError::Alias { path, source })?;
+        table.render_subset(&files.iter().map(|f| modules::module_name(f)).collect())
+    };
     // Modules to load at boot: the named ones that are not built in.
     let load: Vec<String> = opts
         .modules
@@ -147,6 +252,9 @@ pub fn build(opts: &Options) -> Result<Summary, InitramfsError> {
             0o644,
             dep.render_subset(&files).as_bytes(),
         )?;
+        if !aliases.is_empty() {
+            w.file(&format!("{base}/modules.alias"), 0o644, aliases.as_bytes())?;
+        }
         let mut list = load.join("\n");
         list.push('\n');
         w.file(modules::INITRAMFS_MODULE_LIST, 0o644, list.as_bytes())?;
@@ -166,6 +274,8 @@ pub fn build(opts: &Options) -> Result<Summary, InitramfsError> {
     Ok(Summary {
         bytes,
         module_files: files.len(),
+        nic_modules: nic,
+        nic_missing,
     })
 }
 
@@ -184,6 +294,11 @@ mod tests {
         )
         .unwrap();
         fs::write(kdir.join("modules.builtin"), "kernel/fs/ext4/ext4.ko\n").unwrap();
+        fs::write(
+            kdir.join("modules.alias"),
+            "alias virtio:d00000001v* virtio_net\nalias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000\nalias pci:v000015ADd000007B0sv*sd*bc*sc*i* vmxnet3\nalias block-major-43-* nbd\n",
+        )
+        .unwrap();
         for m in ["block/nbd", "net/virtio_net", "net/failover", "net/e1000"] {
             fs::write(kdir.join(format!("kernel/drivers/{m}.ko")), m).unwrap();
         }
@@ -212,6 +327,7 @@ mod tests {
             kver: "6.1.0-test".into(),
             kmoddir,
             modules: vec!["nbd".into(), "virtio-net".into(), "ext4".into()],
+            nic_modules: NicModules::None,
             binary: dir.join("bin"),
         };
         let summary = build(&opts).unwrap();
@@ -230,6 +346,56 @@ mod tests {
         assert_eq!(get("etc/nbdroot/modules").unwrap(), b"nbd\nvirtio_net\n");
         assert!(get("lib/modules/6.1.0-test/kernel/drivers/net/failover.ko").is_some());
         assert!(get("lib/modules/6.1.0-test/kernel/drivers/net/e1000.ko").is_none());
+        assert!(
+            get("lib/modules/6.1.0-test/modules.alias").is_none(),
+            "no NIC modules, nothing to coldplug"
+        );
+        assert_eq!(
+            (summary.nic_modules.len(), summary.nic_missing.len()),
+            (0, 0)
+        );
+
+        // NIC drivers: in the image with an alias file of the modules present, never in the
+        // always-load list. The default set takes what the kernel has and counts the rest.
+        for (nic, want_nic, missing) in [
+            (NicModules::Named(vec!["e1000".into()]), vec!["e1000"], 0),
+            (NicModules::Default, vec!["virtio_net", "e1000"], 17),
+        ] {
+            let opts = Options {
+                nic_modules: nic,
+                ..opts.clone()
+            };
+            let summary = build(&opts).unwrap();
+            assert_eq!(summary.nic_modules, want_nic);
+            assert_eq!(summary.nic_missing.len(), missing);
+            assert!(!summary.nic_missing.contains(&"e1000".to_string()));
+            assert_eq!(summary.module_files, 4);
+            let mut raw = Vec::new();
+            flate2::read::GzDecoder::new(File::open(&opts.output).unwrap())
+                .read_to_end(&mut raw)
+                .unwrap();
+            let entries = cpio::tests::parse(&raw);
+            let get = |name: &str| entries.iter().find(|e| e.0 == name).map(|e| e.3.clone());
+            assert!(get("lib/modules/6.1.0-test/kernel/drivers/net/e1000.ko").is_some());
+            assert_eq!(get("etc/nbdroot/modules").unwrap(), b"nbd\nvirtio_net\n");
+            let alias = get("lib/modules/6.1.0-test/modules.alias").unwrap();
+            assert_eq!(
+                String::from_utf8(alias).unwrap(),
+                "alias virtio:d00000001v* virtio_net\nalias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000\nalias block-major-43-* nbd\n",
+                "vmxnet3 is not in the image"
+            );
+        }
+        let err = build(&Options {
+            nic_modules: "e1000,igb".parse().unwrap(),
+            ..opts.clone()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("--nic-modules: NIC module \"igb\" is neither in ")
+                && err.ends_with("/lib/modules/6.1.0-test/modules.dep nor built into the kernel"),
+            "{err}"
+        );
 
         // An unknown module fails and leaves nothing behind.
         fs::remove_file(&opts.output).unwrap();
@@ -254,5 +420,23 @@ mod tests {
         let err = build(&bad).unwrap_err().to_string();
         assert!(err.contains("is dynamically linked"), "{err}");
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn nic_module_sets_parse() {
+        assert_eq!(
+            "default".parse::<NicModules>().unwrap(),
+            NicModules::Default
+        );
+        assert_eq!("none".parse::<NicModules>().unwrap(), NicModules::None);
+        assert_eq!(
+            "e1000, virtio-net,".parse::<NicModules>().unwrap(),
+            NicModules::Named(vec!["e1000".into(), "virtio_net".into()])
+        );
+        assert_eq!(NicModules::default(), NicModules::Default);
+        for bad in ["", ",", " , "] {
+            let err = bad.parse::<NicModules>().unwrap_err().to_string();
+            assert!(err.starts_with("--nic-modules \""), "{err}");
+        }
     }
 }

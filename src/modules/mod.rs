@@ -1,8 +1,12 @@
 //! Kernel modules: dependency resolution (pure) and loading (a syscall).
 
+pub mod alias;
+pub mod coldplug;
 pub mod dep;
 pub mod load;
 
+pub use alias::{AliasError, AliasTable};
+pub use coldplug::{coldplug, ColdplugError};
 pub use dep::{module_name, parse_builtin, DepError, ModulesDep};
 pub use load::{load_module, LoadError};
 

@@ -6,6 +6,8 @@ use std::io;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use crate::cmdline::mac::{parse_mac, Mac};
+
 const POLL: Duration = Duration::from_millis(20);
 
 /// The interfaces the kernel knows, loopback excluded, sorted by name.
@@ -46,12 +48,26 @@ pub fn wait_for(name: Option<&str>, bound: Duration) -> Option<(String, u32)> {
     }
 }
 
+/// The interface whose hardware address is `mac`.
+pub fn by_mac(mac: Mac) -> Option<String> {
+    list().ok()?.into_iter().find(|n| {
+        fs::read_to_string(format!("/sys/class/net/{n}/address"))
+            .ok()
+            .and_then(|a| parse_mac(a.trim()))
+            == Some(mac)
+    })
+}
+
+/// Whether `name` has a link now.
+pub fn has_carrier(name: &str) -> bool {
+    fs::read_to_string(format!("/sys/class/net/{name}/carrier")).is_ok_and(|s| s.trim() == "1")
+}
+
 /// Waits until `name` reports a carrier. False after `bound`.
 pub fn wait_for_carrier(name: &str, bound: Duration) -> bool {
-    let path = format!("/sys/class/net/{name}/carrier");
     let start = Instant::now();
     loop {
-        if fs::read_to_string(&path).is_ok_and(|s| s.trim() == "1") {
+        if has_carrier(name) {
             return true;
         }
         if start.elapsed() >= bound {

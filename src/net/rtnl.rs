@@ -66,7 +66,7 @@ fn broadcast(addr: Ipv4Addr, prefix_len: u8) -> Ipv4Addr {
 
 /// An rtnetlink connection.
 #[derive(Debug)]
-pub struct Rtnl(NetlinkSocket);
+pub struct Rtnl(pub(super) NetlinkSocket);
 
 impl Rtnl {
     pub fn open() -> Result<Self, NetlinkError> {

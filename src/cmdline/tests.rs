@@ -1,0 +1,307 @@
+//! The command line table: every documented form, and every error.
+
+use super::*;
+
+const IP: &str = "ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off";
+
+fn host(s: &str) -> Host {
+    match s.parse() {
+        Ok(ip) => Host::Ip(ip),
+        Err(_) => Host::Name(s.into()),
+    }
+}
+
+fn nbd(plan: &BootPlan) -> &NbdSpec {
+    match &plan.source {
+        RootSource::Nbd(s) => s,
+        other => panic!("not a given NBD root: {other:?}"),
+    }
+}
+
+#[test]
+fn tokenizer_handles_quotes() {
+    let t = tokenize(r#"  root=nbd:a:1 quiet "init=/bin/my init" x="a b"c  "#);
+    let want: Vec<(String, Option<String>)> = vec![
+        ("root".into(), Some("nbd:a:1".into())),
+        ("quiet".into(), None),
+        ("init".into(), Some("/bin/my init".into())),
+        ("x".into(), Some("a bc".into())),
+    ];
+    assert_eq!(t, want);
+}
+
+#[test]
+fn full_plan() {
+    let plan = parse(&format!(
+        "console=ttyS0 root=nbd:10.0.2.2:10810:ext4:errors=panic,rw,noatime {IP} ro init=/bin/sh rd.nbdroot.timeout=3 rd.nbdroot.retries=0"
+    ))
+    .unwrap();
+    let spec = nbd(&plan);
+    assert_eq!(spec.address(), "10.0.2.2:10810");
+    let m = plan.mount.resolve(spec);
+    assert_eq!(m.fstype.as_deref(), Some("ext4"));
+    assert_eq!(m.options, "errors=panic,noatime");
+    assert!(m.read_only, "kernel ro overrides rw in the flags field");
+    assert_eq!(plan.init.as_deref(), Some("/bin/sh"));
+    assert_eq!(plan.connect.attempt_timeout, Duration::from_secs(3));
+    assert_eq!(plan.connect.retries, 0);
+    assert!(matches!(plan.network.configs[..], [IpConfig::Static(_)]));
+    assert_eq!(
+        (plan.root.clone(), plan.device, plan.onfail),
+        (RootDevice::Whole, None, OnFail::Panic)
+    );
+}
+
+#[test]
+fn defaults_and_fallbacks() {
+    let plan = parse(&format!(
+        "root=nbd:srv:disk {IP} rootfstype=xfs rootflags=rw,discard"
+    ))
+    .unwrap();
+    let m = plan.mount.resolve(nbd(&plan));
+    assert_eq!(nbd(&plan).export, "disk");
+    assert_eq!(
+        (m.fstype.as_deref(), m.options.as_str(), m.read_only),
+        (Some("xfs"), "discard", false)
+    );
+    assert_eq!(plan.init, None);
+    assert_eq!(plan.connect, ConnectPolicy::default());
+    assert_eq!(plan.tuning, Tuning::default());
+
+    // No ip=: DHCP on every interface with a link.
+    let plan = parse("root=nbd:srv:1 rw").unwrap();
+    assert!(plan.network.configs.is_empty());
+    assert!(!plan.mount.resolve(nbd(&plan)).read_only);
+    let plan = parse("root=nbd:srv:1").unwrap();
+    assert!(
+        plan.mount.resolve(nbd(&plan)).read_only,
+        "read-only unless rw, as the kernel"
+    );
+    // The last root= wins; arguments after "--" are init's.
+    let plan = parse("root=/dev/sda root=nbd:srv:2 -- root=nbd:other:3").unwrap();
+    assert_eq!(nbd(&plan).port, 2);
+}
+
+#[test]
+fn dracut_forms() {
+    // From dracut.cmdline(7) and dracut's NBD test.
+    /// (command line, host, port, export, fstype, rootflags)
+    type Case<'a> = (&'a str, &'a str, u16, &'a str, Option<&'a str>, Option<&'a str>);
+    let cases: &[Case] = &[
+        (
+            "root=nbd:192.168.50.1:raw",
+            "192.168.50.1",
+            10809,
+            "raw",
+            None,
+            None,
+        ),
+        (
+            "root=nbd:192.168.50.1:raw:ext2",
+            "192.168.50.1",
+            10809,
+            "raw",
+            Some("ext2"),
+            None,
+        ),
+        (
+            "root=nbd:192.168.50.1:raw::errors=panic",
+            "192.168.50.1",
+            10809,
+            "raw",
+            None,
+            Some("errors=panic"),
+        ),
+        (
+            "root=nbd:192.168.50.1:2000:ext4:ro",
+            "192.168.50.1",
+            2000,
+            "",
+            Some("ext4"),
+            Some("ro"),
+        ),
+        (
+            "root=nbd:[fe80::1]:myexport:ext4",
+            "fe80::1",
+            10809,
+            "myexport",
+            Some("ext4"),
+            None,
+        ),
+        (
+            "root=LABEL=dracut netroot=nbd:192.168.50.1:raw",
+            "192.168.50.1",
+            10809,
+            "raw",
+            None,
+            None,
+        ),
+        (
+            "netroot=nbd:srv:first netroot=nbd:srv:second root=/dev/nbd0",
+            "srv",
+            10809,
+            "first",
+            None,
+            None,
+        ),
+    ];
+    for (line, h, port, export, fstype, flags) in cases {
+        let plan = parse(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        let s = nbd(&plan);
+        assert_eq!(
+            (&s.host, s.port, s.export.as_str()),
+            (&host(h), *port, *export),
+            "{line}"
+        );
+        assert_eq!(
+            (s.fstype.as_deref(), s.rootflags.as_deref()),
+            (*fstype, *flags),
+            "{line}"
+        );
+    }
+    assert_eq!(
+        parse("root=LABEL=dracut netroot=nbd:s:1").unwrap().root,
+        RootDevice::Label("dracut".into())
+    );
+    assert_eq!(
+        parse("root=UUID=1234-ab netroot=nbd:s:1").unwrap().root,
+        RootDevice::Uuid("1234-ab".into())
+    );
+    assert_eq!(
+        parse("root=/dev/nbd0p2 netroot=nbd:s:1").unwrap().root,
+        RootDevice::Partition(2)
+    );
+    assert_eq!(
+        parse("root=block:/dev/root netroot=nbd:s:1").unwrap().root,
+        RootDevice::Whole
+    );
+
+    for line in [
+        "root=dhcp",
+        "netroot=dhcp",
+        "root=/dev/root netroot=dhcp",
+        "root=dhcp ip=dhcp",
+    ] {
+        let plan = parse(line).unwrap();
+        assert_eq!(
+            (plan.source.clone(), plan.root.clone()),
+            (RootSource::Dhcp, RootDevice::Whole),
+            "{line}"
+        );
+    }
+    // root=nbd: wins over netroot= and nbdroot=, with a warning each.
+    let plan = parse("root=nbd:a:1 netroot=nbd:b:2 nbdroot=c,3").unwrap();
+    assert_eq!(nbd(&plan).host, host("a"));
+    assert_eq!(plan.warnings.len(), 2, "{:?}", plan.warnings);
+    assert!(plan.warnings[0].contains("takes precedence over netroot=nbd:b:2"));
+}
+
+#[test]
+fn debian_forms() {
+    let plan = parse("ip=dhcp nbdroot=192.168.1.1,mydebian,nbd0 root=/dev/nbd0p1").unwrap();
+    assert!(matches!(
+        plan.source,
+        RootSource::Debian(DebianSpec::Given { .. })
+    ));
+    assert_eq!(
+        (plan.device, plan.root.clone()),
+        (Some(0), RootDevice::Partition(1))
+    );
+    // root=/dev/nbdX takes precedence over the third field.
+    let plan = parse("nbdroot=10.0.0.1,disk,nbd2 root=/dev/nbd3").unwrap();
+    assert_eq!(plan.device, Some(3));
+    let plan = parse("nbdroot=10.0.2.2/myvm root=/dev/nbd0").unwrap();
+    assert_eq!(
+        (plan.device, plan.root.clone()),
+        (Some(0), RootDevice::Whole)
+    );
+    assert_eq!(
+        parse("nbdroot=dhcp").unwrap().source,
+        RootSource::Debian(DebianSpec::FromRootPath)
+    );
+    let plan = parse("nbdroot=dhcp,root,nbd1").unwrap();
+    assert_eq!(plan.device, Some(1));
+}
+
+#[test]
+fn network_parameters() {
+    let plan = parse(
+        "root=nbd:s:1 ip=eth0:dhcp ip=10.0.0.5::10.0.0.1:24::eth1:none:1400 BOOTIF=01-52-54-00-12-34-56 \
+         ifname=boot0:52:54:00:12:34:56 bootdev=boot0 nameserver=10.0.0.53 nameserver=fd00::53",
+    )
+    .unwrap();
+    let n = &plan.network;
+    assert_eq!(n.configs.len(), 2);
+    assert_eq!(
+        n.bootif.map(|m| m.to_string()).as_deref(),
+        Some("52:54:00:12:34:56")
+    );
+    assert_eq!(n.ifnames[0].0, "boot0");
+    assert_eq!(n.bootdev.as_deref(), Some("boot0"));
+    assert_eq!(n.nameservers.len(), 2);
+}
+
+#[test]
+fn knobs() {
+    let plan = parse(
+        "root=nbd:s:1 rd.nbdroot.connections=4 rd.nbdroot.link_timeout=20 rd.nbdroot.dhcp_timeout=5 \
+         rd.nbdroot.keepalive=5,2,4 rd.nbdroot.user_timeout=0 rd.nbdroot.onfail=retry",
+    )
+    .unwrap();
+    assert_eq!(
+        plan.tuning,
+        Tuning {
+            connections: 4,
+            link_timeout: Duration::from_secs(20),
+            dhcp_timeout: Duration::from_secs(5),
+            keepalive: Some((5, 2, 4)),
+            user_timeout: None,
+        }
+    );
+    assert_eq!(plan.onfail, OnFail::Retry);
+    assert_eq!(
+        parse("root=nbd:s:1 rd.nbdroot.keepalive=off")
+            .unwrap()
+            .tuning
+            .keepalive,
+        None
+    );
+    assert_eq!(
+        parse("root=nbd:s:1 rd.nbdroot.onfail=shell")
+            .unwrap()
+            .onfail,
+        OnFail::Shell
+    );
+}
+
+#[test]
+fn errors_name_parameter_value_and_form() {
+    let cases = [
+        ("quiet", "no NBD root on the kernel command line: expected root=nbd:<server>"),
+        ("root=/dev/sda1", "no NBD root on the kernel command line"),
+        ("root=/dev/sda1 netroot=nbd:s:1", "root=/dev/sda1: expected nbd:<server>:<port|export>…, /dev/nbdN[pM]"),
+        ("root=nbd:srv", "root=nbd:srv: the port or export name is missing; expected root=nbd:<server>:<port|export>"),
+        ("netroot=nbd:srv:0", "netroot=nbd:srv:0: port 0 is out of range 1-65535; expected netroot=nbd:"),
+        ("root=nbd:srv:1 ip=10.0.0.300", "ip=10.0.0.300: client \"10.0.0.300\" is not an IP address; expected ip="),
+        ("root=nbd:srv:1 ip=dhcp6", "ip=dhcp6: \"dhcp6\" (IPv6 autoconfiguration) is not supported"),
+        ("root=nbd:srv:1 init=sbin/init", "init=sbin/init: expected an absolute path"),
+        ("root=nbd:srv:1 rd.nbdroot.timeout=0", "rd.nbdroot.timeout=0: expected whole seconds from 1 to 3600"),
+        ("root=nbd:srv:1 rd.nbdroot.retries=-1", "rd.nbdroot.retries=-1: expected a count"),
+        ("root=nbd:srv:1 rd.nbdroot.connections=0", "rd.nbdroot.connections=0: expected a count from 1 to 64"),
+        ("root=nbd:srv:1 rd.nbdroot.onfail=reboot", "rd.nbdroot.onfail=reboot: expected panic, retry or shell"),
+        ("root=nbd:srv:1 rd.nbdroot.keepalive=5,2", "rd.nbdroot.keepalive=5,2: expected <idle s>,<interval s>,<count>"),
+        ("root=nbd:srv:1 rd.nbdroot.user_timeout=x", "rd.nbdroot.user_timeout=x: expected whole seconds from 0"),
+        ("root=nbd:srv:1 BOOTIF=01-52-54", "BOOTIF=01-52-54: expected 01-<MAC address with dashes>"),
+        ("root=nbd:srv:1 ifname=eth0", "ifname=eth0: expected <name>:<MAC address>"),
+        ("root=nbd:srv:1 nameserver=dns", "nameserver=dns: expected an IP address"),
+        ("nbdroot=srv,0", "nbdroot=srv,0: port 0 is out of range 1-65535; expected nbdroot=<server>,<port|export>"),
+        ("nbdroot=srv,x,sda", "nbdroot=srv,x,sda: \"sda\" is not an nbd device"),
+    ];
+    for (line, want) in cases {
+        let err = parse(line).unwrap_err().to_string();
+        assert!(
+            err.starts_with(want),
+            "{line}\n  got:  {err}\n  want: {want}…"
+        );
+    }
+}
