@@ -240,13 +240,10 @@ fn load_modules() -> Result<(), BootError> {
             log::debug!("loaded {path} in {} ms", t.elapsed().as_millis());
         }
     }
-    // Drivers for the devices present. A bus driver (virtio_pci) makes new devices appear
-    // (a virtio NIC), whose drivers the next pass loads.
-    for _ in 0..3 {
-        let loaded = modules::coldplug::coldplug(&dir)?;
-        if loaded.is_empty() {
-            break;
-        }
+    // Drivers for the devices present (coldplug rescans until a bus driver's new devices,
+    // such as a virtio NIC behind virtio_pci, have theirs too).
+    let loaded = modules::coldplug::coldplug(&dir)?;
+    if !loaded.is_empty() {
         log::debug!("coldplug loaded {}", loaded.join(", "));
     }
     Ok(())

@@ -86,7 +86,14 @@ fn defaults_and_fallbacks() {
 fn dracut_forms() {
     // From dracut.cmdline(7) and dracut's NBD test.
     /// (command line, host, port, export, fstype, rootflags)
-    type Case<'a> = (&'a str, &'a str, u16, &'a str, Option<&'a str>, Option<&'a str>);
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        u16,
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+    );
     let cases: &[Case] = &[
         (
             "root=nbd:192.168.50.1:raw",

@@ -58,6 +58,14 @@ impl AliasTable {
         out
     }
 
+    /// The patterns that name `module`, in file order.
+    pub fn patterns_of<'a>(&'a self, module: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.entries
+            .iter()
+            .filter(move |e| e.1 == module)
+            .map(|e| e.0.as_str())
+    }
+
     /// A modules.alias holding only the lines of `modules` (names with underscores).
     pub fn render_subset(&self, modules: &HashSet<String>) -> String {
         let mut out = String::new();
@@ -201,6 +209,10 @@ alias acpi*:VMBUS:* hv_vmbus
         .unwrap();
         assert_eq!(t.lookup("pci:v0000ABCDd0001"), ["b_mod", "a_mod"]);
         let keep = HashSet::from(["b_mod".to_string()]);
+        assert_eq!(
+            t.patterns_of("b_mod").collect::<Vec<_>>(),
+            ["pci:v0000ABCDd*", "pci:v0000ABCD*"]
+        );
         assert_eq!(
             t.render_subset(&keep),
             "alias pci:v0000ABCDd* b_mod\nalias pci:v0000ABCD* b_mod\n"

@@ -54,6 +54,32 @@ fn boot_uptime(
         .ok_or_else(|| nbdroot_qemu::Error::unexpected("read the guest's uptime", out.to_string()))
 }
 
+/// One initramfs and command line to boot, and its samples.
+struct Stack {
+    name: &'static str,
+    initrd: std::path::PathBuf,
+    append: String,
+    marker: &'static str,
+    stats: Stats,
+}
+
+impl Stack {
+    fn new(
+        name: &'static str,
+        initrd: &std::path::Path,
+        append: String,
+        marker: &'static str,
+    ) -> Self {
+        Stack {
+            name,
+            initrd: initrd.to_path_buf(),
+            append,
+            marker,
+            stats: Stats { samples: vec![] },
+        }
+    }
+}
+
 struct Stats {
     samples: Vec<f64>,
 }
@@ -95,66 +121,75 @@ fn bench(rounds: usize) -> nbdroot_qemu::Result<()> {
         .with_probe()
         .build_ext4(&img, 64, None)?;
     let server = qemu_nbd(&img, None, false)?;
-    let append = format!(
-        "root=nbd:10.0.2.2:{} ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off rw",
-        server.port
+    let port = server.port;
+    let floor_stack = Stack::new(
+        "kernel floor (busybox /init, powers off at once)",
+        &floor,
+        String::new(),
+        "NBDROOT-FLOOR uptime=",
     );
-
-    let ref_append = format!("root=nbd:unused nbdref=10.0.2.2:{}", server.port);
-
-    let mut floor_s = Stats { samples: vec![] };
-    let mut nbd_s = Stats { samples: vec![] };
-    let mut ref_s = Stats { samples: vec![] };
     let probe = "NBDROOT-PROBE pid=1 uptime=";
+    let mut stacks = [
+        floor_stack,
+        Stack::new(
+            "nbdroot, static ip=",
+            &initrd,
+            format!("root=nbd:10.0.2.2:{port} ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off rw"),
+            probe,
+        ),
+        Stack::new(
+            "nbdroot, DHCP (QEMU's)",
+            &initrd,
+            format!("root=nbd:10.0.2.2:{port} ip=dhcp rw"),
+            probe,
+        ),
+        Stack::new(
+            "busybox sh + nbd-client 3.24 (netlink), same static address",
+            &reference,
+            format!("root=nbd:unused nbdref=10.0.2.2:{port}"),
+            probe,
+        ),
+    ];
     for round in 1..=rounds {
-        floor_s
-            .samples
-            .push(boot_uptime(&kernel, &floor, "", "NBDROOT-FLOOR uptime=")?);
-        nbd_s
-            .samples
-            .push(boot_uptime(&kernel, &initrd, &append, probe)?);
-        ref_s
-            .samples
-            .push(boot_uptime(&kernel, &reference, &ref_append, probe)?);
-        eprintln!(
-            "round {round}/{rounds}: floor {:.2} s, nbdroot {:.2} s, busybox + nbd-client {:.2} s",
-            floor_s.samples.last().unwrap(),
-            nbd_s.samples.last().unwrap(),
-            ref_s.samples.last().unwrap()
-        );
+        let mut line = format!("round {round}/{rounds}:");
+        for st in stacks.iter_mut() {
+            let up = boot_uptime(&kernel, &st.initrd, &st.append, st.marker)?;
+            st.stats.samples.push(up);
+            line.push_str(&format!(" {:.2}", up));
+        }
+        eprintln!("{line}");
     }
 
     let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     let binary = size(&nbdroot_binary()?);
-    println!("Guest uptime when the root's init runs (QEMU TCG, 1 vCPU, {} kernel, {rounds} boots each, alternating):\n", kernel.version);
+    println!(
+        "Guest uptime when the root's init runs (QEMU TCG, 1 vCPU, {} kernel, qemu-nbd on 127.0.0.1, {rounds} boots each, alternating):\n",
+        kernel.version
+    );
     println!("| stack | initramfs bytes | median s | min – max s | over the floor |");
     println!("|---|---|---|---|---|");
-    let (fmin, fmax) = floor_s.range();
+    let floor_median = stacks[0].stats.median();
+    for st in &stacks {
+        let (min, max) = st.stats.range();
+        let over = st.stats.median() - floor_median;
+        let over = if st.marker.starts_with("NBDROOT-FLOOR") {
+            "—".to_string()
+        } else {
+            format!("+{over:.2} s")
+        };
+        println!(
+            "| {} | {} | {:.2} | {min:.2} – {max:.2} | {over} |",
+            st.name,
+            size(&st.initrd),
+            st.stats.median()
+        );
+    }
+    let over = |i: usize| stacks[i].stats.median() - floor_median;
     println!(
-        "| kernel floor (busybox /init, powers off at once) | {} | {:.2} | {fmin:.2} – {fmax:.2} | — |",
-        size(&floor),
-        floor_s.median()
-    );
-    let (nmin, nmax) = nbd_s.range();
-    println!(
-        "| nbdroot (static ip=, qemu-nbd on 127.0.0.1) | {} | {:.2} | {nmin:.2} – {nmax:.2} | +{:.2} s |",
-        size(&initrd),
-        nbd_s.median(),
-        nbd_s.median() - floor_s.median()
-    );
-    let (rmin, rmax) = ref_s.range();
-    println!(
-        "| busybox sh + nbd-client 3.24 (netlink), same static address | {} | {:.2} | {rmin:.2} – {rmax:.2} | +{:.2} s |",
-        size(&reference),
-        ref_s.median(),
-        ref_s.median() - floor_s.median()
-    );
-    let over = |s: &Stats| s.median() - floor_s.median();
-    println!(
-        "\nnbdroot's cost over the floor is {:.2}× the reference stack's ({:+.2} s against {:+.2} s).",
-        over(&nbd_s) / over(&ref_s),
-        over(&nbd_s),
-        over(&ref_s)
+        "\nnbdroot's cost over the floor (static ip=) is {:.2}× the reference stack's ({:+.2} s against {:+.2} s).",
+        over(1) / over(3),
+        over(1),
+        over(3)
     );
     println!("\nnbdroot static binary: {binary} bytes (stripped, x86_64-unknown-linux-musl)");
     Ok(())
