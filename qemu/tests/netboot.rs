@@ -22,12 +22,13 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// A probe root that also reports the DHCP lease file, the hostname and resolv.conf.
+/// A probe root that also reports the DHCP lease file, the hostname and the resolv.conf
+/// nbdroot leaves in /run for the root.
 fn probe_image(dir: &Path, label: Option<&str>) -> PathBuf {
     let mut root = RootFs::new(dir.join("root")).expect("stage root");
     root.add_probe_step(
         r#"for f in /run/nbdroot/dhcp-*.env; do [ -f "$f" ] && while read -r l; do echo "NBDROOT-LEASE $l"; done < "$f"; done
-while read -r l; do echo "NBDROOT-RESOLV $l"; done < /etc/resolv.conf 2>/dev/null
+while read -r l; do echo "NBDROOT-RESOLV $l"; done < /run/nbdroot/resolv.conf
 echo "NBDROOT-HOSTNAME $(/bin/busybox hostname)""#,
     );
     let img = dir.join("root.ext4");
@@ -185,7 +186,7 @@ fn dhcp_root_path_with_netroot_dhcp() {
         &img,
         |port| {
             vec![
-                format!("dhcp-option=option:root-path,\"nbd:{HOST_IP}:{port}:ext4:noatime\""),
+                format!("dhcp-option=option:root-path,nbd:{HOST_IP}:{port}:ext4:noatime"),
                 "dhcp-option=option:domain-name,example.test".into(),
                 "dhcp-option=12,guest7".into(),
             ]
@@ -227,7 +228,7 @@ fn dhcp_root_path_with_root_dhcp_and_export_name() {
         &img,
         |port| {
             vec![format!(
-                "dhcp-option=option:root-path,\"nbd:{HOST_IP}:{port}:::export=rootfs\""
+                "dhcp-option=option:root-path,nbd:{HOST_IP}:{port}:::export=rootfs"
             )]
         },
         &["-b", HOST_IP, "-x", "rootfs"],
@@ -246,7 +247,7 @@ fn debian_nbdroot_dhcp_from_root_path() {
         &img,
         |port| {
             vec![format!(
-                "dhcp-option=option:root-path,\"{HOST_IP},{port},nbd1\""
+                "dhcp-option=option:root-path,{HOST_IP},{port},nbd1"
             )]
         },
         &["-b", HOST_IP],

@@ -144,6 +144,15 @@ pub fn bring_up(plan: &NetPlan, tuning: &Tuning) -> Result<NetState, NetError> {
     if !plan.nameservers.is_empty() {
         write_resolv_conf(&plan.nameservers, None)?;
     }
+    // The root's own /etc is not ours to change: leave a copy in /run, which moves into the
+    // root, for its network configuration to take over.
+    if let Ok(text) = fs::read_to_string("/etc/resolv.conf") {
+        let path = Path::new(LEASE_DIR).join("resolv.conf");
+        let written = fs::create_dir_all(LEASE_DIR).and_then(|_| fs::write(&path, text));
+        if let Err(e) = written {
+            log::warn!("cannot write {}: {e}", path.display());
+        }
+    }
     Ok(state)
 }
 
@@ -284,7 +293,11 @@ fn dhcp_any(
     let mut last = None;
     for (iface, index) in linked {
         match dhcp::acquire(iface, *index, &policy) {
-            Ok(lease) => {
+            Ok(mut lease) => {
+                if mtu.is_some() {
+                    // An MTU on the command line wins over the server's.
+                    lease.mtu = None;
+                }
                 dhcp::apply(iface, *index, &lease)?;
                 let path = Path::new(LEASE_DIR);
                 if let Err(e) = dhcp::write_lease(path, iface, &lease) {

@@ -129,6 +129,70 @@ pub fn same_subnet(addr: Ipv4Addr, prefix_len: u8, gateway: Ipv4Addr) -> bool {
     u32::from(addr) & mask == u32::from(gateway) & mask
 }
 
+/// A route to `dst/prefix_len` through the link: via `gateway`, or directly without one.
+fn route_message(
+    index: u32,
+    dst: Ipv4Addr,
+    prefix_len: u8,
+    gateway: Option<Ipv4Addr>,
+) -> MessageBuilder {
+    let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
+    let scope = if gateway.is_some() {
+        RT_SCOPE_UNIVERSE
+    } else {
+        RT_SCOPE_LINK
+    };
+    let mut msg = MessageBuilder::new(RTM_NEWROUTE, flags).header(&rtmsg(prefix_len, scope));
+    if prefix_len > 0 {
+        msg = msg.attr(RTA_DST, &dst.octets());
+    }
+    if let Some(gw) = gateway {
+        msg = msg.attr(RTA_GATEWAY, &gw.octets());
+    }
+    msg.attr_u32(RTA_OIF, index)
+}
+
+impl Rtnl {
+    /// Adds (or replaces) `addr/prefix_len` with the given broadcast address (a DHCP server
+    /// may name one that differs from the subnet's).
+    pub fn add_address_with_broadcast(
+        &mut self,
+        index: u32,
+        addr: Ipv4Addr,
+        prefix_len: u8,
+        broadcast: Ipv4Addr,
+    ) -> Result<(), NetlinkError> {
+        let msg = MessageBuilder::new(
+            RTM_NEWADDR,
+            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .header(&ifaddrmsg(prefix_len, index))
+        .attr(IFA_LOCAL, &addr.octets())
+        .attr(IFA_ADDRESS, &addr.octets())
+        .attr(IFA_BROADCAST, &broadcast.octets());
+        self.0.request(msg).map(drop)
+    }
+
+    /// Adds (or replaces) a route to `dst/prefix_len` via `gateway`, or on the link without
+    /// one. A gateway that is not `on_link` first gets a link-scope host route, as in
+    /// [`Self::add_default_route`]. `dst` must have no bits set past the prefix.
+    pub fn add_route(
+        &mut self,
+        index: u32,
+        dst: Ipv4Addr,
+        prefix_len: u8,
+        gateway: Option<Ipv4Addr>,
+        on_link: bool,
+    ) -> Result<(), NetlinkError> {
+        if let Some(gw) = gateway.filter(|_| !on_link) {
+            self.0.request(route_message(index, gw, 32, None))?;
+        }
+        self.0
+            .request(route_message(index, dst, prefix_len, gateway))
+            .map(drop)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,5 +206,37 @@ mod tests {
         assert!(!same_subnet(a, 24, Ipv4Addr::new(10, 0, 3, 1)));
         assert!(same_subnet(a, 0, Ipv4Addr::new(1, 2, 3, 4)));
         assert!(!same_subnet(a, 32, Ipv4Addr::new(10, 0, 2, 2)));
+    }
+
+    #[test]
+    fn route_messages() {
+        use crate::netlink::message;
+        let route = |dst: &str, len, gw: Option<&str>| {
+            let b = route_message(7, dst.parse().unwrap(), len, gw.map(|g| g.parse().unwrap()))
+                .finish(1);
+            let m = message::messages(&b).next().unwrap();
+            let attrs: Vec<(u16, Vec<u8>)> = message::attrs(&m.payload[12..])
+                .map(|(t, p)| (t, p.to_vec()))
+                .collect();
+            (m.payload[..12].to_vec(), attrs)
+        };
+        let (hdr, attrs) = route("192.168.7.0", 24, None);
+        assert_eq!(hdr, rtmsg(24, RT_SCOPE_LINK));
+        assert_eq!(
+            attrs,
+            [
+                (RTA_DST, vec![192, 168, 7, 0]),
+                (RTA_OIF, 7u32.to_ne_bytes().to_vec())
+            ]
+        );
+        let (hdr, attrs) = route("0.0.0.0", 0, Some("10.0.0.1"));
+        assert_eq!(hdr, rtmsg(0, RT_SCOPE_UNIVERSE));
+        assert_eq!(
+            attrs,
+            [
+                (RTA_GATEWAY, vec![10, 0, 0, 1]),
+                (RTA_OIF, 7u32.to_ne_bytes().to_vec())
+            ]
+        );
     }
 }
