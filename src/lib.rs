@@ -17,4 +17,5 @@ pub mod modules;
 pub mod net;
 pub mod netlink;
 pub mod proto;
+pub mod supervise;
 pub mod uri;

@@ -15,6 +15,9 @@ struct Logger {
     console_loglevel: AtomicU8,
 }
 
+/// /dev/kmsg opened once, for a daemon that outlives the /dev it started with.
+static HELD_KMSG: std::sync::OnceLock<fs::File> = std::sync::OnceLock::new();
+
 static LOGGER: Logger = Logger {
     kmsg: AtomicBool::new(false),
     console_loglevel: AtomicU8::new(0),
@@ -41,13 +44,19 @@ impl Log for Logger {
         let level = kernel_level(record.level());
         let mut printed_by_kernel = false;
         if self.kmsg.load(Ordering::Relaxed) {
-            // A fresh open per record: the kernel rate-limits each open file to 10 records
-            // per 5 s, and a boot failure line must never be the one dropped.
-            if let Ok(mut kmsg) = OpenOptions::new().write(true).open("/dev/kmsg") {
-                let line = format!("<{level}>nbdroot: {}\n", record.args());
-                if kmsg.write_all(line.as_bytes()).is_ok() {
-                    printed_by_kernel = level < self.console_loglevel.load(Ordering::Relaxed);
-                }
+            let line = format!("<{level}>nbdroot: {}\n", record.args());
+            let written = match HELD_KMSG.get() {
+                Some(mut kmsg) => kmsg.write_all(line.as_bytes()).is_ok(),
+                // A fresh open per record: the kernel rate-limits each open file to 10
+                // records per 5 s, and a boot failure line must never be the one dropped.
+                None => OpenOptions::new()
+                    .write(true)
+                    .open("/dev/kmsg")
+                    .and_then(|mut k| k.write_all(line.as_bytes()))
+                    .is_ok(),
+            };
+            if written {
+                printed_by_kernel = level < self.console_loglevel.load(Ordering::Relaxed);
             }
         }
         if !printed_by_kernel {
@@ -129,4 +138,25 @@ pub fn detach_from_stdio() {
     LOGGER.kmsg.store(true, Ordering::Relaxed);
     // Every record now goes to the kernel log; none is echoed to the (closed) console.
     LOGGER.console_loglevel.store(u8::MAX, Ordering::Relaxed);
+}
+
+/// For the supervisor, which starts in the initramfs and lives on after switch_root has
+/// taken /dev and /proc out of its view: keeps /dev/kmsg open, and writes to the console
+/// only what the kernel would not print there itself.
+pub fn init_daemon() {
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(LevelFilter::Info);
+    if let Ok(k) = OpenOptions::new().write(true).open("/dev/kmsg") {
+        let _ = HELD_KMSG.set(k);
+        LOGGER.kmsg.store(true, Ordering::Relaxed);
+    }
+    if let Ok(printk) = fs::read_to_string("/proc/sys/kernel/printk") {
+        if let Some(level) = printk
+            .split_whitespace()
+            .next()
+            .and_then(|l| l.parse().ok())
+        {
+            LOGGER.console_loglevel.store(level, Ordering::Relaxed);
+        }
+    }
 }

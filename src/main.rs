@@ -37,6 +37,7 @@ Commands:
   mkinitramfs  write an initramfs whose /init is this binary
   plan         show what a kernel command line asks for, without doing it
   boot         run the boot as /init does (only as PID 1)
+  status       show the reconnect supervisors: state, reconnects, last error
 
 Options:
   -v, --verbose  print debug messages
@@ -132,6 +133,8 @@ enum Command {
     Mkinitramfs(initramfs::Options, bool),
     Plan(Option<String>),
     Boot,
+    Status,
+    Supervise(String, Option<i32>),
     Help(String),
 }
 
@@ -472,6 +475,23 @@ fn parse_args(args: Vec<OsString>) -> Result<(bool, Command), Usage> {
             Ok((verbose, Command::Plan(positional.pop())))
         }
         "boot" => Ok((verbose, Command::Boot)),
+        "status" => Ok((verbose, Command::Status)),
+        // Started by the boot as `@nbdroot supervise <config> <ready fd>`; not for users.
+        "supervise" => {
+            let rest: Vec<String> = parser
+                .raw_args()
+                .map_err(|e| Usage(e.to_string()))?
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            let config = rest
+                .first()
+                .cloned()
+                .ok_or_else(|| Usage("supervise: no configuration".into()))?;
+            Ok((
+                verbose,
+                Command::Supervise(config, rest.get(1).and_then(|f| f.parse().ok())),
+            ))
+        }
         other => Err(Usage(format!(
             "unknown command \"{other}\"; see nbdroot --help"
         ))),
@@ -494,11 +514,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    logger::init_host(if verbose {
-        LevelFilter::Debug
+    if matches!(command, Command::Supervise(..)) {
+        logger::init_daemon();
     } else {
-        LevelFilter::Info
-    });
+        logger::init_host(if verbose {
+            LevelFilter::Debug
+        } else {
+            LevelFilter::Info
+        });
+    }
     match run(command) {
         Ok(code) => code,
         Err(e) => {
@@ -585,6 +609,26 @@ fn run(command: Command) -> BoxResult<ExitCode> {
             println!("{:#?}", cmdline::parse(&line)?);
         }
         Command::Boot => return Err("boot runs only as PID 1 (the /init of an initramfs)".into()),
+        Command::Status => {
+            let all = nbdroot::supervise::status::read_all(nbdroot::supervise::status_dir());
+            if all.is_empty() {
+                println!(
+                    "no nbdroot supervisor is running (no {}/*.status)",
+                    nbdroot::supervise::STATUS_DIR
+                );
+                return Ok(ExitCode::from(1));
+            }
+            for (name, text) in all {
+                println!("{}:", name.trim_end_matches(".status"));
+                for line in text.lines() {
+                    println!("  {line}");
+                }
+            }
+        }
+        Command::Supervise(config, ready) => {
+            let cfg = nbdroot::supervise::Config::decode(&config)?;
+            nbdroot::supervise::run(cfg, ready)?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -36,6 +36,9 @@ pub struct VmConfig {
     /// Run QEMU in this network namespace (see [`crate::netns`]) with its NIC on the
     /// namespace's `tap0` instead of QEMU's user network.
     pub netns: Option<String>,
+    /// Where to write the console log (default: a new file under the logs directory), so a
+    /// test can watch the guest while it runs.
+    pub log_path: Option<PathBuf>,
     /// `(guest ip, guest port, host port)`: the guest's TCP connections to `ip:port` reach
     /// `127.0.0.1:host port`, e.g. `("10.0.2.100", 10809, server.port)`.
     pub guestfwd: Vec<(String, u16, u16)>,
@@ -58,6 +61,7 @@ impl VmConfig {
             net: true,
             nic: "virtio-net-pci".to_string(),
             netns: None,
+            log_path: None,
             guestfwd: Vec::new(),
             echo: false,
         }
@@ -188,7 +192,10 @@ impl fmt::Display for VmOutcome {
 pub fn run(cfg: &VmConfig) -> Result<VmOutcome> {
     let dir = crate::logs_dir()?;
     let name = format!("{}-{}", std::process::id(), crate::unique());
-    let log_path = dir.join(format!("{name}.console.log"));
+    let log_path = cfg
+        .log_path
+        .clone()
+        .unwrap_or_else(|| dir.join(format!("{name}.console.log")));
     let err_path = dir.join(format!("{name}.qemu-stderr.log"));
     let err_file = File::create(&err_path).step(|| format!("create {}", err_path.display()))?;
 

@@ -21,6 +21,7 @@ use crate::cmdline::{self, BootPlan, CmdlineError, NbdSpec, OnFail};
 use crate::connect::{self, ConnectError, Keepalive, SocketOptions};
 use crate::modules::{self, DepError, LoadError, ModulesDep};
 use crate::net::{self, NetError};
+use crate::supervise;
 use crate::uri::Endpoint;
 
 /// Where the real root is mounted before the switch.
@@ -262,7 +263,7 @@ fn attach(plan: &BootPlan, spec: &NbdSpec, device: Option<u32>) -> Result<Attach
         connections: spec.opts.connections.unwrap_or(t.connections).into(),
         block_size: spec.opts.block_size,
         timeout: spec.opts.timeout,
-        dead_conn_timeout: spec.opts.dead_timeout,
+        dead_conn_timeout: spec.opts.dead_timeout.or(t.dead_timeout),
         read_only: spec.opts.read_only,
         identifier: None,
         policy: plan.connect,
@@ -275,7 +276,25 @@ fn attach(plan: &BootPlan, spec: &NbdSpec, device: Option<u32>) -> Result<Attach
             user_timeout: t.user_timeout,
         },
     };
-    Ok(attach::attach_netlink(&peer, &opts)?)
+    let attached = attach::attach_netlink(&peer, &opts)?;
+    // The supervisor replaces dead connections; without it the root still works, but a
+    // server restart would end it, so say so loudly and go on.
+    let cfg = supervise::Config {
+        index: attached.index,
+        peer: attached.peer.clone(),
+        export: opts.export.clone(),
+        size: attached.export.size,
+        connections: opts.connections,
+        attempt_timeout: plan.connect.attempt_timeout,
+        socket: opts.socket,
+        identifier: None,
+        status_fd: None,
+    };
+    match supervise::spawn(cfg) {
+        Ok(pid) => log::debug!("supervisor for {} is pid {pid}", attached.device),
+        Err(e) => log::error!("{e}: the root will not survive a lost connection"),
+    }
+    Ok(attached)
 }
 
 /// The arguments the kernel passed to /init, for the real init.

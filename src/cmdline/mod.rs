@@ -146,6 +146,9 @@ pub struct Tuning {
     pub keepalive: Option<(u32, u32, u32)>,
     /// `rd.nbdroot.user_timeout=<s>` (0: off): TCP_USER_TIMEOUT of the root's sockets.
     pub user_timeout: Option<Duration>,
+    /// `rd.nbdroot.dead_timeout=<s>` (0: none): how long I/O waits for the supervisor to
+    /// replace a dead connection, when `dead-timeout=` is not in nbdopts.
+    pub dead_timeout: Option<Duration>,
 }
 
 impl Default for Tuning {
@@ -156,6 +159,7 @@ impl Default for Tuning {
             dhcp_timeout: Duration::from_secs(30),
             keepalive: Some((10, 5, 3)),
             user_timeout: Some(Duration::from_secs(30)),
+            dead_timeout: Some(Duration::from_secs(120)),
         }
     }
 }
@@ -494,6 +498,15 @@ fn tuning(p: &Params) -> Result<Tuning, CmdlineError> {
                 }
             }
         };
+    }
+    if let Some(v) = p.last("rd.nbdroot.dead_timeout") {
+        let s = number(
+            "rd.nbdroot.dead_timeout",
+            v,
+            0..=86400,
+            "whole seconds from 0 (none) to 86400",
+        )?;
+        t.dead_timeout = (s > 0).then(|| Duration::from_secs(s));
     }
     if let Some(v) = p.last("rd.nbdroot.user_timeout") {
         let s = number(

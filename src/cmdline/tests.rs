@@ -263,6 +263,7 @@ fn knobs() {
             dhcp_timeout: Duration::from_secs(5),
             keepalive: Some((5, 2, 4)),
             user_timeout: None,
+            dead_timeout: Some(Duration::from_secs(120)),
         }
     );
     assert_eq!(plan.onfail, OnFail::Retry);

@@ -5,7 +5,7 @@ pub mod device;
 pub mod ioctl;
 pub mod netlink;
 
-pub use netlink::{connect, disconnect, Attach, KernelError};
+pub use netlink::{connect, disconnect, Attach, Events, KernelError};
 
 /// The device node of an nbd index.
 pub fn device_path(index: u32) -> String {

@@ -13,6 +13,9 @@ const VERSION: u8 = 1;
 
 const CMD_CONNECT: u8 = 1;
 const CMD_DISCONNECT: u8 = 2;
+const CMD_RECONFIGURE: u8 = 3;
+const CMD_LINK_DEAD: u8 = 4;
+const MCAST_GROUP: &str = "nbd_mc_group";
 
 const ATTR_INDEX: u16 = 1;
 const ATTR_SIZE_BYTES: u16 = 2;
@@ -37,6 +40,16 @@ pub enum KernelError {
     },
     #[error("the kernel accepted the connection but did not say which device it used")]
     NoIndex,
+}
+
+impl KernelError {
+    /// The errno the kernel answered with, if it answered.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            KernelError::Netlink { source, .. } => source.errno(),
+            _ => None,
+        }
+    }
 }
 
 /// What to attach, for NBD_CMD_CONNECT.
@@ -138,4 +151,86 @@ pub fn disconnect(index: u32) -> Result<(), KernelError> {
         source,
     })?;
     Ok(())
+}
+
+/// Hands replacement sockets to `/dev/nbd<index>`. The kernel only replaces sockets it has
+/// marked dead; extra ones are dropped.
+pub fn reconfigure(
+    index: u32,
+    sockets: &[RawFd],
+    identifier: Option<&str>,
+) -> Result<(), KernelError> {
+    let mut sock = NetlinkSocket::open(NETLINK_GENERIC).map_err(|source| KernelError::Netlink {
+        step: "opening generic netlink",
+        source,
+    })?;
+    let id = family(&mut sock)?;
+    let mut msg =
+        genl::request(id, CMD_RECONFIGURE, VERSION, message::NLM_F_ACK).attr_u32(ATTR_INDEX, index);
+    if let Some(ident) = identifier {
+        msg = msg.attr_str(ATTR_BACKEND_IDENTIFIER, ident);
+    }
+    msg = msg.begin_nested(ATTR_SOCKETS);
+    for &fd in sockets {
+        msg = msg
+            .begin_nested(SOCK_ITEM)
+            .attr_u32(SOCK_FD, fd as u32)
+            .end_nested();
+    }
+    msg = msg.end_nested();
+    sock.request(msg).map_err(|source| KernelError::Netlink {
+        step: "NBD_CMD_RECONFIGURE",
+        source,
+    })?;
+    Ok(())
+}
+
+/// The driver's multicast events: it announces each connection it marks dead.
+#[derive(Debug)]
+pub struct Events {
+    sock: NetlinkSocket,
+    family: u16,
+}
+
+impl Events {
+    pub fn subscribe() -> Result<Self, KernelError> {
+        let step = "subscribing to nbd events";
+        let mut sock = NetlinkSocket::open(NETLINK_GENERIC)
+            .map_err(|source| KernelError::Netlink { step, source })?;
+        let fam = genl::resolve(&mut sock, FAMILY)
+            .map_err(|source| KernelError::Netlink { step, source })?
+            .ok_or(KernelError::NoFamily)?;
+        let group = fam
+            .groups
+            .iter()
+            .find(|(name, _)| name == MCAST_GROUP)
+            .map(|(_, id)| *id)
+            .ok_or(KernelError::NoFamily)?;
+        sock.join_group(group)
+            .map_err(|source| KernelError::Netlink { step, source })?;
+        Ok(Self {
+            sock,
+            family: fam.id,
+        })
+    }
+
+    /// Waits up to `timeout`; returns the device indexes announced dead.
+    pub fn wait(&mut self, timeout: Duration) -> Result<Vec<u32>, KernelError> {
+        let msgs = self
+            .sock
+            .receive(timeout)
+            .map_err(|source| KernelError::Netlink {
+                step: "receiving nbd events",
+                source,
+            })?;
+        Ok(msgs
+            .iter()
+            .filter(|(ty, p)| *ty == self.family && p.first() == Some(&CMD_LINK_DEAD))
+            .filter_map(|(_, p)| {
+                message::attrs(genl::payload(p))
+                    .find(|(t, _)| *t == ATTR_INDEX)
+                    .and_then(|(_, v)| message::as_u32(v))
+            })
+            .collect())
+    }
 }

@@ -81,6 +81,66 @@ impl NetlinkSocket {
         })
     }
 
+    /// Joins a multicast group (generic netlink groups come from the family lookup).
+    pub fn join_group(&self, group: u32) -> Result<(), NetlinkError> {
+        // SAFETY: `group` is a valid u32 for the duration of the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_NETLINK,
+                libc::NETLINK_ADD_MEMBERSHIP,
+                &group as *const u32 as *const libc::c_void,
+                std::mem::size_of::<u32>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(NetlinkError::Open(io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for unsolicited messages (multicast events) and returns them
+    /// as (type, payload); empty when none came.
+    pub fn receive(&mut self, timeout: Duration) -> Result<Vec<(u16, Vec<u8>)>, NetlinkError> {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd for the duration of the call.
+        let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if ready < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                return Ok(Vec::new());
+            }
+            return Err(NetlinkError::Receive(e));
+        }
+        if ready == 0 {
+            return Ok(Vec::new());
+        }
+        // SAFETY: `buf` is a valid writable buffer of its length.
+        let n = unsafe {
+            libc::recv(
+                self.fd.as_raw_fd(),
+                self.buf.as_mut_ptr() as *mut libc::c_void,
+                self.buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(Vec::new()),
+                _ => Err(NetlinkError::Receive(e)),
+            };
+        }
+        Ok(message::messages(&self.buf[..n as usize])
+            .map(|m| (m.ty, m.payload.to_vec()))
+            .collect())
+    }
+
     /// Sends `msg` (which must ask for an ACK or a reply) and returns the payloads of the
     /// reply messages. A kernel error becomes [`NetlinkError::Kernel`].
     pub fn request(&mut self, msg: MessageBuilder) -> Result<Vec<(u16, Vec<u8>)>, NetlinkError> {

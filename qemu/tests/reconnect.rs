@@ -1,0 +1,223 @@
+//! VM tests of the reconnect supervisor: the server is killed and restarted on the same port
+//! while the guest writes and fsyncs files on its NBD root.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::PathBuf;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use nbdroot_qemu::{
+    boot_kit, cache_dir, debugfs_cat, e2fsck_clean, nbdroot_binary, qemu_nbd, run, NbdServer,
+    RootFs, VmConfig, VmOutcome,
+};
+
+const IP: &str = "ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off";
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = cache_dir()
+        .expect("cache dir")
+        .join("reconnect-tests")
+        .join(name);
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// Guest helpers: centiseconds of uptime, and a report of the supervisor process.
+const PRELUDE: &str = r#"bb=/bin/busybox
+cs() { read up _ < /proc/uptime; echo ${up%.*}${up#*.}; }
+for p in /proc/[0-9]*; do
+  c=$($bb tr '\0' ' ' < $p/cmdline 2>/dev/null)
+  case "$c" in @nbdroot*) echo "NBDT supervisor pid=${p#/proc/} oom=$($bb cat $p/oom_score_adj) $($bb grep VmLck $p/status) $($bb grep VmRSS $p/status)";; esac
+done
+/bin/nbdroot status | while read -r l; do echo "NBDT-STATUS $l"; done"#;
+
+fn image(name: &str, script: &str) -> PathBuf {
+    let dir = scratch(name);
+    let mut root = RootFs::new(dir.join("root")).expect("stage root");
+    let bin = fs::read(nbdroot_binary().expect("nbdroot binary")).expect("read nbdroot");
+    root.add_file("bin/nbdroot", bin, 0o755)
+        .expect("add nbdroot");
+    root.add_probe_step(&format!("{PRELUDE}\n{script}"));
+    let img = dir.join("root.ext4");
+    root.build_ext4(&img, 64, None).expect("mkfs.ext4");
+    img
+}
+
+/// Boots with the server under `control`, which runs in a thread while the guest runs and
+/// gets the console log's path and the server.
+fn boot_with(
+    img: &std::path::Path,
+    append: &str,
+    control: impl FnOnce(&std::path::Path, &mut NbdServer) + Send,
+) -> VmOutcome {
+    let mut server = qemu_nbd(img, None, false).expect("qemu-nbd");
+    let kit = boot_kit();
+    let mut cfg = VmConfig::new(&kit.kernel.vmlinuz, &kit.initrd);
+    cfg.append = format!("root=nbd:10.0.2.2:{} {IP} rw {append}", server.port);
+    let log = img.with_extension("console.log");
+    let _ = fs::remove_file(&log);
+    cfg.log_path = Some(log.clone());
+    let out = std::thread::scope(|s| {
+        let server = &mut server;
+        let log = log.clone();
+        let ctl = s.spawn(move || control(&log, server));
+        let out = run(&cfg).expect("run QEMU");
+        ctl.join().expect("control thread");
+        out
+    });
+    assert!(!out.timed_out, "the guest hung:\n{out}");
+    assert!(!out.contains("panicked at"), "{out}");
+    out
+}
+
+/// Waits (up to 120 s) until the console shows `marker`.
+fn wait_for(log: &std::path::Path, marker: &str) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(120) {
+        if fs::read_to_string(log).is_ok_and(|l| l.contains(marker)) {
+            return true;
+        }
+        sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn value<'a>(out: &'a VmOutcome, key: &str) -> &'a str {
+    let prefix = format!("NBDT {key}=");
+    out.log
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {key}:\n{out}"))
+        .trim_end()
+}
+
+#[test]
+fn server_restart_during_fsynced_writes_loses_nothing() {
+    let script = r#"echo "NBDT-WRITING"
+i=0; max=0
+while [ $i -lt 30 ]; do
+  t0=$(cs)
+  $bb dd if=/dev/urandom of=/data-$i bs=64k count=2 conv=fsync 2>/tmp/err || echo "NBDT io-error $i $($bb cat /tmp/err)"
+  t1=$(cs); d=$((t1-t0)); [ $d -gt $max ] && max=$d
+  i=$((i+1)); $bb sleep 0.2
+done
+echo "NBDT max_write_cs=$max"
+$bb md5sum /data-* | while read -r sum f; do echo "NBDT-SUM $sum $f"; done
+/bin/nbdroot status | while read -r l; do echo "NBDT-AFTER $l"; done"#;
+    let img = image("restart", script);
+    let restarted = std::sync::Mutex::new(None);
+    let out = boot_with(&img, "", |log, server| {
+        assert!(
+            wait_for(log, "NBDT-WRITING"),
+            "the guest never started writing"
+        );
+        sleep(Duration::from_millis(800));
+        server.kill();
+        sleep(Duration::from_secs(3));
+        server.restart().expect("restart qemu-nbd on the same port");
+        *restarted.lock().unwrap() = Some(Instant::now());
+    });
+    assert!(restarted.lock().unwrap().is_some());
+    assert!(out.contains("NBDROOT-PROBE-DONE"), "{out}");
+    assert!(
+        !out.contains("NBDT io-error"),
+        "I/O errors in the guest:\n{out}"
+    );
+    // The supervisor: alive after switch_root, guarded, and it reconnected.
+    let sup = value(&out, "supervisor pid");
+    assert!(sup.contains("oom=-1000"), "{sup}");
+    assert!(
+        !sup.contains("VmLck:\t       0 kB") && sup.contains("VmLck"),
+        "mlockall: {sup}"
+    );
+    let after: Vec<&str> = out.lines_with("NBDT-AFTER ");
+    assert!(after.iter().any(|l| l.trim() == "state=connected"), "{out}");
+    let reconnects: u32 = after
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("reconnects="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(reconnects >= 1, "the supervisor reconnected:\n{out}");
+    let rss: u64 = after
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("rss_kib="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no rss_kib in the status:\n{out}"));
+    assert!(rss > 0);
+    eprintln!("supervisor RSS after the reconnect: {rss} KiB");
+    let stall: f64 = value(&out, "max_write_cs").parse::<f64>().unwrap() / 100.0;
+    eprintln!("longest fsync'd write across the restart: {stall:.2} s (server down 3 s)");
+
+    // Every fsync'd file is on the server with the checksum the guest computed.
+    let sums: BTreeMap<String, String> = out
+        .lines_with("NBDT-SUM ")
+        .iter()
+        .filter_map(|l| {
+            l.split_once(' ')
+                .map(|(s, f)| (f.trim().to_string(), s.to_string()))
+        })
+        .collect();
+    assert_eq!(sums.len(), 30, "{out}");
+    for (file, sum) in &sums {
+        let data = debugfs_cat(&img, file).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(data.len(), 128 * 1024, "{file}");
+        let host = std::process::Command::new("md5sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(&data)?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        let host = String::from_utf8_lossy(&host.stdout);
+        assert!(
+            host.starts_with(sum.as_str()),
+            "{file}: guest {sum}, server {host}"
+        );
+    }
+    e2fsck_clean(&img).expect("clean filesystem");
+}
+
+#[test]
+fn server_gone_longer_than_the_dead_timeout_fails_io_cleanly() {
+    let script = r#"echo "NBDT-WRITING"
+$bb sleep 1
+t0=$(cs)
+$bb dd if=/dev/urandom of=/late bs=64k count=2 conv=fsync 2>/dev/null; r=$?
+t1=$(cs)
+echo "NBDT late_write=$r after_cs=$((t1-t0))""#;
+    let img = image("gone", script);
+    let out = boot_with(&img, "rd.nbdroot.dead_timeout=3", |log, server| {
+        assert!(wait_for(log, "NBDT-WRITING"), "the guest never started");
+        server.kill();
+    });
+    assert_ne!(
+        value(&out, "late_write"),
+        "0",
+        "a write with the server gone must fail:\n{out}"
+    );
+    let line = out
+        .log
+        .lines()
+        .find(|l| l.starts_with("NBDT late_write="))
+        .unwrap();
+    let cs: u64 = line
+        .rsplit("after_cs=")
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        cs < 6000,
+        "the failure came within a minute, not a hang: {cs} cs"
+    );
+    eprintln!(
+        "write failed {:.2} s after the server went away (dead timeout 3 s)",
+        cs as f64 / 100.0
+    );
+}

@@ -1,0 +1,151 @@
+//! What a supervisor needs to know, passed to it as one command-line argument (it is started
+//! by exec, so that its argv[0] can be `@nbdroot`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::connect::{Keepalive, Peer, SocketOptions};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub index: u32,
+    pub peer: Peer,
+    pub export: String,
+    /// The export size at attach time: a reconnect that finds another size is refused.
+    pub size: u64,
+    pub connections: usize,
+    /// Bound on one reconnect attempt (connect plus handshake).
+    pub attempt_timeout: Duration,
+    pub socket: SocketOptions,
+    pub identifier: Option<String>,
+    /// An inherited directory descriptor for status files (/run/nbdroot), which stays valid
+    /// after switch_root moves /run away from the supervisor's view.
+    pub status_fd: Option<i32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("supervisor configuration \"{0}\" is malformed")]
+pub struct ConfigError(pub String);
+
+fn hex(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<String> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
+impl Config {
+    /// `key=value` pairs joined by `;`, strings hex-encoded.
+    pub fn encode(&self) -> String {
+        let peer = match &self.peer {
+            Peer::Tcp(a) => format!("tcp:{a}"),
+            Peer::Unix(p) => format!("unix:{}", hex(&p.to_string_lossy())),
+        };
+        let keepalive = match self.socket.keepalive {
+            Some(k) => format!("{},{},{}", k.idle.as_secs(), k.interval.as_secs(), k.count),
+            None => "off".into(),
+        };
+        let mut s = format!(
+            "index={};peer={peer};export={};size={};conns={};timeout={};keepalive={keepalive};user_timeout={}",
+            self.index,
+            hex(&self.export),
+            self.size,
+            self.connections,
+            self.attempt_timeout.as_millis(),
+            self.socket.user_timeout.map_or(0, |t| t.as_millis()),
+        );
+        if let Some(id) = &self.identifier {
+            s.push_str(&format!(";ident={}", hex(id)));
+        }
+        if let Some(fd) = self.status_fd {
+            s.push_str(&format!(";status_fd={fd}"));
+        }
+        s
+    }
+
+    pub fn decode(text: &str) -> Result<Self, ConfigError> {
+        let bad = || ConfigError(text.to_string());
+        let get = |key: &str| {
+            text.split(';')
+                .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        };
+        let num = |key: &str| get(key).and_then(|v| v.parse::<u64>().ok()).ok_or_else(bad);
+        let peer = match get("peer").ok_or_else(bad)?.split_once(':') {
+            Some(("tcp", a)) => Peer::Tcp(a.parse::<SocketAddr>().map_err(|_| bad())?),
+            Some(("unix", p)) => Peer::Unix(PathBuf::from(unhex(p).ok_or_else(bad)?)),
+            _ => return Err(bad()),
+        };
+        let keepalive = match get("keepalive").ok_or_else(bad)? {
+            "off" => None,
+            k => {
+                let v: Vec<u64> = k.split(',').filter_map(|x| x.parse().ok()).collect();
+                match v[..] {
+                    [idle, interval, count] => Some(Keepalive {
+                        idle: Duration::from_secs(idle),
+                        interval: Duration::from_secs(interval),
+                        count: count as u32,
+                    }),
+                    _ => return Err(bad()),
+                }
+            }
+        };
+        let user_timeout = num("user_timeout")?;
+        Ok(Config {
+            index: num("index")? as u32,
+            peer,
+            export: unhex(get("export").ok_or_else(bad)?).ok_or_else(bad)?,
+            size: num("size")?,
+            connections: num("conns")? as usize,
+            attempt_timeout: Duration::from_millis(num("timeout")?),
+            socket: SocketOptions {
+                keepalive,
+                user_timeout: (user_timeout > 0).then(|| Duration::from_millis(user_timeout)),
+            },
+            identifier: get("ident").map(|h| unhex(h).ok_or_else(bad)).transpose()?,
+            status_fd: get("status_fd")
+                .map(|v| v.parse().map_err(|_| bad()))
+                .transpose()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        let mut c = Config {
+            index: 3,
+            peer: Peer::Tcp("[fd00::1]:10809".parse().unwrap()),
+            export: "root; disk=1".into(),
+            size: 1 << 30,
+            connections: 4,
+            attempt_timeout: Duration::from_secs(10),
+            socket: SocketOptions::default(),
+            identifier: Some("nbdroot".into()),
+            status_fd: Some(11),
+        };
+        assert_eq!(Config::decode(&c.encode()), Ok(c.clone()));
+        c.peer = Peer::Unix("/run/a;b.sock".into());
+        c.socket = SocketOptions {
+            keepalive: None,
+            user_timeout: None,
+        };
+        c.identifier = None;
+        c.status_fd = None;
+        assert_eq!(Config::decode(&c.encode()), Ok(c));
+        for bad in ["", "index=x", "index=1;peer=tcp:nope"] {
+            assert!(Config::decode(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! The supervisor's state, as a small key=value file per device in /run/nbdroot, read by
+//! `nbdroot status`.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{self, Write};
+use std::os::fd::BorrowedFd;
+use std::path::Path;
+
+use nix::fcntl::{openat, renameat, OFlag};
+use nix::sys::stat::Mode;
+
+/// What `nbdroot status` shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    pub pid: u32,
+    pub device: String,
+    pub server: String,
+    pub export: String,
+    /// `connected`, `reconnecting` or `gone`.
+    pub state: &'static str,
+    pub connections: usize,
+    pub reconnects: u64,
+    pub last_error: String,
+    /// How long the last reconnect took, from the dead-link event to RECONFIGURE.
+    pub last_stall_ms: Option<u128>,
+    pub rss_kib: Option<u64>,
+    pub guards: String,
+}
+
+impl Status {
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "pid={}", self.pid);
+        let _ = writeln!(s, "device={}", self.device);
+        let _ = writeln!(s, "server={}", self.server);
+        let _ = writeln!(s, "export={}", self.export);
+        let _ = writeln!(s, "state={}", self.state);
+        let _ = writeln!(s, "connections={}", self.connections);
+        let _ = writeln!(s, "reconnects={}", self.reconnects);
+        let _ = writeln!(s, "last_error={}", self.last_error.replace('\n', " "));
+        let _ = writeln!(
+            s,
+            "last_stall_ms={}",
+            self.last_stall_ms
+                .map(|v| v.to_string())
+                .unwrap_or_default()
+        );
+        let _ = writeln!(
+            s,
+            "rss_kib={}",
+            self.rss_kib.map(|v| v.to_string()).unwrap_or_default()
+        );
+        let _ = writeln!(s, "guards={}", self.guards);
+        s
+    }
+}
+
+/// Reads this process's resident set size. Opened once: after switch_root the supervisor
+/// no longer sees /proc, but a file it opened before keeps answering.
+#[derive(Debug)]
+pub struct Rss(Option<fs::File>);
+
+impl Rss {
+    pub fn open() -> Self {
+        Rss(fs::File::open("/proc/self/status").ok())
+    }
+
+    pub fn kib(&mut self) -> Option<u64> {
+        use std::io::{Read, Seek};
+        let f = self.0.as_mut()?;
+        f.rewind().ok()?;
+        let mut text = String::new();
+        f.read_to_string(&mut text).ok()?;
+        let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+}
+
+/// Writes `nbd<index>.status` in the directory `dir_fd` atomically (temp file + rename).
+pub fn write(dir_fd: i32, index: u32, status: &Status) -> io::Result<()> {
+    // SAFETY: the supervisor owns `dir_fd` for its whole life; it is only borrowed here.
+    let dir = unsafe { BorrowedFd::borrow_raw(dir_fd) };
+    let tmp = format!(".nbd{index}.status.tmp");
+    let fd = openat(
+        dir,
+        tmp.as_str(),
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o644),
+    )?;
+    let mut f = fs::File::from(fd);
+    f.write_all(status.render().as_bytes())?;
+    drop(f);
+    renameat(
+        dir,
+        tmp.as_str(),
+        dir,
+        format!("nbd{index}.status").as_str(),
+    )?;
+    Ok(())
+}
+
+/// Every status file in `dir`, as (device file name, contents).
+pub fn read_all(dir: &Path) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let name = e.file_name().into_string().ok()?;
+                    name.ends_with(".status")
+                        .then(|| Some((name.clone(), fs::read_to_string(e.path()).ok()?)))?
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
