@@ -26,6 +26,10 @@ pub enum CommandError {
         peer: String,
         source: HandshakeError,
     },
+    #[error(transparent)]
+    Supervise(#[from] crate::supervise::SuperviseError),
+    #[error(transparent)]
+    Swap(#[from] crate::swap::SwapError),
 }
 
 /// `3` from `/dev/nbd3`, `nbd3` or `3`.
@@ -159,4 +163,38 @@ pub fn info(
         let _ = writeln!(out, "\tblock_size_maximum: {}", b.maximum);
     }
     Ok(out)
+}
+
+/// `connect --persist`: a reconnect supervisor for the attached device.
+pub fn supervise(attached: &Attached, opts: &AttachOptions) -> Result<(), CommandError> {
+    let cfg = crate::supervise::Config {
+        index: attached.index,
+        peer: attached.peer.clone(),
+        export: opts.export.clone(),
+        size: attached.export.size,
+        connections: opts.connections,
+        attempt_timeout: opts.policy.attempt_timeout,
+        socket: opts.socket,
+        identifier: opts.identifier.clone(),
+        status_fd: None,
+    };
+    let pid = crate::supervise::spawn(cfg)?;
+    log::info!("{}: supervisor @nbdroot is pid {pid}", attached.device);
+    Ok(())
+}
+
+/// `connect --swap`: swap on the attached device.
+pub fn swap_on(
+    attached: &Attached,
+    mkswap: bool,
+    priority: Option<u16>,
+) -> Result<(), CommandError> {
+    if mkswap {
+        crate::swap::mkswap(&attached.device, attached.export.size)?;
+    }
+    crate::swap::swapon(&attached.device, priority)?;
+    if let Some(k) = crate::swap::raise_min_free(crate::cmdline::MinFree::Auto)? {
+        log::info!("vm.min_free_kbytes raised to {k} for swap over the network");
+    }
+    Ok(())
 }

@@ -18,4 +18,5 @@ pub mod net;
 pub mod netlink;
 pub mod proto;
 pub mod supervise;
+pub mod swap;
 pub mod uri;

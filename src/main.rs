@@ -76,6 +76,10 @@ Options:
   -L, --ioctl, --nonetlink  use the ioctl interface (a daemon stays to serve the device)
       --foreground          with --ioctl: serve the device from this process until it is disconnected
   -i, --identifier <ID>     backend identifier in /sys/block/nbdN/backend (netlink, Linux >= 5.14)
+  -p, --persist             keep a supervisor (@nbdroot) that replaces dead connections; I/O waits
+                            for it up to --dead-timeout [default with --persist: 120]
+      --swap                swap on the device (implies --persist); --mkswap writes a swap
+                            signature first, --priority <N> sets its priority
       --keepalive <IDLE,INTERVAL,COUNT|off>  TCP keepalive [default: 10,5,3]
       --tcp-user-timeout <SECS>  TCP_USER_TIMEOUT; 0 turns it off [default: 30]
 {NET_HELP}
@@ -145,6 +149,10 @@ struct ConnectArgs {
     export: Option<String>,
     ioctl: bool,
     foreground: bool,
+    /// Start a reconnect supervisor (netlink only).
+    persist: bool,
+    /// Swap on the device: (write a signature first, priority).
+    swap: Option<(bool, Option<u16>)>,
 }
 
 fn value<T: FromStr>(
@@ -249,6 +257,8 @@ fn parse_args(args: Vec<OsString>) -> Result<(bool, Command), Usage> {
                 export: None,
                 ioctl: false,
                 foreground: false,
+                persist: false,
+                swap: None,
             };
             let mut user_timeout = 30u64;
             let mut ka = SocketOptions::default().keepalive;
@@ -292,6 +302,18 @@ fn parse_args(args: Vec<OsString>) -> Result<(bool, Command), Usage> {
                     Short('R') | Long("readonly") => c.opts.read_only = true,
                     Short('L') | Long("ioctl") | Long("nonetlink") => c.ioctl = true,
                     Long("foreground") => c.foreground = true,
+                    Short('p') | Long("persist") => c.persist = true,
+                    Long("swap") => c.swap = Some(c.swap.unwrap_or((false, None))),
+                    Long("mkswap") => c.swap = Some((true, c.swap.and_then(|s| s.1))),
+                    Long("priority") => {
+                        let p = value(
+                            &mut parser,
+                            "--priority",
+                            "a swap priority from 0 to 32767",
+                            |p: &u16| *p <= 32767,
+                        )?;
+                        c.swap = Some((c.swap.is_some_and(|s| s.0), Some(p)));
+                    }
                     Short('i') | Long("identifier") => {
                         c.opts.identifier = Some(string(&mut parser, "--identifier")?)
                     }
@@ -316,6 +338,11 @@ fn parse_args(args: Vec<OsString>) -> Result<(bool, Command), Usage> {
             c.device = positional.get(1).cloned();
             if c.foreground && !c.ioctl {
                 return Err(Usage("connect: --foreground needs --ioctl".into()));
+            }
+            if c.ioctl && (c.persist || c.swap.is_some()) {
+                return Err(Usage(
+                    "connect: --persist and --swap need netlink, not --ioctl".into(),
+                ));
             }
             if c.ioctl && c.opts.identifier.is_some() {
                 return Err(Usage(
@@ -551,7 +578,17 @@ fn run(command: Command) -> BoxResult<ExitCode> {
             } else {
                 Interface::Netlink
             };
+            let persist = c.persist || c.swap.is_some();
+            if persist && opts.dead_conn_timeout.is_none() {
+                opts.dead_conn_timeout = Some(Duration::from_secs(120));
+            }
             let attached = commands::connect(&target.endpoint, &opts, interface, c.foreground)?;
+            if persist {
+                commands::supervise(&attached, &opts)?;
+            }
+            if let Some((mkswap, priority)) = c.swap {
+                commands::swap_on(&attached, mkswap, priority)?;
+            }
             println!("{}", attached.device);
         }
         Command::Disconnect(device) => commands::disconnect(&device)?,

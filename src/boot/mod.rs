@@ -53,6 +53,8 @@ pub enum BootError {
     Source(#[from] source::SourceError),
     #[error(transparent)]
     RootDevice(#[from] rootdev::RootDevError),
+    #[error("swap: {0}")]
+    Swap(#[from] crate::swap::SwapError),
     #[error("cannot mount {what} on {target} as {fstype}: {}", .source.desc())]
     Mount {
         what: String,
@@ -165,6 +167,12 @@ fn attempt(plan: &BootPlan, start: Instant) -> Result<String, BootError> {
         attached.device,
         start.elapsed().as_millis()
     );
+    if let Some(swap) = &plan.swap {
+        if let Err(e) = swap_on(plan, swap) {
+            let _ = crate::kernel::disconnect(attached.index);
+            return Err(e);
+        }
+    }
     let mounted = (|| {
         let root_dev = rootdev::find(&plan.root, &attached.device, plan.tuning.link_timeout)?;
         let read_only = mount.read_only || attached.read_only;
@@ -248,6 +256,31 @@ fn load_modules() -> Result<(), BootError> {
         log::debug!("coldplug loaded {}", loaded.join(", "));
     }
     Ok(())
+}
+
+/// `rd.nbdroot.swap=`: attach the export (with its own supervisor), optionally write a swap
+/// signature, swapon, and raise the memory reserve.
+fn swap_on(plan: &BootPlan, spec: &NbdSpec) -> Result<(), BootError> {
+    let attached = attach(plan, spec, None)?;
+    let result = (|| {
+        if spec.opts.mkswap {
+            crate::swap::mkswap(&attached.device, attached.export.size)?;
+        }
+        crate::swap::swapon(&attached.device, spec.opts.priority)?;
+        if let Some(k) = crate::swap::raise_min_free(plan.min_free_kbytes)? {
+            log::info!("vm.min_free_kbytes raised to {k} for swap over the network");
+        }
+        log::info!(
+            "swapping on {} ({} bytes)",
+            attached.device,
+            attached.export.size
+        );
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = crate::kernel::disconnect(attached.index);
+    }
+    result
 }
 
 /// Connects, negotiates and hands the sockets to the kernel.

@@ -31,6 +31,11 @@ pub struct BootPlan {
     pub connect: ConnectPolicy,
     pub tuning: Tuning,
     pub onfail: OnFail,
+    /// `rd.nbdroot.swap=nbd:…`: an export to swap on.
+    pub swap: Option<NbdSpec>,
+    /// `rd.nbdroot.min_free_kbytes=<n>|off`: the reserve raised for swap over the network;
+    /// `None` leaves the kernel's value.
+    pub min_free_kbytes: MinFree,
     /// Conflicts resolved by precedence, for the log.
     pub warnings: Vec<String>,
 }
@@ -162,6 +167,16 @@ impl Default for Tuning {
             dead_timeout: Some(Duration::from_secs(120)),
         }
     }
+}
+
+/// How vm.min_free_kbytes is set when swapping over NBD.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MinFree {
+    /// Raise it to RAM/64, between 8 and 64 MiB, unless it is already higher.
+    #[default]
+    Auto,
+    Off,
+    KiB(u64),
 }
 
 /// `rd.nbdroot.onfail=`: what a failed boot does.
@@ -364,7 +379,28 @@ pub fn parse(line: &str) -> Result<BootPlan, CmdlineError> {
             })
         }
     };
+    let swap = match p.last("rd.nbdroot.swap") {
+        Some(v) => Some(root::parse_nbd(v).map_err(|source| CmdlineError::Root {
+            param: "rd.nbdroot.swap",
+            value: v.to_string(),
+            source,
+        })?),
+        None => None,
+    };
+    let min_free_kbytes = match p.last("rd.nbdroot.min_free_kbytes") {
+        None => MinFree::Auto,
+        Some("off") => MinFree::Off,
+        Some(v) => MinFree::KiB(number(
+            "rd.nbdroot.min_free_kbytes",
+            v,
+            128..=4 * 1024 * 1024,
+            "KiB from 128 to 4194304, or off",
+        )?),
+    };
+
     Ok(BootPlan {
+        swap,
+        min_free_kbytes,
         source,
         device,
         root,

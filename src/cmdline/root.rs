@@ -63,6 +63,9 @@ pub struct NbdOpts {
     pub connections: Option<u16>,
     /// How long I/O waits for a dead connection to be replaced (`dead-timeout=` seconds).
     pub dead_timeout: Option<Duration>,
+    /// For swap: write a fresh swap signature first (`mkswap`), and the priority (`prio=`).
+    pub mkswap: bool,
+    pub priority: Option<u16>,
 }
 
 /// What is wrong with an `nbd:` string. The caller adds the parameter name and the value.
@@ -125,7 +128,12 @@ pub fn parse_nbd(value: &str) -> Result<NbdSpec, RootError> {
                 Ok(s) => opts.dead_timeout = Some(Duration::from_secs(s)),
                 _ => return Err(bad("expected a timeout in whole seconds")),
             },
+            Some(("prio", v)) => match v.parse::<u16>() {
+                Ok(p @ 0..=32767) => opts.priority = Some(p),
+                _ => return Err(bad("expected a swap priority from 0 to 32767")),
+            },
             None if opt == "readonly" || opt == "ro" => opts.read_only = true,
+            None if opt == "mkswap" => opts.mkswap = true,
             _ => return Err(bad(KNOWN_OPTS)),
         }
     }
@@ -409,6 +417,8 @@ mod tests {
                 read_only: true,
                 connections: Some(4),
                 dead_timeout: Some(Duration::from_secs(60)),
+                mkswap: false,
+                priority: None,
             }
         );
     }

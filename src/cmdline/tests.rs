@@ -267,6 +267,22 @@ fn knobs() {
         }
     );
     assert_eq!(plan.onfail, OnFail::Retry);
+    let plan = parse(
+        "root=nbd:s:1 rd.nbdroot.swap=nbd:s:swap:::mkswap,prio=5 rd.nbdroot.min_free_kbytes=16384",
+    )
+    .unwrap();
+    let swap = plan.swap.unwrap();
+    assert_eq!(
+        (swap.export.as_str(), swap.opts.mkswap, swap.opts.priority),
+        ("swap", true, Some(5))
+    );
+    assert_eq!(plan.min_free_kbytes, MinFree::KiB(16384));
+    assert_eq!(
+        parse("root=nbd:s:1 rd.nbdroot.min_free_kbytes=off")
+            .unwrap()
+            .min_free_kbytes,
+        MinFree::Off
+    );
     assert_eq!(
         parse("root=nbd:s:1 rd.nbdroot.keepalive=off")
             .unwrap()
@@ -304,6 +320,9 @@ fn errors_name_parameter_value_and_form() {
         ("root=nbd:srv:1 nameserver=dns", "nameserver=dns: expected an IP address"),
         ("nbdroot=srv,0", "nbdroot=srv,0: port 0 is out of range 1-65535; expected nbdroot=<server>,<port|export>"),
         ("nbdroot=srv,x,sda", "nbdroot=srv,x,sda: \"sda\" is not an nbd device"),
+        ("root=nbd:s:1 rd.nbdroot.swap=nbd:s", "rd.nbdroot.swap=nbd:s: the port or export name is missing"),
+        ("root=nbd:s:1 rd.nbdroot.swap=nbd:s:1:::prio=x", "rd.nbdroot.swap=nbd:s:1:::prio=x: nbd option \"prio=x\": expected a swap priority"),
+        ("root=nbd:s:1 rd.nbdroot.min_free_kbytes=1", "rd.nbdroot.min_free_kbytes=1: expected KiB from 128"),
     ];
     for (line, want) in cases {
         let err = parse(line).unwrap_err().to_string();
