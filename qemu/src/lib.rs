@@ -10,6 +10,7 @@ pub mod kernel;
 pub mod lock;
 pub mod netns;
 pub mod reference;
+pub mod scenario;
 pub mod server;
 pub mod vm;
 

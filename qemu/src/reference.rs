@@ -18,7 +18,8 @@ const PACKAGES: [&str; 3] = ["nbd-client", "libnl-3-200", "libnl-genl-3-200"];
 const MODULES: [&str; 3] = ["nbd", "virtio_net", "virtio_pci"];
 
 /// The reference /init: what a careful hand-written script does, with the same static
-/// address and server the nbdroot boots use (`nbdref=<host>:<port>` on the command line).
+/// address and server the nbdroot boots use (`nbdref=<host>:<port>` on the command line, and
+/// `nbdrefopts=-persist,-timeout,5` for nbd-client's own options).
 const INIT: &str = r#"#!/bin/busybox sh
 bb=/bin/busybox
 $bb mount -t proc proc /proc
@@ -26,13 +27,13 @@ $bb mount -t sysfs sysfs /sys
 $bb mount -t devtmpfs devtmpfs /dev
 for m in $($bb cat /etc/modules.order); do $bb insmod /lib/modules/$m; done
 for arg in $($bb cat /proc/cmdline); do
-  case $arg in nbdref=*) srv=${arg#nbdref=} ;; esac
+  case $arg in nbdref=*) srv=${arg#nbdref=} ;; nbdrefopts=*) opts=$(echo ${arg#nbdrefopts=} | $bb tr , ' ') ;; esac
 done
 $bb ip link set lo up
 $bb ip link set eth0 up
 $bb ip addr add 10.0.2.15/24 dev eth0
 $bb ip route add default via 10.0.2.2
-/sbin/nbd-client ${srv%:*} ${srv#*:} /dev/nbd0 || echo "NBDREF-FAIL nbd-client"
+/sbin/nbd-client ${srv%:*} ${srv#*:} /dev/nbd0 $opts || echo "NBDREF-FAIL nbd-client"
 $bb mkdir -p /newroot
 $bb mount -t ext4 -o rw /dev/nbd0 /newroot || echo "NBDREF-FAIL mount"
 exec $bb switch_root /newroot /sbin/init

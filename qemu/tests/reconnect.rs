@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use nbdroot_qemu::scenario;
 use nbdroot_qemu::{
     boot_kit, cache_dir, debugfs_cat, e2fsck_clean, nbdroot_binary, qemu_nbd, run, NbdServer,
     RootFs, VmConfig, VmOutcome,
@@ -72,18 +72,6 @@ fn boot_with(
     out
 }
 
-/// Waits (up to 120 s) until the console shows `marker`.
-fn wait_for(log: &std::path::Path, marker: &str) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(120) {
-        if fs::read_to_string(log).is_ok_and(|l| l.contains(marker)) {
-            return true;
-        }
-        sleep(Duration::from_millis(50));
-    }
-    false
-}
-
 fn value<'a>(out: &'a VmOutcome, key: &str) -> &'a str {
     let prefix = format!("NBDT {key}=");
     out.log
@@ -95,31 +83,20 @@ fn value<'a>(out: &'a VmOutcome, key: &str) -> &'a str {
 
 #[test]
 fn server_restart_during_fsynced_writes_loses_nothing() {
-    let script = r#"echo "NBDT-WRITING"
-i=0; max=0
-while [ $i -lt 30 ]; do
-  t0=$(cs)
-  $bb dd if=/dev/urandom of=/data-$i bs=64k count=2 conv=fsync 2>/tmp/err || echo "NBDT io-error $i $($bb cat /tmp/err)"
-  t1=$(cs); d=$((t1-t0)); [ $d -gt $max ] && max=$d
-  i=$((i+1)); $bb sleep 0.2
-done
-echo "NBDT max_write_cs=$max"
-$bb md5sum /data-* | while read -r sum f; do echo "NBDT-SUM $sum $f"; done
-/bin/nbdroot status | while read -r l; do echo "NBDT-AFTER $l"; done"#;
-    let img = image("restart", script);
-    let restarted = std::sync::Mutex::new(None);
+    let script = format!(
+        "{}\n/bin/nbdroot status | while read -r l; do echo \"NBDT-AFTER $l\"; done",
+        scenario::writer_script()
+    );
+    let img = image("restart", &script);
+    let restarted = std::sync::atomic::AtomicBool::new(false);
     let out = boot_with(&img, "", |log, server| {
-        assert!(
-            wait_for(log, "NBDT-WRITING"),
-            "the guest never started writing"
-        );
-        sleep(Duration::from_millis(800));
-        server.kill();
-        sleep(Duration::from_secs(3));
-        server.restart().expect("restart qemu-nbd on the same port");
-        *restarted.lock().unwrap() = Some(Instant::now());
+        let ok = scenario::restart_server(log, server, Duration::from_secs(3));
+        restarted.store(ok, std::sync::atomic::Ordering::SeqCst);
     });
-    assert!(restarted.lock().unwrap().is_some());
+    assert!(
+        restarted.load(std::sync::atomic::Ordering::SeqCst),
+        "the restart happened while the guest wrote"
+    );
     assert!(out.contains("NBDROOT-PROBE-DONE"), "{out}");
     assert!(
         !out.contains("NBDT io-error"),
@@ -159,7 +136,7 @@ $bb md5sum /data-* | while read -r sum f; do echo "NBDT-SUM $sum $f"; done
                 .map(|(s, f)| (f.trim().to_string(), s.to_string()))
         })
         .collect();
-    assert_eq!(sums.len(), 30, "{out}");
+    assert_eq!(sums.len(), scenario::FILES, "{out}");
     for (file, sum) in &sums {
         let data = debugfs_cat(&img, file).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(data.len(), 128 * 1024, "{file}");
@@ -192,7 +169,10 @@ t1=$(cs)
 echo "NBDT late_write=$r after_cs=$((t1-t0))""#;
     let img = image("gone", script);
     let out = boot_with(&img, "rd.nbdroot.dead_timeout=3", |log, server| {
-        assert!(wait_for(log, "NBDT-WRITING"), "the guest never started");
+        assert!(
+            scenario::wait_for(log, "NBDT-WRITING", Duration::from_secs(120)),
+            "the guest never started"
+        );
         server.kill();
     });
     assert_ne!(
