@@ -276,6 +276,8 @@ pub fn attach_ioctl(
             // shell sees its end; later messages go to the kernel log.
             let _ = nix::unistd::setsid();
             crate::logger::detach_from_stdio();
+            // In the data path for the device's whole life: the supervisor's guards.
+            crate::supervise::guard::apply();
             drop(p.conns);
             spawn_partition_rescan(index, path.clone());
             let code = match dev.do_it() {
