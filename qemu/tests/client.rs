@@ -96,6 +96,11 @@ $bb dd if=/bin/busybox of=/dev/nbd3 bs=4096 count=1 conv=fsync 2>/dev/null; say 
 $n disconnect /dev/nbd1; say disconnect=$?
 wait_check /dev/nbd1 1; say check-end=$?
 $n check /dev/nbd99 >/dev/null 2>&1; say check-missing=$?
+$n connect 10.0.2.2:{data} -N data /dev/nbd5 --persist >/dev/null; say persist=$?
+say persist-state=$($n status | $bb grep -A5 '^nbd5:' | $bb grep state= | $bb tr -d ' ')
+$n disconnect /dev/nbd5
+i=0; while [ $i -lt 100 ] && ! $n status | $bb grep -A5 '^nbd5:' | $bb grep -q state=gone; do $bb sleep 0.1; i=$((i+1)); done
+say persist-after=$($n status | $bb grep -A5 '^nbd5:' | $bb grep state= | $bb tr -d ' ')
 $n connect 10.0.2.2:{data} -N nosuch /dev/nbd4 2>/tmp/err; say bad-export=$?
 say bad-export-err=$($bb cat /tmp/err)"#,
         data = data_srv.port,
@@ -130,6 +135,13 @@ say bad-export-err=$($bb cat /tmp/err)"#,
         "check reports not connected after disconnect"
     );
     assert_eq!(value(&out, "check-missing"), "2");
+    assert_eq!(value(&out, "persist"), "0", "{out}");
+    assert_eq!(value(&out, "persist-state"), "state=connected", "{out}");
+    assert_eq!(
+        value(&out, "persist-after"),
+        "state=gone",
+        "the supervisor noticed the disconnect:\n{out}"
+    );
     assert_eq!(value(&out, "bad-export"), "1");
     assert!(
         value(&out, "bad-export-err").starts_with(&format!(

@@ -15,6 +15,10 @@ const CMD_CONNECT: u8 = 1;
 const CMD_DISCONNECT: u8 = 2;
 const CMD_RECONFIGURE: u8 = 3;
 const CMD_LINK_DEAD: u8 = 4;
+const CMD_STATUS: u8 = 5;
+const ATTR_DEVICE_LIST: u16 = 9;
+const DEVICE_INDEX: u16 = 1;
+const DEVICE_CONNECTED: u16 = 2;
 const MCAST_GROUP: &str = "nbd_mc_group";
 
 const ATTR_INDEX: u16 = 1;
@@ -151,6 +155,45 @@ pub fn disconnect(index: u32) -> Result<(), KernelError> {
         source,
     })?;
     Ok(())
+}
+
+/// Whether `/dev/nbd<index>` still has a configuration (it may be waiting for a dead
+/// connection to be replaced). `None` when the kernel does not know the device.
+pub fn is_configured(index: u32) -> Result<Option<bool>, KernelError> {
+    let step = "NBD_CMD_STATUS";
+    let mut sock = NetlinkSocket::open(NETLINK_GENERIC)
+        .map_err(|source| KernelError::Netlink { step, source })?;
+    let id = family(&mut sock)?;
+    let msg = genl::request(id, CMD_STATUS, VERSION, 0).attr_u32(ATTR_INDEX, index);
+    let replies = match sock.request(msg) {
+        Ok(r) => r,
+        Err(e) if e.errno() == Some(libc::EINVAL) || e.errno() == Some(libc::ENOENT) => {
+            return Ok(None)
+        }
+        Err(source) => return Err(KernelError::Netlink { step, source }),
+    };
+    for (_, r) in &replies {
+        for (ty, list) in message::attrs(genl::payload(r)) {
+            if ty != ATTR_DEVICE_LIST {
+                continue;
+            }
+            for (_, item) in message::attrs(list) {
+                let mut idx = None;
+                let mut connected = None;
+                for (t, v) in message::attrs(item) {
+                    match t {
+                        DEVICE_INDEX => idx = message::as_u32(v),
+                        DEVICE_CONNECTED => connected = v.first().map(|b| *b != 0),
+                        _ => {}
+                    }
+                }
+                if idx == Some(index) {
+                    return Ok(connected);
+                }
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Hands replacement sockets to `/dev/nbd<index>`. The kernel only replaces sockets it has

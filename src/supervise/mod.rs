@@ -157,6 +157,20 @@ pub fn run(cfg: Config, ready_fd: Option<i32>) -> Result<(), SuperviseError> {
             .wait(Duration::from_secs(5))
             .map_err(|source| SuperviseError::Kernel { index, source })?;
         if !dead.contains(&index) {
+            // Quiet: check now and then that the device still exists (someone may have
+            // disconnected it); then there is nothing left to supervise.
+            if dead.is_empty()
+                && matches!(
+                    kernel::netlink::is_configured(index),
+                    Ok(None | Some(false))
+                )
+            {
+                st.state = "gone";
+                st.last_error = format!("{} was disconnected", st.device);
+                publish(&st);
+                log::info!("{}: disconnected; the supervisor stops", st.device);
+                return Ok(());
+            }
             continue;
         }
         let since = Instant::now();
