@@ -107,15 +107,7 @@ pub fn reopen_console() {
             }
         }
     }
-    if let Ok(printk) = fs::read_to_string("/proc/sys/kernel/printk") {
-        if let Some(level) = printk
-            .split_whitespace()
-            .next()
-            .and_then(|l| l.parse().ok())
-        {
-            LOGGER.console_loglevel.store(level, Ordering::Relaxed);
-        }
-    }
+    read_console_loglevel();
     LOGGER.kmsg.store(true, Ordering::Relaxed);
     if let Ok(cmdline) = fs::read_to_string("/proc/cmdline") {
         if cmdline
@@ -150,6 +142,11 @@ pub fn init_daemon() {
         let _ = HELD_KMSG.set(k);
         LOGGER.kmsg.store(true, Ordering::Relaxed);
     }
+    read_console_loglevel();
+}
+
+/// Reads the kernel's console log level: records below it are printed by the kernel itself.
+fn read_console_loglevel() {
     if let Ok(printk) = fs::read_to_string("/proc/sys/kernel/printk") {
         if let Some(level) = printk
             .split_whitespace()

@@ -74,6 +74,13 @@ impl RootFs {
         Ok(self)
     }
 
+    /// Adds the static nbdroot binary as `/bin/nbdroot`, for guests that run the client.
+    pub fn add_nbdroot(&mut self) -> Result<&mut Self> {
+        let path = crate::nbdroot_binary()?;
+        let bin = fs::read(&path).step(|| format!("read {}", path.display()))?;
+        self.add_file("bin/nbdroot", bin, 0o755)
+    }
+
     /// Makes `/sbin/init` the standard probe (see [`probe_init`]).
     pub fn with_probe(&mut self) -> &mut Self {
         self.probe_steps.get_or_insert_with(Vec::new);

@@ -123,6 +123,14 @@ pub fn boot_kit() -> &'static BootKit {
     })
 }
 
+/// An empty scratch directory `<cache>/<group>/<name>` for one test (emptied first).
+pub fn scratch(group: &str, name: &str) -> PathBuf {
+    let dir = cache_dir().expect("cache dir").join(group).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
 /// A number unique within this process, for file names.
 pub(crate) fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};

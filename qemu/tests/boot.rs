@@ -4,8 +4,7 @@
 use std::path::PathBuf;
 
 use nbdroot_qemu::{
-    boot_kit, cache_dir, debugfs_cat, e2fsck_clean, free_port, qemu_nbd, run, RootFs, VmConfig,
-    VmOutcome,
+    boot_kit, debugfs_cat, e2fsck_clean, free_port, qemu_nbd, run, RootFs, VmConfig, VmOutcome,
 };
 
 /// The static address the guest takes on QEMU's user network (the host is 10.0.2.2).
@@ -15,12 +14,7 @@ const IP: &str = "ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off";
 const FWD_IP: &str = "10.0.2.100";
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = cache_dir()
-        .expect("cache dir")
-        .join("boot-tests")
-        .join(name);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
+    nbdroot_qemu::scratch("boot-tests", name)
 }
 
 /// A probe root image for test `name`.

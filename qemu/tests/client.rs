@@ -6,21 +6,14 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use nbdroot_qemu::{
-    boot_kit, cache_dir, nbdkit, nbdroot_binary, qemu_nbd, run, NbdServer, RootFs, VmConfig,
-    VmOutcome,
+    boot_kit, nbdkit, nbdroot_binary, qemu_nbd, run, NbdServer, RootFs, VmConfig, VmOutcome,
 };
 
 const IP: &str = "ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off";
 const DATA_MIB: usize = 16;
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = cache_dir()
-        .expect("cache dir")
-        .join("client-tests")
-        .join(name);
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).expect("scratch dir");
-    dir
+    nbdroot_qemu::scratch("client-tests", name)
 }
 
 /// Shell helpers for the guest: `n` runs the client, `say` reports a value.

@@ -11,19 +11,13 @@ use std::process::Command;
 use nbdroot::initramfs::{self, NicModules, Options, Summary};
 use nbdroot::modules::{module_name, AliasTable, ModulesDep};
 use nbdroot_qemu::{
-    cache_dir, debian_cloud_kernel, nbdroot_binary, qemu_nbd, run, Kernel, RootFs, VmConfig,
-    VmOutcome,
+    debian_cloud_kernel, nbdroot_binary, qemu_nbd, run, Kernel, RootFs, VmConfig, VmOutcome,
 };
 
 const IP: &str = "ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off";
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = cache_dir()
-        .expect("cache dir")
-        .join("coldplug-tests")
-        .join(name);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
+    nbdroot_qemu::scratch("coldplug-tests", name)
 }
 
 fn kernel() -> Kernel {

@@ -6,20 +6,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use nbdroot_qemu::netns::{NetNs, HOST_IP, HOST_IP6};
-use nbdroot_qemu::{
-    boot_kit, cache_dir, debugfs_cat, free_port, qemu_nbd, run, RootFs, VmConfig, VmOutcome,
-};
+use nbdroot_qemu::{boot_kit, debugfs_cat, free_port, qemu_nbd, run, RootFs, VmConfig, VmOutcome};
 
 const STATIC_IP: &str = "ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off";
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = cache_dir()
-        .expect("cache dir")
-        .join("netboot-tests")
-        .join(name);
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).expect("scratch dir");
-    dir
+    nbdroot_qemu::scratch("netboot-tests", name)
 }
 
 /// A probe root that also reports the DHCP lease file, the hostname and the resolv.conf

@@ -8,20 +8,14 @@ use std::time::Duration;
 
 use nbdroot_qemu::scenario;
 use nbdroot_qemu::{
-    boot_kit, cache_dir, debugfs_cat, e2fsck_clean, nbdroot_binary, qemu_nbd, run, NbdServer,
-    RootFs, VmConfig, VmOutcome,
+    boot_kit, debugfs_cat, e2fsck_clean, nbdroot_binary, qemu_nbd, run, NbdServer, RootFs,
+    VmConfig, VmOutcome,
 };
 
 const IP: &str = "ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off";
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = cache_dir()
-        .expect("cache dir")
-        .join("reconnect-tests")
-        .join(name);
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).expect("scratch dir");
-    dir
+    nbdroot_qemu::scratch("reconnect-tests", name)
 }
 
 /// Guest helpers: centiseconds of uptime, and a report of the supervisor process.

@@ -9,8 +9,7 @@ use std::time::Duration;
 use nbdroot_qemu::error::Context;
 use nbdroot_qemu::reference::nbd_client_files;
 use nbdroot_qemu::{
-    cache_dir, debian_cloud_kernel, nbdkit, nbdroot_binary, nbdroot_initramfs, qemu_nbd, run,
-    RootFs, VmConfig,
+    cache_dir, debian_cloud_kernel, nbdkit, nbdroot_initramfs, qemu_nbd, run, RootFs, VmConfig,
 };
 
 const USAGE: &str =
@@ -96,8 +95,7 @@ fn bench(rounds: u32, mib: u32, cpus: u32) -> nbdroot_qemu::Result<()> {
 
     let data = nbdkit(&["memory", &format!("{}M", mib + 16)])?;
     let mut root = RootFs::new(dir.join("root"))?;
-    let bin = std::fs::read(nbdroot_binary()?).step(|| "read the nbdroot binary")?;
-    root.add_file("bin/nbdroot", bin, 0o755)?;
+    root.add_nbdroot()?;
     for (in_image, host) in nbd_client_files()? {
         let bytes = std::fs::read(&host).step(|| format!("read {}", host.display()))?;
         root.add_file(in_image, bytes, 0o755)?;

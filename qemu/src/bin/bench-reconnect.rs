@@ -8,8 +8,8 @@ use std::time::Duration;
 use nbdroot_qemu::error::Context;
 use nbdroot_qemu::reference::nbd_client_initramfs;
 use nbdroot_qemu::{
-    cache_dir, debian_cloud_kernel, nbdroot_binary, nbdroot_initramfs, qemu_nbd, run, scenario,
-    RootFs, VmConfig, VmOutcome,
+    cache_dir, debian_cloud_kernel, nbdroot_initramfs, qemu_nbd, run, scenario, RootFs, VmConfig,
+    VmOutcome,
 };
 
 fn main() -> ExitCode {
@@ -61,8 +61,7 @@ fn bench() -> nbdroot_qemu::Result<()> {
         ),
     ] {
         let mut root = RootFs::new(dir.join("root"))?;
-        let bin = std::fs::read(nbdroot_binary()?).step(|| "read the nbdroot binary")?;
-        root.add_file("bin/nbdroot", bin, 0o755)?;
+        root.add_nbdroot()?;
         root.add_probe_step(&format!(
             "{}\n/bin/nbdroot status 2>/dev/null | while read -r l; do echo \"NBDT-STATUS $l\"; done",
             scenario::writer_script()
