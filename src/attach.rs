@@ -276,11 +276,17 @@ pub fn attach_ioctl(
             // shell sees its end; later messages go to the kernel log.
             let _ = nix::unistd::setsid();
             crate::logger::detach_from_stdio();
-            // In the data path for the device's whole life: the supervisor's guards.
-            crate::supervise::guard::apply();
             drop(p.conns);
-            spawn_partition_rescan(index, path.clone());
-            let code = match dev.do_it() {
+            // Re-executed as `@nbdroot serve`, so that systemd spares it at switch_root and
+            // shutdown like the supervisor; serving in this process is the fallback.
+            let argv = [
+                c"@nbdroot".to_owned(),
+                c"serve".to_owned(),
+                std::ffi::CString::new(path.clone()).unwrap_or_default(),
+            ];
+            let _ = nix::unistd::execv(c"/proc/self/exe", &argv);
+            drop(dev);
+            let code = match serve(&path) {
                 Ok(()) => 0,
                 Err(e) => {
                     log::error!("{e}");
@@ -311,6 +317,25 @@ pub fn attach_ioctl(
             Ok(attached)
         }
     }
+}
+
+/// Serves an ioctl-configured device until it is disconnected (`@nbdroot serve /dev/nbdN`):
+/// the supervisor's guards, a partition rescan once the device runs, then NBD_DO_IT.
+pub fn serve(path: &str) -> Result<(), AttachError> {
+    crate::supervise::guard::apply();
+    let index = device::parse_index(path).ok_or(AttachError::NoNode {
+        device: path.to_string(),
+        secs: 0,
+    })?;
+    let dev = IoctlDevice::open(Path::new(path)).map_err(|source| AttachError::Ioctl {
+        peer: path.to_string(),
+        source,
+    })?;
+    spawn_partition_rescan(index, path.to_string());
+    dev.do_it().map_err(|source| AttachError::Ioctl {
+        peer: path.to_string(),
+        source,
+    })
 }
 
 /// The driver cannot scan partitions from inside NBD_DO_IT: once the device runs, ask for a

@@ -139,6 +139,7 @@ enum Command {
     Boot,
     Status,
     Supervise(String, Option<i32>),
+    Serve(String),
     Help(String),
 }
 
@@ -503,6 +504,16 @@ fn parse_args(args: Vec<OsString>) -> Result<(bool, Command), Usage> {
         }
         "boot" => Ok((verbose, Command::Boot)),
         "status" => Ok((verbose, Command::Status)),
+        // Started by `connect --ioctl` as `@nbdroot serve /dev/nbdN`; not for users.
+        "serve" => {
+            let dev = parser
+                .raw_args()
+                .map_err(|e| Usage(e.to_string()))?
+                .next()
+                .map(|a| a.to_string_lossy().into_owned())
+                .ok_or_else(|| Usage("serve: no device".into()))?;
+            Ok((verbose, Command::Serve(dev)))
+        }
         // Started by the boot as `@nbdroot supervise <config> <ready fd>`; not for users.
         "supervise" => {
             let rest: Vec<String> = parser
@@ -541,7 +552,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if matches!(command, Command::Supervise(..)) {
+    if matches!(command, Command::Supervise(..) | Command::Serve(..)) {
         logger::init_daemon();
     } else {
         logger::init_host(if verbose {
@@ -662,6 +673,7 @@ fn run(command: Command) -> BoxResult<ExitCode> {
                 }
             }
         }
+        Command::Serve(device) => nbdroot::attach::serve(&device)?,
         Command::Supervise(config, ready) => {
             let cfg = nbdroot::supervise::Config::decode(&config)?;
             nbdroot::supervise::run(cfg, ready)?;

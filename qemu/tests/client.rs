@@ -178,7 +178,8 @@ fn ioctl_attach_rescans_partitions_and_serves_until_disconnect() {
     let script = format!(
         r#"dev=$($n connect 10.0.2.2:{port} /dev/nbd2 --ioctl); say connect=$? dev=$dev
 say check=$($n check /dev/nbd2)
-pid=$($n check /dev/nbd2); say daemon-oom=$($bb cat /proc/$pid/oom_score_adj) daemon-$($bb grep VmLck /proc/$pid/status | $bb tr -d ' \t')
+pid=$($n check /dev/nbd2); say daemon-argv0=$($bb tr '\0' ' ' < /proc/$pid/cmdline | $bb cut -d' ' -f1)
+say daemon-oom=$($bb cat /proc/$pid/oom_score_adj) daemon-$($bb grep VmLck /proc/$pid/status | $bb tr -d ' \t')
 i=0; while [ ! -b /dev/nbd2p1 ] && [ $i -lt 50 ]; do $bb sleep 0.1; i=$((i+1)); done
 [ -b /dev/nbd2p1 ]; say partition=$?
 $bb dd if=/bin/busybox of=/dev/nbd2p1 bs=4096 count=16 conv=fsync 2>/dev/null; say dd=$?
