@@ -22,6 +22,10 @@ fn main() -> ExitCode {
     let mut extra = String::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
+        if a == "-h" || a == "--help" {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         match (a.as_str(), args.next()) {
             ("--append", Some(v)) => extra = v,
             _ => {
