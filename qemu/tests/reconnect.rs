@@ -46,10 +46,26 @@ fn boot_with(
     append: &str,
     control: impl FnOnce(&std::path::Path, &mut NbdServer) + Send,
 ) -> VmOutcome {
+    let kit = boot_kit();
+    boot_initrd(
+        img,
+        &kit.initrd,
+        |port| format!("root=nbd:10.0.2.2:{port} {IP} rw {append}"),
+        control,
+    )
+}
+
+/// Like [`boot_with`], with any initramfs and command line (given the server's port).
+fn boot_initrd(
+    img: &std::path::Path,
+    initrd: &std::path::Path,
+    append: impl Fn(u16) -> String,
+    control: impl FnOnce(&std::path::Path, &mut NbdServer) + Send,
+) -> VmOutcome {
     let mut server = qemu_nbd(img, None, false).expect("qemu-nbd");
     let kit = boot_kit();
-    let mut cfg = VmConfig::new(&kit.kernel.vmlinuz, &kit.initrd);
-    cfg.append = format!("root=nbd:10.0.2.2:{} {IP} rw {append}", server.port);
+    let mut cfg = VmConfig::new(&kit.kernel.vmlinuz, initrd);
+    cfg.append = append(server.port);
     let log = img.with_extension("console.log");
     let _ = fs::remove_file(&log);
     cfg.log_path = Some(log.clone());
@@ -194,4 +210,74 @@ echo "NBDT late_write=$r after_cs=$((t1-t0))""#;
         "write failed {:.2} s after the server went away (dead timeout 3 s)",
         cs as f64 / 100.0
     );
+}
+
+#[test]
+fn a_server_back_with_another_size_is_refused_loudly() {
+    let script = r#"echo "NBDT-WRITING"
+$bb sleep 2
+$bb dd if=/dev/urandom of=/late bs=4k count=1 conv=fsync 2>/dev/null; echo "NBDT late_write=$?"
+/bin/nbdroot status | while read -r l; do echo "NBDT-AFTER $l"; done"#;
+    let img = image("resized", script);
+    let out = boot_with(&img, "rd.nbdroot.dead_timeout=5", |log, server| {
+        assert!(scenario::wait_for(
+            log,
+            "NBDT-WRITING",
+            Duration::from_secs(120)
+        ));
+        server.kill();
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(&img)
+            .expect("open the image");
+        let len = f.metadata().unwrap().len();
+        f.set_len(len + (1 << 20)).expect("grow the image");
+        server.restart().expect("restart qemu-nbd");
+    });
+    assert_ne!(
+        value(&out, "late_write"),
+        "0",
+        "the root must not come back with another size:\n{out}"
+    );
+    let after = out.lines_with("NBDT-AFTER ").join("\n");
+    assert!(after.contains("state=reconnecting"), "{after}\n{out}");
+    assert!(
+        after.contains(
+            "last_error=the export is now 68157440 bytes, not 67108864: refusing to reattach it"
+        ),
+        "{after}\n{out}"
+    );
+    assert!(
+        out.contains("nbdroot: /dev/nbd0: the export is now"),
+        "the refusal is on the console:\n{out}"
+    );
+}
+
+#[test]
+fn nbd_client_persist_loses_the_root_on_the_same_restart() {
+    // The reference stack, same scenario: Debian's nbd-client 3.24 with -persist (DESIGN.md
+    // section 6 measured that the connection never comes back). If this ever passes, the
+    // comparison in BENCHMARKS.md is stale.
+    let kit = boot_kit();
+    let dir = scratch("reference");
+    let initrd = dir.join("reference.img");
+    nbdroot_qemu::reference::nbd_client_initramfs(&kit.kernel, &initrd)
+        .expect("reference initramfs");
+    let img = image("reference-root", &scenario::writer_script());
+    let out = boot_initrd(
+        &img,
+        &initrd,
+        |port| format!("root=nbd:unused nbdref=10.0.2.2:{port} nbdrefopts=-persist"),
+        |log, server| {
+            assert!(scenario::restart_server(
+                log,
+                server,
+                Duration::from_secs(3)
+            ))
+        },
+    );
+    let errors: usize = value(&out, "errors").parse().expect("error count");
+    let readable = out.lines_with("NBDT-SUM ").len();
+    eprintln!("nbd-client -persist across a 3 s restart: {errors} of {} writes failed, {readable} files readable", scenario::FILES);
+    assert!(errors > 0, "nbd-client -persist saw no error:\n{out}");
 }
