@@ -107,21 +107,31 @@ impl RootFs {
             let script = probe_init(steps);
             self.add_file("sbin/init", script, 0o755)?;
         }
-        // mkfs.ext4 -F reuses an existing file's size if larger: start from a fresh file.
-        if path.exists() {
-            fs::remove_file(path).step(|| format!("remove old image {}", path.display()))?;
-        }
-        let mut cmd = Command::new("mkfs.ext4");
-        cmd.args(["-q", "-F", "-d"]).arg(&self.dir);
-        if let Some(label) = label {
-            cmd.args(["-L", label]);
-        }
-        cmd.arg(path).arg(format!("{size_mib}M"));
-        command::run(&format!("build ext4 image {}", path.display()), &mut cmd)?;
-        Ok(RootImage {
-            path: path.to_path_buf(),
-        })
+        ext4_from_dir(&self.dir, path, size_mib, label)
     }
+}
+
+/// Makes the ext4 image `path` of `size_mib` holding the tree `dir` (no mounting).
+pub fn ext4_from_dir(
+    dir: &Path,
+    path: &Path,
+    size_mib: u32,
+    label: Option<&str>,
+) -> Result<RootImage> {
+    // mkfs.ext4 -F reuses an existing file's size if larger: start from a fresh file.
+    if path.exists() {
+        fs::remove_file(path).step(|| format!("remove old image {}", path.display()))?;
+    }
+    let mut cmd = Command::new("mkfs.ext4");
+    cmd.args(["-q", "-F", "-d"]).arg(dir);
+    if let Some(label) = label {
+        cmd.args(["-L", label]);
+    }
+    cmd.arg(path).arg(format!("{size_mib}M"));
+    command::run(&format!("build ext4 image {}", path.display()), &mut cmd)?;
+    Ok(RootImage {
+        path: path.to_path_buf(),
+    })
 }
 
 /// Builds a root in `dir` whose `/sbin/init` is the standard probe, as image `img`.

@@ -12,6 +12,7 @@ pub mod netns;
 pub mod reference;
 pub mod scenario;
 pub mod server;
+pub mod sysroot;
 pub mod vm;
 
 use std::path::{Path, PathBuf};
@@ -20,7 +21,7 @@ use std::sync::OnceLock;
 
 pub use error::{Error, Result};
 pub use floor::floor_initramfs;
-pub use image::{debugfs_cat, e2fsck_clean, probe_root, RootFs, RootImage};
+pub use image::{debugfs_cat, e2fsck_clean, ext4_from_dir, probe_root, RootFs, RootImage};
 pub use kernel::{debian_cloud_kernel, Kernel};
 pub use server::{free_port, nbdkit, qemu_nbd, NbdServer};
 pub use vm::{run, VmConfig, VmOutcome};

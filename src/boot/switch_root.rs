@@ -2,10 +2,12 @@
 //! pivot_root(2) cannot leave rootfs, so the new root is moved over `/` and the initramfs
 //! contents are deleted to give their memory back.
 
-use std::ffi::{CStr, CString, OsStr};
+use std::collections::VecDeque;
+use std::ffi::{CStr, CString, OsStr, OsString};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
 
 use nix::dir::{Dir, Type};
 use nix::errno::Errno;
@@ -24,8 +26,9 @@ pub const INIT_CANDIDATES: [&str; 4] = ["/sbin/init", "/etc/init", "/bin/init", 
 /// Checked before anything is torn down, so a missing init fails with the initramfs intact.
 pub fn find_init(new_root: &Path, wanted: Option<&str>) -> Result<String, BootError> {
     let executable = |p: &str| {
-        let full = new_root.join(p.trim_start_matches('/'));
-        nix::unistd::access(&full, nix::unistd::AccessFlags::X_OK).is_ok() && full.is_file()
+        resolve_in(new_root, p)
+            .and_then(|full| std::fs::metadata(full).ok())
+            .is_some_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     };
     match wanted {
         Some(p) if executable(p) => Ok(p.to_string()),
@@ -40,6 +43,50 @@ pub fn find_init(new_root: &Path, wanted: Option<&str>) -> Result<String, BootEr
                 tried: INIT_CANDIDATES.join(", "),
             }),
     }
+}
+
+/// Resolves `path` as if `root` were `/`: absolute symlinks (Debian's /sbin/init →
+/// /lib/systemd/systemd) point inside `root`, not into the initramfs. `None` when a
+/// component is missing or the links loop.
+pub fn resolve_in(root: &Path, path: &str) -> Option<PathBuf> {
+    let mut queue: VecDeque<OsString> = Path::new(path)
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some(OsString::from("..")),
+            _ => None,
+        })
+        .collect();
+    let mut resolved = PathBuf::new();
+    let mut links = 0;
+    while let Some(part) = queue.pop_front() {
+        if part == ".." {
+            resolved.pop();
+            continue;
+        }
+        let candidate = resolved.join(&part);
+        let meta = std::fs::symlink_metadata(root.join(&candidate)).ok()?;
+        if !meta.file_type().is_symlink() {
+            resolved = candidate;
+            continue;
+        }
+        links += 1;
+        if links > 40 {
+            return None;
+        }
+        let target = std::fs::read_link(root.join(&candidate)).ok()?;
+        if target.is_absolute() {
+            resolved = PathBuf::new();
+        }
+        for c in target.components().rev() {
+            match c {
+                Component::Normal(n) => queue.push_front(n.to_os_string()),
+                Component::ParentDir => queue.push_front(OsString::from("..")),
+                _ => {}
+            }
+        }
+    }
+    Some(root.join(resolved))
 }
 
 fn step(step: &'static str) -> impl FnOnce(Errno) -> BootError {
@@ -155,5 +202,48 @@ fn exec(init: &str, args: &[CString]) -> BootError {
             source,
         },
         Ok(never) => match never {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn absolute_links_resolve_inside_the_new_root() {
+        let root = std::env::temp_dir().join(format!("nbdroot-resolve-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("usr/lib/systemd")).unwrap();
+        std::fs::create_dir_all(root.join("usr/sbin")).unwrap();
+        std::fs::write(root.join("usr/lib/systemd/systemd"), "#!/bin/true\n").unwrap();
+        std::fs::set_permissions(
+            root.join("usr/lib/systemd/systemd"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        // Debian: merged /usr with relative links, and an absolute /sbin/init.
+        symlink("usr/lib", root.join("lib")).unwrap();
+        symlink("usr/sbin", root.join("sbin")).unwrap();
+        symlink("/lib/systemd/systemd", root.join("usr/sbin/init")).unwrap();
+        symlink("../../sbin/init", root.join("usr/lib/loop-a")).unwrap();
+        symlink("/usr/lib/loop-b", root.join("usr/lib/loop-b-target")).unwrap();
+        symlink("/usr/lib/loop-b-target", root.join("usr/lib/loop-b")).unwrap();
+        assert_eq!(
+            resolve_in(&root, "/sbin/init"),
+            Some(root.join("usr/lib/systemd/systemd"))
+        );
+        assert_eq!(find_init(&root, None).unwrap(), "/sbin/init");
+        assert_eq!(
+            resolve_in(&root, "/usr/lib/loop-a"),
+            Some(root.join("usr/lib/systemd/systemd"))
+        );
+        assert_eq!(
+            resolve_in(&root, "/usr/lib/loop-b"),
+            None,
+            "a link loop ends"
+        );
+        assert_eq!(resolve_in(&root, "/no/such"), None);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }
