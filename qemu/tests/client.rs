@@ -5,9 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use nbdroot_qemu::{
-    boot_kit, nbdkit, nbdroot_binary, qemu_nbd, run, NbdServer, RootFs, VmConfig, VmOutcome,
-};
+use nbdroot_qemu::{boot_kit, nbdkit, qemu_nbd, run, NbdServer, RootFs, VmConfig, VmOutcome};
 
 const IP: &str = "ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off";
 const DATA_MIB: usize = 16;
@@ -27,9 +25,7 @@ wait_check() { i=0; while [ $i -lt 50 ]; do $n check $1 >/dev/null 2>&1; [ $? = 
 fn boot_with_script(name: &str, script: &str) -> (VmOutcome, NbdServer) {
     let dir = scratch(name);
     let mut root = RootFs::new(dir.join("root")).expect("stage root");
-    let bin = fs::read(nbdroot_binary().expect("nbdroot binary")).expect("read nbdroot");
-    root.add_file("bin/nbdroot", bin, 0o755)
-        .expect("add nbdroot");
+    root.add_nbdroot().expect("add nbdroot");
     root.add_probe_step(&format!("{PRELUDE}\n{script}"));
     let img = dir.join("root.ext4");
     root.build_ext4(&img, 64, None).expect("mkfs.ext4");

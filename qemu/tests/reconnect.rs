@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use nbdroot_qemu::scenario;
 use nbdroot_qemu::{
-    boot_kit, debugfs_cat, e2fsck_clean, nbdroot_binary, qemu_nbd, run, NbdServer, RootFs,
-    VmConfig, VmOutcome,
+    boot_kit, debugfs_cat, e2fsck_clean, qemu_nbd, run, NbdServer, RootFs, VmConfig, VmOutcome,
 };
 
 const IP: &str = "ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off";
@@ -30,9 +29,7 @@ done
 fn image(name: &str, script: &str) -> PathBuf {
     let dir = scratch(name);
     let mut root = RootFs::new(dir.join("root")).expect("stage root");
-    let bin = fs::read(nbdroot_binary().expect("nbdroot binary")).expect("read nbdroot");
-    root.add_file("bin/nbdroot", bin, 0o755)
-        .expect("add nbdroot");
+    root.add_nbdroot().expect("add nbdroot");
     root.add_probe_step(&format!("{PRELUDE}\n{script}"));
     let img = dir.join("root.ext4");
     root.build_ext4(&img, 64, None).expect("mkfs.ext4");
