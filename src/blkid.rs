@@ -258,37 +258,6 @@ fn partition_of(dev: &Path, sys_block: &Path) -> Option<(PathBuf, u32)> {
     Some((dev.with_file_name(disk), number.trim().parse().ok()?))
 }
 
-/// `/dev/nbdN` and `/dev/nbdNpM` with a non-zero size (connected), in numeric order.
-pub fn nbd_candidates() -> Vec<PathBuf> {
-    nbd_candidates_in(Path::new("/sys/class/block"))
-}
-
-fn nbd_candidates_in(sys_block: &Path) -> Vec<PathBuf> {
-    let num = |s: &str| {
-        s.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| s.parse::<u32>().ok())
-            .flatten()
-    };
-    let mut found: Vec<((u32, u32), PathBuf)> = fs::read_dir(sys_block)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let rest = name.strip_prefix("nbd")?;
-            let key = match rest.split_once('p') {
-                Some((d, p)) => (num(d)?, num(p)?),
-                None => (num(rest)?, 0),
-            };
-            let size = fs::read_to_string(e.path().join("size")).ok()?;
-            (size.trim().parse::<u64>().ok()? > 0).then(|| (key, Path::new("/dev").join(&name)))
-        })
-        .collect();
-    found.sort();
-    found.into_iter().map(|(_, p)| p).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -522,31 +491,6 @@ mod tests {
         let spec = format!("PARTUUID={}", uuids[0]);
         assert_eq!(resolve_in(&spec, &cands, &sys.join("class")).unwrap(), None);
         fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn nbd_devices_with_a_size_in_numeric_order() {
-        let sys = scratch("sys");
-        for (name, size) in [
-            ("nbd10", "8"),
-            ("nbd2", "2048"),
-            ("nbd2p1", "1024"),
-            ("nbd1", "0"),
-            ("nbd0", "16"),
-            ("sda", "16"),
-            ("nbdx", "16"),
-            ("nbd+3", "16"),
-        ] {
-            fs::create_dir_all(sys.join(name)).unwrap();
-            fs::write(sys.join(name).join("size"), format!("{size}\n")).unwrap();
-        }
-        fs::create_dir_all(sys.join("nbd3")).unwrap(); // no size file
-        let want: Vec<PathBuf> = ["nbd0", "nbd2", "nbd2p1", "nbd10"]
-            .iter()
-            .map(|n| Path::new("/dev").join(n))
-            .collect();
-        assert_eq!(nbd_candidates_in(&sys), want);
-        fs::remove_dir_all(&sys).unwrap();
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::fs::{self, File};
 use std::io::Read;
+use std::path::PathBuf;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -61,6 +62,14 @@ fn identify(path: &str) -> Option<blkid::FsInfo> {
     blkid::probe(&head)
 }
 
+fn by_tag(spec: &str, candidates: &[String]) -> Option<String> {
+    let paths: Vec<PathBuf> = candidates.iter().map(PathBuf::from).collect();
+    blkid::resolve(spec, &paths)
+        .ok()
+        .flatten()
+        .map(|p| p.display().to_string())
+}
+
 /// Finds the device to mount, waiting up to `bound` for partitions to appear.
 pub fn find(root: &RootDevice, device: &str, bound: Duration) -> Result<String, RootDevError> {
     if *root == RootDevice::Whole {
@@ -77,18 +86,9 @@ pub fn find(root: &RootDevice, device: &str, bound: Duration) -> Result<String, 
                 let want = format!("{device}p{n}");
                 candidates.iter().find(|c| **c == want).cloned()
             }
-            RootDevice::Label(l) => candidates
-                .iter()
-                .find(|c| identify(c).is_some_and(|i| i.label.as_deref() == Some(l.as_str())))
-                .cloned(),
-            RootDevice::Uuid(u) => candidates
-                .iter()
-                .find(|c| {
-                    identify(c).is_some_and(|i| {
-                        i.uuid.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(u))
-                    })
-                })
-                .cloned(),
+            // blkid's matching rules; a device that cannot be read yet is tried again.
+            RootDevice::Label(l) => by_tag(&format!("LABEL={l}"), &candidates),
+            RootDevice::Uuid(u) => by_tag(&format!("UUID={u}"), &candidates),
         };
         if let Some(f) = found {
             return Ok(f);
