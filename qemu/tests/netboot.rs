@@ -323,3 +323,35 @@ fn root_by_label_and_by_partition() {
     )));
     assert_booted(&out, "/dev/nbd0p1");
 }
+
+#[test]
+fn ifname_mtu_mac_and_nameserver_are_applied() {
+    let dir = scratch("ifname");
+    let mut root = RootFs::new(dir.join("root")).expect("stage root");
+    root.add_probe_step(
+        r#"n=/sys/class/net/boot0
+echo "NBDROOT-NET mtu=$(/bin/busybox cat $n/mtu) mac=$(/bin/busybox cat $n/address)"
+while read -r l; do echo "NBDROOT-RESOLV $l"; done < /run/nbdroot/resolv.conf"#,
+    );
+    let img = dir.join("root.ext4");
+    root.build_ext4(&img, 64, None).expect("mkfs.ext4");
+    let srv = qemu_nbd(&img, None, false).expect("qemu-nbd");
+    let mut cfg = vm(&format!(
+        "root=nbd:10.0.2.2:{} ifname=boot0:52:54:00:12:34:56 \
+         ip=10.0.2.15::10.0.2.2:24::boot0:none:1400:52:54:00:ab:cd:ef nameserver=10.0.2.3 rw",
+        srv.port
+    ));
+    cfg.nic = "virtio-net-pci,mac=52:54:00:12:34:56".into();
+    let out = boot(&cfg);
+    assert_booted(&out, "/dev/nbd0");
+    assert_eq!(
+        out.lines_with("NBDROOT-NET "),
+        ["mtu=1400 mac=52:54:00:ab:cd:ef"],
+        "renamed by MAC, then MTU and MAC from ip=:\n{out}"
+    );
+    assert!(
+        out.lines_with("NBDROOT-RESOLV ")
+            .contains(&"nameserver 10.0.2.3"),
+        "{out}"
+    );
+}
