@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use nix::sys::socket::{setsockopt, sockopt};
 
-use crate::cmdline::{ConnectPolicy, Host};
+use crate::address::Endpoint;
+use crate::address::Host;
 use crate::proto::consts::TFLAG_CAN_MULTI_CONN;
 use crate::proto::{self, Export, HandshakeError};
-use crate::uri::Endpoint;
+use crate::settings::{ConnectPolicy, SocketOptions};
 
 /// Longest pause between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -98,36 +99,6 @@ pub fn resolve(endpoint: &Endpoint) -> Result<Peer, ConnectError> {
                 host: name.clone(),
                 source,
             }),
-    }
-}
-
-/// TCP keepalive probing: idle time before the first probe, interval, probes before giving up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Keepalive {
-    pub idle: Duration,
-    pub interval: Duration,
-    pub count: u32,
-}
-
-/// Options for the sockets handed to the kernel: they notice a dead server (a crash, a cable
-/// pulled) within a bound, where plain TCP would wait for many minutes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SocketOptions {
-    pub keepalive: Option<Keepalive>,
-    /// TCP_USER_TIMEOUT: how long sent data may stay unacknowledged.
-    pub user_timeout: Option<Duration>,
-}
-
-impl Default for SocketOptions {
-    fn default() -> Self {
-        Self {
-            keepalive: Some(Keepalive {
-                idle: Duration::from_secs(10),
-                interval: Duration::from_secs(5),
-                count: 3,
-            }),
-            user_timeout: Some(Duration::from_secs(30)),
-        }
     }
 }
 

@@ -12,10 +12,9 @@ use std::time::Duration;
 use lexopt::prelude::*;
 use log::LevelFilter;
 
-use nbdroot::attach::{AttachOptions, Interface};
-use nbdroot::cmdline::ConnectPolicy;
-use nbdroot::commands::{self, Check};
-use nbdroot::connect::{Keepalive, SocketOptions};
+use nbdroot::cli::commands::{self, Check};
+use nbdroot::kernel::attach::{AttachOptions, Interface};
+use nbdroot::settings::{ConnectPolicy, Keepalive, SocketOptions};
 use nbdroot::{boot, cmdline, initramfs, logger};
 
 const HELP: &str = "\
@@ -576,7 +575,7 @@ fn run(command: Command) -> BoxResult<ExitCode> {
     match command {
         Command::Help(text) => print!("{text}"),
         Command::Connect(c) => {
-            let target = nbdroot::uri::parse_target(&c.server)?;
+            let target = nbdroot::address::parse_target(&c.server)?;
             let mut opts = c.opts;
             opts.device = c
                 .device
@@ -654,7 +653,7 @@ fn run(command: Command) -> BoxResult<ExitCode> {
                 Some(l) => l,
                 None => std::fs::read_to_string("/proc/cmdline")?,
             };
-            println!("{:#?}", cmdline::parse(&line)?);
+            print!("{}", nbdroot::plan::render::render(&cmdline::parse(&line)?));
         }
         Command::Boot => return Err("boot runs only as PID 1 (the /init of an initramfs)".into()),
         Command::Status => {
@@ -673,7 +672,7 @@ fn run(command: Command) -> BoxResult<ExitCode> {
                 }
             }
         }
-        Command::Serve(device) => nbdroot::attach::serve(&device)?,
+        Command::Serve(device) => nbdroot::kernel::attach::serve(&device)?,
         Command::Supervise(config, ready) => {
             let cfg = nbdroot::supervise::Config::decode(&config)?;
             nbdroot::supervise::run(cfg, ready)?;

@@ -5,7 +5,7 @@ use std::fs::{self, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use crate::cmdline::MinFree;
+use crate::plan::MinFree;
 
 const PAGE: usize = 4096;
 const SWAP_FLAG_PREFER: libc::c_int = 0x8000;

@@ -9,7 +9,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use nbdroot::proto::consts::*;
-use nbdroot::proto::handshake::{MAX_LIST_ENTRIES, MAX_REPLY_LEN};
+use nbdroot::proto::consts::{MAX_LIST_ENTRIES, MAX_REPLY_LEN};
 use nbdroot::proto::{
     self, BlockSizes, Client, Export, HandshakeError, RepError, Style, TransmissionError,
 };

@@ -573,8 +573,9 @@ fn nbd_server_unknown_export_name_is_typed_with_the_server_text() {
 
 #[test]
 fn nbdkit_without_multi_conn_refuses_several_connections() {
-    use nbdroot::cmdline::ConnectPolicy;
-    use nbdroot::connect::{connect_many, Peer, SocketOptions};
+    use nbdroot::connect::{connect_many, Peer};
+    use nbdroot::settings::ConnectPolicy;
+    use nbdroot::settings::SocketOptions;
     let scratch = Scratch::new("no-multi-conn");
     let srv = nbdkit(
         &scratch,
@@ -601,8 +602,9 @@ fn nbdkit_without_multi_conn_refuses_several_connections() {
 
 #[test]
 fn nbdkit_with_multi_conn_gives_four_consistent_connections() {
-    use nbdroot::cmdline::ConnectPolicy;
-    use nbdroot::connect::{connect_many, Peer, SocketOptions};
+    use nbdroot::connect::{connect_many, Peer};
+    use nbdroot::settings::ConnectPolicy;
+    use nbdroot::settings::SocketOptions;
     let scratch = Scratch::new("multi-conn");
     let srv = nbdkit(&scratch, &["memory", "1M"]);
     let peer = Peer::Tcp(format!("127.0.0.1:{}", srv.port).parse().unwrap());

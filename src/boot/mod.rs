@@ -2,11 +2,7 @@
 //! switch_root. Any failure prints one line naming the step and the value, then ends PID 1,
 //! which the kernel turns into a panic.
 
-pub mod mountopts;
-pub mod mounts;
-pub mod rootdev;
 pub mod source;
-pub mod switch_root;
 
 use std::ffi::CString;
 use std::fs;
@@ -14,15 +10,16 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
-
-use crate::attach::{self, AttachError, AttachOptions, Attached};
-use crate::cmdline::{self, BootPlan, CmdlineError, NbdSpec, OnFail};
-use crate::connect::{self, ConnectError, Keepalive, SocketOptions};
+use crate::address::Endpoint;
+use crate::cmdline::{self, CmdlineError};
+use crate::connect::{self, ConnectError};
+use crate::kernel::attach::{self, AttachError, AttachOptions, Attached};
 use crate::modules::{self, DepError, LoadError, ModulesDep};
+use crate::mount::{self, rootdev, MountError};
 use crate::net::{self, NetError};
+use crate::plan::{BootPlan, NbdSpec, OnFail};
 use crate::supervise;
-use crate::uri::Endpoint;
+use crate::switch_root::{self, SwitchRootError};
 
 /// Where the real root is mounted before the switch.
 pub const NEW_ROOT: &str = "/newroot";
@@ -55,27 +52,10 @@ pub enum BootError {
     RootDevice(#[from] rootdev::RootDevError),
     #[error("swap: {0}")]
     Swap(#[from] crate::swap::SwapError),
-    #[error("cannot mount {what} on {target} as {fstype}: {}", .source.desc())]
-    Mount {
-        what: String,
-        target: String,
-        fstype: String,
-        source: Errno,
-    },
-    #[error(
-        "no filesystem on {device} that the kernel can mount (tried {tried}; last error: {last})"
-    )]
-    NoFilesystem {
-        device: String,
-        tried: String,
-        last: String,
-    },
-    #[error("no init to run in the new root (tried {tried})")]
-    NoInit { tried: String },
-    #[error("switch_root failed while {step}: {}", .source.desc())]
-    SwitchRoot { step: &'static str, source: Errno },
-    #[error("cannot execute {init} in the new root: {}", .source.desc())]
-    Exec { init: String, source: Errno },
+    #[error(transparent)]
+    Mount(#[from] MountError),
+    #[error(transparent)]
+    SwitchRoot(#[from] SwitchRootError),
 }
 
 /// Runs the whole boot as PID 1. Never returns.
@@ -97,7 +77,7 @@ const MAX_RETRY_PAUSE: Duration = Duration::from_secs(60);
 
 fn boot(init_args: &[CString]) -> Result<Never, BootError> {
     let start = Instant::now();
-    mounts::early()?;
+    mount::api_filesystems()?;
     crate::logger::reopen_console();
 
     let line = read(
@@ -116,11 +96,7 @@ fn boot(init_args: &[CString]) -> Result<Never, BootError> {
     loop {
         let err = match attempt(&plan, start) {
             Ok(init) => {
-                return Err(switch_root::switch_root(
-                    Path::new(NEW_ROOT),
-                    &init,
-                    init_args,
-                ))
+                return Err(switch_root::switch_root(Path::new(NEW_ROOT), &init, init_args).into())
             }
             Err(e) => e,
         };
@@ -147,10 +123,11 @@ fn shell() -> BootError {
     let sh = c"/bin/sh";
     log::error!("starting /bin/sh (rd.nbdroot.onfail=shell); the boot ends when it exits");
     let err = nix::unistd::execv(sh, &[sh]).unwrap_err();
-    BootError::Exec {
+    SwitchRootError::Exec {
         init: "/bin/sh".into(),
         source: err,
     }
+    .into()
 }
 
 /// One try at everything that can fail for reasons outside the command line: network,
@@ -183,7 +160,7 @@ fn attempt(plan: &BootPlan, start: Instant) -> Result<String, BootError> {
             );
         }
         let new_root = Path::new(NEW_ROOT);
-        let fstype = mounts::mount_root(
+        let fstype = mount::mount_root(
             &root_dev,
             new_root,
             mount.fstype.as_deref(),
@@ -194,7 +171,7 @@ fn attempt(plan: &BootPlan, start: Instant) -> Result<String, BootError> {
             Ok(init) => init,
             Err(e) => {
                 let _ = nix::mount::umount(new_root);
-                return Err(e);
+                return Err(e.into());
             }
         };
         log::info!(
@@ -300,14 +277,7 @@ fn attach(plan: &BootPlan, spec: &NbdSpec, device: Option<u32>) -> Result<Attach
         read_only: spec.opts.read_only,
         identifier: None,
         policy: plan.connect,
-        socket: SocketOptions {
-            keepalive: t.keepalive.map(|(idle, interval, count)| Keepalive {
-                idle: Duration::from_secs(idle.into()),
-                interval: Duration::from_secs(interval.into()),
-                count,
-            }),
-            user_timeout: t.user_timeout,
-        },
+        socket: t.socket,
     };
     let attached = attach::attach_netlink(&peer, &opts)?;
     // The supervisor replaces dead connections; without it the root still works, but a

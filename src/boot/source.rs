@@ -1,9 +1,11 @@
 //! Which export to attach, once the network is up: given on the command line, or read from
 //! the DHCP root-path (dracut's `nbd:` form or Debian's), or with Debian's server from DHCP.
 
-use crate::cmdline::root::{self, DebianSpec, Host, NbdSpec, RootError};
-use crate::cmdline::RootSource;
+use crate::address::Host;
+use crate::cmdline::root::{self, RootError};
 use crate::net::NetState;
+use crate::plan::RootSource;
+use crate::plan::{DebianSpec, NbdSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {

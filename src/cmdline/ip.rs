@@ -9,39 +9,12 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use super::mac::{parse_mac, Mac};
+use super::mac::parse_mac;
+use crate::plan::{IpConfig, Mac, StaticIp};
 
 /// The expected forms, quoted in errors.
 pub const IP_FORM: &str =
     "<client>:[<server>]:<gw>:<netmask>:<hostname>:<device>:{off|none|dhcp}[:<mtu>|<dns0>[:<mac>|<dns1>]], <device>:dhcp, dhcp or off";
-
-/// How one interface (or all) is to be configured.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IpConfig {
-    /// `ip=off`/`none`: leave the network alone (the kernel may have configured it).
-    Off,
-    /// DHCPv4, on one device or on every device that gets a link.
-    Dhcp {
-        device: Option<String>,
-        mtu: Option<u16>,
-        mac: Option<Mac>,
-    },
-    Static(StaticIp),
-}
-
-/// A static address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StaticIp {
-    pub client: IpAddr,
-    pub prefix_len: u8,
-    pub gateway: Option<IpAddr>,
-    pub hostname: Option<String>,
-    /// `None`: the first interface that appears.
-    pub device: Option<String>,
-    pub dns: Vec<IpAddr>,
-    pub mtu: Option<u16>,
-    pub mac: Option<Mac>,
-}
 
 /// What is wrong with an `ip=` value. The caller adds the value itself.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,21 +1,7 @@
 //! MAC addresses as boot parameters write them: `52:54:00:12:34:56`, `52-54-00-12-34-56`, and
 //! `BOOTIF=01-52-54-00-12-34-56` (PXE's form, with the hardware type first).
 
-use std::fmt;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Mac(pub [u8; 6]);
-
-impl fmt::Display for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
-    }
-}
+use crate::plan::Mac;
 
 /// Six hex bytes separated by `:` or `-`.
 pub fn parse_mac(s: &str) -> Option<Mac> {

@@ -1,4 +1,4 @@
-//! The kernel command line → a [`BootPlan`]: pure data, no I/O.
+//! The kernel command line → a [`BootPlan`]: the grammar, pure, no I/O.
 //!
 //! Understands dracut's `root=nbd:…`/`netroot=`/`root=dhcp`, Debian's `nbdroot=`, the
 //! kernel's and dracut's `ip=`, `BOOTIF=`, `ifname=`, `bootdev=`, `nameserver=`, and nbdroot's
@@ -8,188 +8,12 @@ pub mod ip;
 pub mod mac;
 pub mod root;
 
-use std::net::IpAddr;
 use std::time::Duration;
 
-pub use ip::{IpConfig, StaticIp};
-pub use mac::Mac;
-pub use root::{DebianSpec, Host, NbdOpts, NbdSpec};
-
-/// Everything the boot flow needs to know, decided before it touches the system.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BootPlan {
-    pub source: RootSource,
-    /// The nbd device to attach to (`nbdroot=…,nbdX`, `root=/dev/nbdX`); `None` lets the
-    /// kernel pick.
-    pub device: Option<u32>,
-    /// What to mount once the export is attached.
-    pub root: RootDevice,
-    pub network: NetPlan,
-    pub mount: MountParams,
-    /// `init=`; `None` means the kernel's search order.
-    pub init: Option<String>,
-    pub connect: ConnectPolicy,
-    pub tuning: Tuning,
-    pub onfail: OnFail,
-    /// `rd.nbdroot.swap=nbd:…`: an export to swap on.
-    pub swap: Option<NbdSpec>,
-    /// `rd.nbdroot.min_free_kbytes=<n>|off`: the reserve raised for swap over the network;
-    /// `None` leaves the kernel's value.
-    pub min_free_kbytes: MinFree,
-    /// Conflicts resolved by precedence, for the log.
-    pub warnings: Vec<String>,
-}
-
-/// Where the NBD root is described.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RootSource {
-    Nbd(NbdSpec),
-    /// `root=dhcp`, `netroot=dhcp`: the DHCP root-path holds an `nbd:` string.
-    Dhcp,
-    /// Debian's `nbdroot=dhcp[,…]`: the root-path holds Debian's form, or only the server
-    /// comes from DHCP.
-    Debian(DebianSpec),
-}
-
-/// What to mount: the attached device, one of its partitions, or a filesystem on it found
-/// by label or UUID.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RootDevice {
-    Whole,
-    Partition(u32),
-    Label(String),
-    Uuid(String),
-}
-
-/// Kernel-level mount parameters; the `nbd:` string's own fields win over them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MountParams {
-    /// Kernel `ro` (true) or `rw` (false), the last one given.
-    pub kernel_ro: Option<bool>,
-    pub rootfstype: Option<String>,
-    pub rootflags: Option<String>,
-}
-
-/// How the root filesystem is mounted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RootMount {
-    pub fstype: Option<String>,
-    /// Mount options without `ro`/`rw`.
-    pub options: String,
-    pub read_only: bool,
-}
-
-impl MountParams {
-    /// Kernel `ro`/`rw` win over the flags field, which wins over the default (read-only, as
-    /// the kernel mounts its root).
-    pub fn resolve(&self, spec: &NbdSpec) -> RootMount {
-        let flags = spec.rootflags.clone().or_else(|| self.rootflags.clone());
-        let mut read_only = true;
-        let mut options = Vec::new();
-        for opt in flags
-            .iter()
-            .flat_map(|f| f.split(','))
-            .filter(|o| !o.is_empty())
-        {
-            match opt {
-                "ro" => read_only = true,
-                "rw" => read_only = false,
-                o => options.push(o),
-            }
-        }
-        RootMount {
-            fstype: spec.fstype.clone().or_else(|| self.rootfstype.clone()),
-            options: options.join(","),
-            read_only: self.kernel_ro.unwrap_or(read_only),
-        }
-    }
-}
-
-/// Which interfaces to configure, and how.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NetPlan {
-    /// One entry per `ip=`; with none, DHCP on the interfaces that get a link.
-    pub configs: Vec<IpConfig>,
-    /// `BOOTIF=`: the interface with this MAC is the one to boot from.
-    pub bootif: Option<Mac>,
-    /// `bootdev=`: the interface to boot from.
-    pub bootdev: Option<String>,
-    /// `ifname=<name>:<mac>`: interfaces to rename before anything else.
-    pub ifnames: Vec<(String, Mac)>,
-    /// `nameserver=`.
-    pub nameservers: Vec<IpAddr>,
-}
-
-/// Bounds on reaching the server at boot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnectPolicy {
-    /// Bound on one attempt: TCP connect plus handshake (`rd.nbdroot.timeout=`).
-    pub attempt_timeout: Duration,
-    /// Attempts after the first one fails (`rd.nbdroot.retries=`).
-    pub retries: u32,
-}
-
-impl Default for ConnectPolicy {
-    fn default() -> Self {
-        Self {
-            attempt_timeout: Duration::from_secs(10),
-            retries: 5,
-        }
-    }
-}
-
-/// The other `rd.nbdroot.*` knobs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tuning {
-    /// `rd.nbdroot.connections=`: default for `conns=`.
-    pub connections: u16,
-    /// `rd.nbdroot.link_timeout=`: how long to wait for interfaces and their link.
-    pub link_timeout: Duration,
-    /// `rd.nbdroot.dhcp_timeout=`: bound on getting a lease on one interface.
-    pub dhcp_timeout: Duration,
-    /// `rd.nbdroot.keepalive=<idle>,<interval>,<count>|off`.
-    pub keepalive: Option<(u32, u32, u32)>,
-    /// `rd.nbdroot.user_timeout=<s>` (0: off): TCP_USER_TIMEOUT of the root's sockets.
-    pub user_timeout: Option<Duration>,
-    /// `rd.nbdroot.dead_timeout=<s>` (0: none): how long I/O waits for the supervisor to
-    /// replace a dead connection, when `dead-timeout=` is not in nbdopts.
-    pub dead_timeout: Option<Duration>,
-}
-
-impl Default for Tuning {
-    fn default() -> Self {
-        Self {
-            connections: 1,
-            link_timeout: Duration::from_secs(10),
-            dhcp_timeout: Duration::from_secs(30),
-            keepalive: Some((10, 5, 3)),
-            user_timeout: Some(Duration::from_secs(30)),
-            dead_timeout: Some(Duration::from_secs(120)),
-        }
-    }
-}
-
-/// How vm.min_free_kbytes is set when swapping over NBD.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum MinFree {
-    /// Raise it to RAM/64, between 8 and 64 MiB, unless it is already higher.
-    #[default]
-    Auto,
-    Off,
-    KiB(u64),
-}
-
-/// `rd.nbdroot.onfail=`: what a failed boot does.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum OnFail {
-    /// Print the reason and end PID 1 (the kernel panics, and reboots with `panic=N`).
-    #[default]
-    Panic,
-    /// Start over from the network, forever, with a pause that grows to a minute.
-    Retry,
-    /// Run `/bin/sh` if the initramfs has one (for debugging), else panic.
-    Shell,
-}
+use crate::plan::{
+    BootPlan, DebianSpec, MinFree, MountParams, NetPlan, OnFail, RootDevice, RootSource,
+};
+use crate::settings::{self, ConnectPolicy, Tuning, KEEPALIVE_FORM};
 
 /// A kernel command line that does not describe a bootable NBD root.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -358,7 +182,7 @@ pub fn parse(line: &str) -> Result<BootPlan, CmdlineError> {
         None => None,
     };
 
-    let mut connect = ConnectPolicy::default();
+    let mut connect = ConnectPolicy::BOOT;
     if let Some(v) = p.last("rd.nbdroot.timeout") {
         connect.attempt_timeout = secs("rd.nbdroot.timeout", v, 1..=3600)?;
     }
@@ -515,25 +339,11 @@ fn tuning(p: &Params) -> Result<Tuning, CmdlineError> {
         t.dhcp_timeout = secs("rd.nbdroot.dhcp_timeout", v, 1..=3600)?;
     }
     if let Some(v) = p.last("rd.nbdroot.keepalive") {
-        t.keepalive = if v == "off" {
-            None
-        } else {
-            let n: Vec<u32> = v
-                .split(',')
-                .filter_map(|x| x.parse().ok())
-                .filter(|&x| x > 0)
-                .collect();
-            match n[..] {
-                [a, b, c] if v.split(',').count() == 3 => Some((a, b, c)),
-                _ => {
-                    return Err(CmdlineError::Value {
-                        param: "rd.nbdroot.keepalive",
-                        value: v.to_string(),
-                        expected: "<idle s>,<interval s>,<count> (positive numbers) or off",
-                    })
-                }
-            }
-        };
+        t.socket.keepalive = settings::parse_keepalive(v).map_err(|_| CmdlineError::Value {
+            param: "rd.nbdroot.keepalive",
+            value: v.to_string(),
+            expected: KEEPALIVE_FORM,
+        })?;
     }
     if let Some(v) = p.last("rd.nbdroot.dead_timeout") {
         let s = number(
@@ -551,7 +361,7 @@ fn tuning(p: &Params) -> Result<Tuning, CmdlineError> {
             0..=86400,
             "whole seconds from 0 (off) to 86400",
         )?;
-        t.user_timeout = (s > 0).then(|| Duration::from_secs(s));
+        t.socket.user_timeout = (s > 0).then(|| Duration::from_secs(s));
     }
     Ok(t)
 }

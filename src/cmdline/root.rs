@@ -3,71 +3,17 @@
 //! Unlike dracut, an empty field keeps its default and a field equal to the one before it is
 //! kept as written; nbd options are applied, not dropped, and unknown ones are refused.
 
-use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::address::Host;
+use crate::plan::{DebianSpec, NbdOpts, NbdSpec};
 use crate::proto::consts::DEFAULT_PORT;
 
 /// The expected form, quoted in every error about this grammar.
 pub const NBD_ROOT_FORM: &str = "nbd:<server>:<port|export>[:<fstype>[:<rootflags>[:<nbdopts>]]]";
 
 /// An NBD server host: an address, or a name that needs resolving.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Host {
-    Ip(IpAddr),
-    Name(String),
-}
-
-impl fmt::Display for Host {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Host::Ip(IpAddr::V6(a)) => write!(f, "[{a}]"),
-            Host::Ip(a) => write!(f, "{a}"),
-            Host::Name(n) => f.write_str(n),
-        }
-    }
-}
-
-/// Where the root export lives and how to attach it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NbdSpec {
-    pub host: Host,
-    pub port: u16,
-    /// Export name; empty means the server's default export.
-    pub export: String,
-    /// Filesystem type; `None` means detect it.
-    pub fstype: Option<String>,
-    /// Mount options as written, `ro`/`rw` included (the caller resolves those).
-    pub rootflags: Option<String>,
-    pub opts: NbdOpts,
-}
-
-impl NbdSpec {
-    /// `host:port`, with brackets around IPv6 addresses.
-    pub fn address(&self) -> String {
-        format!("{}:{}", self.host, self.port)
-    }
-}
-
-/// The nbdopts field: comma-separated options for the NBD connection.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NbdOpts {
-    /// Kernel block size (`bs=`), overriding what the server prefers.
-    pub block_size: Option<u32>,
-    /// Kernel I/O timeout (`timeout=` seconds).
-    pub timeout: Option<Duration>,
-    /// Attach read-only whatever the server allows (`readonly` or `ro`).
-    pub read_only: bool,
-    /// Number of connections (`conns=`), which needs the server's CAN_MULTI_CONN.
-    pub connections: Option<u16>,
-    /// How long I/O waits for a dead connection to be replaced (`dead-timeout=` seconds).
-    pub dead_timeout: Option<Duration>,
-    /// For swap: write a fresh swap signature first (`mkswap`), and the priority (`prio=`).
-    pub mkswap: bool,
-    pub priority: Option<u16>,
-}
-
 /// What is wrong with an `nbd:` string. The caller adds the parameter name and the value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RootError {
@@ -151,45 +97,6 @@ pub fn parse_nbd(value: &str) -> Result<NbdSpec, RootError> {
 /// The expected forms of Debian's `nbdroot=`, quoted in errors.
 pub const DEBIAN_FORM: &str =
     "<server>,<port|export>[,nbdX], dhcp[,<port|export>[,nbdX]], or <server>[:<port>]/<export>";
-
-/// Debian initramfs-tools' `nbdroot=`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DebianSpec {
-    /// `nbdroot=dhcp` (or empty): the whole value comes from the DHCP root-path.
-    FromRootPath,
-    Given {
-        /// `None`: the DHCP server (next-server, else server identifier).
-        host: Option<Host>,
-        port: u16,
-        export: String,
-        /// `nbdX` in the third field.
-        device: Option<u32>,
-    },
-}
-
-impl DebianSpec {
-    /// The NBD spec, once a DHCP-provided server is known (`dhcp_server`).
-    pub fn to_nbd(&self, dhcp_server: Option<Host>) -> Option<(NbdSpec, Option<u32>)> {
-        let DebianSpec::Given {
-            host,
-            port,
-            export,
-            device,
-        } = self
-        else {
-            return None;
-        };
-        let spec = NbdSpec {
-            host: host.clone().or(dhcp_server)?,
-            port: *port,
-            export: export.clone(),
-            fstype: None,
-            rootflags: None,
-            opts: NbdOpts::default(),
-        };
-        Some((spec, *device))
-    }
-}
 
 /// Parses Debian's `nbdroot=` value (also the form of a DHCP root-path it reads).
 pub fn parse_debian(value: &str) -> Result<DebianSpec, RootError> {

@@ -1,6 +1,9 @@
 //! The command line table: every documented form, and every error.
 
 use super::*;
+use crate::address::Host;
+use crate::plan::{IpConfig, NbdSpec};
+use crate::settings::{Keepalive, SocketOptions};
 
 const IP: &str = "ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off";
 
@@ -261,8 +264,14 @@ fn knobs() {
             connections: 4,
             link_timeout: Duration::from_secs(20),
             dhcp_timeout: Duration::from_secs(5),
-            keepalive: Some((5, 2, 4)),
-            user_timeout: None,
+            socket: SocketOptions {
+                keepalive: Some(Keepalive {
+                    idle: Duration::from_secs(5),
+                    interval: Duration::from_secs(2),
+                    count: 4,
+                }),
+                user_timeout: None,
+            },
             dead_timeout: Some(Duration::from_secs(120)),
         }
     );
@@ -287,6 +296,7 @@ fn knobs() {
         parse("root=nbd:s:1 rd.nbdroot.keepalive=off")
             .unwrap()
             .tuning
+            .socket
             .keepalive,
         None
     );

@@ -1,6 +1,7 @@
 //! Handing negotiated connections to the kernel's nbd driver: over generic netlink (the
 //! default: no process stays behind) or ioctls (a process stays in NBD_DO_IT).
 
+pub mod attach;
 pub mod device;
 pub mod ioctl;
 pub mod netlink;

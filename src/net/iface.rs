@@ -6,7 +6,8 @@ use std::io;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::cmdline::mac::{parse_mac, Mac};
+use crate::cmdline::mac::parse_mac;
+use crate::plan::Mac;
 
 const POLL: Duration = Duration::from_millis(20);
 

@@ -4,9 +4,9 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
-use crate::cmdline::Mac;
 use crate::netlink::message::{NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST};
 use crate::netlink::{MessageBuilder, NetlinkError};
+use crate::plan::Mac;
 
 use super::rtnl::Rtnl;
 

@@ -12,8 +12,9 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::cmdline::{IpConfig, Mac, NetPlan, StaticIp, Tuning};
 use crate::netlink::NetlinkError;
+use crate::plan::{IpConfig, Mac, NetPlan, StaticIp};
+use crate::settings::Tuning;
 use dhcp::{DhcpError, DhcpPolicy, Lease};
 use link::LinkChange;
 

@@ -93,3 +93,32 @@ pub const ESHUTDOWN: u32 = 108;
 /// The largest read or write payload a client may send without the server announcing a
 /// maximum (doc/proto.md, "block size constraints").
 pub const DEFAULT_MAX_PAYLOAD: u32 = 32 << 20;
+
+// Limits on what a server may make the client read or hold.
+
+/// The largest option reply payload accepted. Real replies are a few dozen bytes (strings are
+/// limited to 4096 by the spec); anything bigger is a broken or hostile server, and refusing it
+/// keeps a reply from making the client allocate memory.
+pub const MAX_REPLY_LEN: u32 = 16 * 1024;
+
+/// The largest minimum block size the kernel driver can obey: its logical block size is a
+/// power of two from 512 up to the page size.
+pub const KERNEL_MAX_BLOCK_SIZE: u32 = 4096;
+
+/// Bounds on an NBD_OPT_LIST answer, so a hostile server cannot make the client allocate
+/// without limit (each entry is already bounded by `MAX_REPLY_LEN`).
+pub const MAX_LIST_ENTRIES: usize = 10_000;
+pub const MAX_LIST_BYTES: usize = 1 << 20;
+
+/// The protocol name of an option, for error messages.
+pub fn option_name(option: u32) -> &'static str {
+    match option {
+        OPT_EXPORT_NAME => "NBD_OPT_EXPORT_NAME",
+        OPT_ABORT => "NBD_OPT_ABORT",
+        OPT_LIST => "NBD_OPT_LIST",
+        OPT_STARTTLS => "NBD_OPT_STARTTLS",
+        OPT_INFO => "NBD_OPT_INFO",
+        OPT_GO => "NBD_OPT_GO",
+        _ => "an unknown option",
+    }
+}

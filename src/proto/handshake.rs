@@ -6,28 +6,15 @@
 //! timeouts). What it negotiates is always safe to hand to the kernel driver: simple replies
 //! only, never structured replies or extended headers.
 
-use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 
 use super::consts::*;
-use super::option::{option_name, read_u16, read_u64, send_option, skip, start, Result, Start};
-
-/// The largest option reply payload accepted. Real replies are a few dozen bytes (strings are
-/// limited to 4096 by the spec); anything bigger is a broken or hostile server, and refusing it
-/// keeps a reply from making the client allocate memory.
-pub const MAX_REPLY_LEN: u32 = 16 * 1024;
-
-/// The largest minimum block size the kernel driver can obey: its logical block size is a
-/// power of two from 512 up to the page size.
-pub const KERNEL_MAX_BLOCK_SIZE: u32 = 4096;
-
-/// Block size constraints a server announced with NBD_INFO_BLOCK_SIZE.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BlockSizes {
-    pub minimum: u32,
-    pub preferred: u32,
-    pub maximum: u32,
-}
+use super::error::{HandshakeError, Result};
+use super::export::{BlockSizes, Export, Style};
+use super::option::{
+    abort_quietly, export_error, info_request, parse_info, read_option_reply, read_u16, read_u64,
+    send_option, skip, start, Info, Start,
+};
 
 impl BlockSizes {
     /// Checks the announcement against the spec's rules ("block size constraints" in
@@ -71,175 +58,6 @@ impl BlockSizes {
     }
 }
 
-/// What the handshake established about the export.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Export {
-    /// Size in bytes.
-    pub size: u64,
-    /// Transmission flags (TFLAG_*).
-    pub flags: u16,
-    /// Block size constraints, when the server sent them (validated: see
-    /// [`BlockSizes::validate`]).
-    pub block_sizes: Option<BlockSizes>,
-    /// Which handshake the server spoke.
-    pub style: Style,
-}
-
-impl Export {
-    pub fn read_only(&self) -> bool {
-        self.flags & TFLAG_READ_ONLY != 0
-    }
-
-    /// The block size to give the kernel: the server's minimum, raised to 512 and kept within
-    /// what the kernel driver accepts (512..=4096, a power of two). Not the preferred size:
-    /// it becomes the device's logical block size, and a filesystem with smaller blocks (a
-    /// small ext4 has 1 KiB blocks) could then not be mounted.
-    pub fn kernel_block_size(&self) -> u32 {
-        let wanted = self.block_sizes.map_or(512, |b| b.minimum);
-        wanted
-            .clamp(512, KERNEL_MAX_BLOCK_SIZE)
-            .next_power_of_two()
-            .min(KERNEL_MAX_BLOCK_SIZE)
-    }
-}
-
-/// The handshake variant the server used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Style {
-    Oldstyle,
-    /// Newstyle without the fixed bit: only NBD_OPT_EXPORT_NAME may be used.
-    Newstyle,
-    FixedNewstyle,
-}
-
-impl fmt::Display for Style {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Oldstyle => "oldstyle",
-            Self::Newstyle => "non-fixed newstyle",
-            Self::FixedNewstyle => "fixed newstyle",
-        })
-    }
-}
-
-/// An NBD_REP_ERR_* code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RepError {
-    Unsup,
-    Policy,
-    Invalid,
-    Platform,
-    TlsReqd,
-    Unknown,
-    Shutdown,
-    BlockSizeReqd,
-    TooBig,
-    Other(u32),
-}
-
-impl RepError {
-    pub(super) fn from_wire(ty: u32) -> Self {
-        match ty & !REP_FLAG_ERROR {
-            1 => Self::Unsup,
-            2 => Self::Policy,
-            3 => Self::Invalid,
-            4 => Self::Platform,
-            5 => Self::TlsReqd,
-            6 => Self::Unknown,
-            7 => Self::Shutdown,
-            8 => Self::BlockSizeReqd,
-            9 => Self::TooBig,
-            n => Self::Other(n),
-        }
-    }
-}
-
-impl fmt::Display for RepError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self {
-            Self::Unsup => "NBD_REP_ERR_UNSUP",
-            Self::Policy => "NBD_REP_ERR_POLICY",
-            Self::Invalid => "NBD_REP_ERR_INVALID",
-            Self::Platform => "NBD_REP_ERR_PLATFORM",
-            Self::TlsReqd => "NBD_REP_ERR_TLS_REQD",
-            Self::Unknown => "NBD_REP_ERR_UNKNOWN",
-            Self::Shutdown => "NBD_REP_ERR_SHUTDOWN",
-            Self::BlockSizeReqd => "NBD_REP_ERR_BLOCK_SIZE_REQD",
-            Self::TooBig => "NBD_REP_ERR_TOO_BIG",
-            Self::Other(n) => return write!(f, "error reply 2^31+{n}"),
-        };
-        f.write_str(name)
-    }
-}
-
-/// A failed handshake or handshake query. Callers add the server address.
-#[derive(Debug, thiserror::Error)]
-pub enum HandshakeError {
-    #[error("server closed the connection while {step}")]
-    Closed { step: &'static str },
-    #[error("timed out while {step}")]
-    TimedOut { step: &'static str },
-    #[error("i/o error while {step}: {source}")]
-    Io {
-        step: &'static str,
-        source: io::Error,
-    },
-    #[error("not an NBD server: bad magic {found:#018x} while {step}")]
-    BadMagic { step: &'static str, found: u64 },
-    #[error("export \"{export}\" not found: {message}")]
-    UnknownExport { export: String, message: String },
-    #[error("server requires TLS, which nbdroot does not speak: {message}")]
-    TlsRequired { message: String },
-    #[error("server refused export \"{export}\" ({code}): {message}")]
-    Refused {
-        export: String,
-        code: RepError,
-        message: String,
-    },
-    #[error("server refused {option} ({code}): {message}")]
-    OptionRefused {
-        option: &'static str,
-        code: RepError,
-        message: String,
-    },
-    #[error("server speaks the {style} handshake, which has no {option}")]
-    NoOptions { option: &'static str, style: Style },
-    #[error("option reply of {len} bytes is larger than the {MAX_REPLY_LEN}-byte limit")]
-    ReplyTooLong { len: u32 },
-    #[error("reply for option {got} while waiting for {}", option_name(*.expected))]
-    WrongOption { expected: u32, got: u32 },
-    #[error("unexpected reply type {ty:#x} to {option}")]
-    UnexpectedReply { option: &'static str, ty: u32 },
-    #[error("malformed NBD_INFO reply (type {info}, {len} bytes)")]
-    BadInfo { info: u16, len: usize },
-    #[error("malformed NBD_REP_SERVER reply: name length {name_len} in a {len}-byte reply")]
-    BadServerEntry { name_len: u32, len: usize },
-    #[error("export list is longer than {MAX_LIST_ENTRIES} entries or {MAX_LIST_BYTES} bytes")]
-    ListTooLong,
-    #[error("server finished {option} without sending the export size")]
-    NoExportInfo { option: &'static str },
-    #[error("server announced invalid block sizes (minimum {minimum}, preferred {preferred}, maximum {maximum}): {reason}")]
-    BadBlockSizes {
-        minimum: u32,
-        preferred: u32,
-        maximum: u32,
-        reason: &'static str,
-    },
-    #[error("server requires a minimum block size of {minimum} bytes; the kernel driver handles at most {KERNEL_MAX_BLOCK_SIZE}")]
-    BlockSizeUnsupported { minimum: u32 },
-    #[error(
-        "server speaks the oldstyle handshake, which has no export names (asked for \"{export}\")"
-    )]
-    OldstyleNamed { export: String },
-    #[error("server closed the connection after NBD_OPT_EXPORT_NAME: export \"{export}\" probably does not exist")]
-    ExportNameClosed { export: String },
-}
-
-/// Bounds on an NBD_OPT_LIST answer, so a hostile server cannot make the client allocate
-/// without limit (each entry is already bounded by `MAX_REPLY_LEN`).
-pub const MAX_LIST_ENTRIES: usize = 10_000;
-pub const MAX_LIST_BYTES: usize = 1 << 20;
-
 /// Negotiates `export` (empty: the server's default export) and leaves the stream at the start
 /// of the transmission phase.
 pub fn negotiate<S: Read + Write>(s: &mut S, export: &str) -> Result<Export> {
@@ -273,7 +91,7 @@ pub(super) fn oldstyle(export: &str, size: u64, flags: u16) -> Result<Export> {
 
 /// NBD_OPT_GO asking for NBD_INFO_BLOCK_SIZE. `None` when the server does not know GO.
 fn go<S: Read + Write>(s: &mut S, export: &str) -> Result<Option<Export>> {
-    Ok(super::query::exchange(s, OPT_GO, export, &[INFO_BLOCK_SIZE])?.map(|info| info.export))
+    Ok(exchange(s, OPT_GO, export, &[INFO_BLOCK_SIZE])?.map(|info| info.export))
 }
 
 /// NBD_OPT_EXPORT_NAME: the old way, which ends negotiation without an error path.
@@ -305,6 +123,64 @@ pub(super) fn export_name<S: Read + Write>(
             Style::Newstyle
         },
     })
+}
+
+/// What NBD_OPT_INFO told about an export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportInfo {
+    pub export: Export,
+    /// The server's canonical name for the export (NBD_INFO_NAME), when it sent one.
+    pub name: Option<String>,
+    /// NBD_INFO_DESCRIPTION, when the server sent one.
+    pub description: Option<String>,
+}
+
+/// Sends NBD_OPT_INFO or NBD_OPT_GO with the `wanted` information requests and collects the
+/// replies up to the ACK. `None` on NBD_REP_ERR_UNSUP (the server does not know the option).
+pub(super) fn exchange<S: Read + Write>(
+    s: &mut S,
+    option: u32,
+    export: &str,
+    wanted: &[u16],
+) -> Result<Option<ExportInfo>> {
+    send_option(s, option, &info_request(export, wanted))?;
+    let (mut size_flags, mut block_sizes, mut name, mut description) = (None, None, None, None);
+    loop {
+        let reply = read_option_reply(s, option)?;
+        match reply.ty {
+            REP_ACK => break,
+            REP_INFO => match parse_info(&reply.data)? {
+                Info::Export { size, flags } => size_flags = Some((size, flags)),
+                Info::BlockSizes(b) => block_sizes = Some(b),
+                Info::Name(n) => name = Some(n),
+                Info::Description(d) => description = Some(d),
+                Info::Other => {}
+            },
+            REP_ERR_UNSUP => return Ok(None),
+            ty if ty & REP_FLAG_ERROR != 0 => {
+                abort_quietly(s);
+                return Err(export_error(export, ty, &reply.data));
+            }
+            _ => {}
+        }
+    }
+    let (size, flags) = size_flags.ok_or(HandshakeError::NoExportInfo {
+        option: if option == OPT_GO {
+            "NBD_OPT_GO"
+        } else {
+            "NBD_OPT_INFO"
+        },
+    })?;
+    Ok(Some(ExportInfo {
+        export: Export {
+            size,
+            flags,
+            block_sizes: block_sizes.map(|b| b.validate(size)).transpose()?,
+            style: Style::FixedNewstyle,
+        },
+        name,
+        description,
+    }))
 }
 
 #[cfg(test)]

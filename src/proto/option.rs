@@ -7,9 +7,8 @@
 use std::io::{self, Read, Write};
 
 use super::consts::*;
-use super::handshake::{BlockSizes, HandshakeError, RepError, MAX_REPLY_LEN};
-
-pub(super) type Result<T> = std::result::Result<T, HandshakeError>;
+use super::error::{HandshakeError, RepError, Result};
+use super::export::BlockSizes;
 
 /// Maps an I/O error to the typed error the callers match on: a reset or a short read is the
 /// server going away, not a local failure.
@@ -100,19 +99,6 @@ pub(super) fn start<S: Read + Write>(s: &mut S) -> Result<Start> {
     s.write_all(&client_flags.to_be_bytes())
         .map_err(|e| io_err("sending the client flags", e))?;
     Ok(Start::Newstyle { fixed, no_zeroes })
-}
-
-/// The protocol name of an option, for error messages.
-pub(super) fn option_name(option: u32) -> &'static str {
-    match option {
-        OPT_EXPORT_NAME => "NBD_OPT_EXPORT_NAME",
-        OPT_ABORT => "NBD_OPT_ABORT",
-        OPT_LIST => "NBD_OPT_LIST",
-        OPT_STARTTLS => "NBD_OPT_STARTTLS",
-        OPT_INFO => "NBD_OPT_INFO",
-        OPT_GO => "NBD_OPT_GO",
-        _ => "an unknown option",
-    }
 }
 
 fn sending_step(option: u32) -> &'static str {

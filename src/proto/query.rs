@@ -6,13 +6,11 @@
 use std::io::{Read, Write};
 
 use super::consts::*;
-use super::handshake::{
-    export_name, oldstyle, Export, HandshakeError, RepError, Style, MAX_LIST_BYTES,
-    MAX_LIST_ENTRIES,
-};
+use super::error::{HandshakeError, RepError, Result};
+use super::export::{Export, Style};
+use super::handshake::{exchange, export_name, oldstyle, ExportInfo};
 use super::option::{
-    abort, abort_quietly, export_error, info_request, parse_info, read_option_reply, send_option,
-    server_text, start, Info, Result, Start,
+    abort, abort_quietly, read_option_reply, send_option, server_text, start, Start,
 };
 use super::transmission::request_header;
 
@@ -22,16 +20,6 @@ pub struct ExportEntry {
     pub name: String,
     /// Free text for humans; empty when the server sent none.
     pub description: String,
-}
-
-/// What NBD_OPT_INFO told about an export.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExportInfo {
-    pub export: Export,
-    /// The server's canonical name for the export (NBD_INFO_NAME), when it sent one.
-    pub name: Option<String>,
-    /// NBD_INFO_DESCRIPTION, when the server sent one.
-    pub description: Option<String>,
 }
 
 /// Asks the server for its exports (NBD_OPT_LIST). Needs fixed newstyle: older handshakes
@@ -151,54 +139,6 @@ fn opt_info<S: Read + Write>(s: &mut S, export: &str) -> Result<Option<ExportInf
         export,
         &[INFO_NAME, INFO_DESCRIPTION, INFO_BLOCK_SIZE],
     )
-}
-
-/// Sends NBD_OPT_INFO or NBD_OPT_GO with the `wanted` information requests and collects the
-/// replies up to the ACK. `None` on NBD_REP_ERR_UNSUP (the server does not know the option).
-pub(super) fn exchange<S: Read + Write>(
-    s: &mut S,
-    option: u32,
-    export: &str,
-    wanted: &[u16],
-) -> Result<Option<ExportInfo>> {
-    send_option(s, option, &info_request(export, wanted))?;
-    let (mut size_flags, mut block_sizes, mut name, mut description) = (None, None, None, None);
-    loop {
-        let reply = read_option_reply(s, option)?;
-        match reply.ty {
-            REP_ACK => break,
-            REP_INFO => match parse_info(&reply.data)? {
-                Info::Export { size, flags } => size_flags = Some((size, flags)),
-                Info::BlockSizes(b) => block_sizes = Some(b),
-                Info::Name(n) => name = Some(n),
-                Info::Description(d) => description = Some(d),
-                Info::Other => {}
-            },
-            REP_ERR_UNSUP => return Ok(None),
-            ty if ty & REP_FLAG_ERROR != 0 => {
-                abort_quietly(s);
-                return Err(export_error(export, ty, &reply.data));
-            }
-            _ => {}
-        }
-    }
-    let (size, flags) = size_flags.ok_or(HandshakeError::NoExportInfo {
-        option: if option == OPT_GO {
-            "NBD_OPT_GO"
-        } else {
-            "NBD_OPT_INFO"
-        },
-    })?;
-    Ok(Some(ExportInfo {
-        export: Export {
-            size,
-            flags,
-            block_sizes: block_sizes.map(|b| b.validate(size)).transpose()?,
-            style: Style::FixedNewstyle,
-        },
-        name,
-        description,
-    }))
 }
 
 /// NBD_CMD_DISC after a handshake that entered transmission only to learn the export. Best

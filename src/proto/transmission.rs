@@ -10,7 +10,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 
 use super::consts::*;
-use super::handshake::Export;
+use super::export::Export;
 
 /// A 28-byte request header: magic, command flags, command, cookie, offset, length.
 pub(super) fn request_header(flags: u16, cmd: u16, cookie: u64, offset: u64, len: u32) -> [u8; 28] {
@@ -474,7 +474,7 @@ fn io_error(span: Span, e: io::Error) -> TransmissionError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::handshake::{BlockSizes, Style};
+    use crate::proto::export::{BlockSizes, Style};
     use crate::proto::testserver::{Conn, Script};
 
     const ALL: u16 = TFLAG_HAS_FLAGS

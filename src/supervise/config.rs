@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::connect::{Keepalive, Peer, SocketOptions};
+use crate::connect::Peer;
+use crate::settings::{self, SocketOptions};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -50,10 +51,7 @@ impl Config {
             Peer::Tcp(a) => format!("tcp:{a}"),
             Peer::Unix(p) => format!("unix:{}", hex(&p.to_string_lossy())),
         };
-        let keepalive = match self.socket.keepalive {
-            Some(k) => format!("{},{},{}", k.idle.as_secs(), k.interval.as_secs(), k.count),
-            None => "off".into(),
-        };
+        let keepalive = settings::keepalive_text(self.socket.keepalive);
         let mut s = format!(
             "index={};peer={peer};export={};size={};conns={};timeout={};keepalive={keepalive};user_timeout={}",
             self.index,
@@ -84,20 +82,8 @@ impl Config {
             Some(("unix", p)) => Peer::Unix(PathBuf::from(unhex(p).ok_or_else(bad)?)),
             _ => return Err(bad()),
         };
-        let keepalive = match get("keepalive").ok_or_else(bad)? {
-            "off" => None,
-            k => {
-                let v: Vec<u64> = k.split(',').filter_map(|x| x.parse().ok()).collect();
-                match v[..] {
-                    [idle, interval, count] => Some(Keepalive {
-                        idle: Duration::from_secs(idle),
-                        interval: Duration::from_secs(interval),
-                        count: count as u32,
-                    }),
-                    _ => return Err(bad()),
-                }
-            }
-        };
+        let keepalive =
+            settings::parse_keepalive(get("keepalive").ok_or_else(bad)?).map_err(|_| bad())?;
         let user_timeout = num("user_timeout")?;
         Ok(Config {
             index: num("index")? as u32,

@@ -18,9 +18,9 @@ use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
 use nix::sys::stat::Mode;
 use nix::unistd::{fork, pipe, read, ForkResult};
 
-use crate::cmdline::ConnectPolicy;
 use crate::connect;
 use crate::kernel::{self, Events, KernelError};
+use crate::settings::ConnectPolicy;
 pub use config::Config;
 use status::Status;
 

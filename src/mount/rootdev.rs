@@ -8,7 +8,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use crate::blkid;
-use crate::cmdline::RootDevice;
+use crate::plan::RootDevice;
 
 /// How much of a device's start holds every superblock `blkid::probe` knows.
 const HEAD: u64 = 128 * 1024;

@@ -1,4 +1,8 @@
-//! The initramfs's own mounts, and mounting the root device.
+//! Mounting: the API filesystems /init needs, finding the root filesystem on the attached
+//! device, and mounting it.
+
+pub mod options;
+pub mod rootdev;
 
 use std::fs;
 use std::path::Path;
@@ -6,11 +10,33 @@ use std::path::Path;
 use nix::errno::Errno;
 use nix::mount::{mount, MsFlags};
 
-use super::mountopts;
-use super::BootError;
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("{step} {path}: {source}")]
+    Io {
+        step: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot mount {what} on {target} as {fstype}: {}", .source.desc())]
+    Mount {
+        what: String,
+        target: String,
+        fstype: String,
+        source: Errno,
+    },
+    #[error(
+        "no filesystem on {device} that the kernel can mount (tried {tried}; last error: {last})"
+    )]
+    NoFilesystem {
+        device: String,
+        tried: String,
+        last: String,
+    },
+}
 
 /// The API filesystems /init needs, and that move into the real root at switch_root.
-pub const EARLY_MOUNTS: [(&str, &str, &str, &str); 4] = [
+pub const API_FILESYSTEMS: [(&str, &str, &str, &str); 4] = [
     ("proc", "/proc", "proc", ""),
     ("sysfs", "/sys", "sysfs", ""),
     ("devtmpfs", "/dev", "devtmpfs", "mode=0755"),
@@ -18,8 +44,8 @@ pub const EARLY_MOUNTS: [(&str, &str, &str, &str); 4] = [
 ];
 
 /// Mounts /proc, /sys, /dev and /run. Ones already mounted (EBUSY) are left as they are.
-pub fn early() -> Result<(), BootError> {
-    for (source, target, fstype, data) in EARLY_MOUNTS {
+pub fn api_filesystems() -> Result<(), MountError> {
+    for (source, target, fstype, data) in API_FILESYSTEMS {
         let _ = fs::create_dir_all(target);
         let flags = MsFlags::MS_NOSUID
             | if fstype == "devtmpfs" {
@@ -30,7 +56,7 @@ pub fn early() -> Result<(), BootError> {
         match mount(Some(source), target, Some(fstype), flags, Some(data)) {
             Ok(()) | Err(Errno::EBUSY) => {}
             Err(e) => {
-                return Err(BootError::Mount {
+                return Err(MountError::Mount {
                     what: source.to_string(),
                     target: target.to_string(),
                     fstype: fstype.to_string(),
@@ -64,20 +90,20 @@ pub fn mount_root(
     fstype: Option<&str>,
     options: &str,
     read_only: bool,
-) -> Result<String, BootError> {
-    fs::create_dir_all(target).map_err(|e| BootError::Io {
+) -> Result<String, MountError> {
+    fs::create_dir_all(target).map_err(|e| MountError::Io {
         step: "creating the root mount point",
         path: target.display().to_string(),
         source: e,
     })?;
-    let (mut flags, data) = mountopts::split(options);
+    let (mut flags, data) = options::split(options);
     if read_only {
         flags |= MsFlags::MS_RDONLY;
     }
     let candidates = match fstype {
         Some(t) => vec![t.to_string()],
         None => {
-            let list = fs::read_to_string("/proc/filesystems").map_err(|e| BootError::Io {
+            let list = fs::read_to_string("/proc/filesystems").map_err(|e| MountError::Io {
                 step: "reading the kernel's filesystems",
                 path: "/proc/filesystems".into(),
                 source: e,
@@ -98,7 +124,7 @@ pub fn mount_root(
             // Not this filesystem: the next candidate may fit.
             Err(e @ (Errno::EINVAL | Errno::ENODEV)) if fstype.is_none() => last = Some(e),
             Err(e) => {
-                return Err(BootError::Mount {
+                return Err(MountError::Mount {
                     what: device.to_string(),
                     target: target.display().to_string(),
                     fstype: t.clone(),
@@ -107,7 +133,7 @@ pub fn mount_root(
             }
         }
     }
-    Err(BootError::NoFilesystem {
+    Err(MountError::NoFilesystem {
         device: device.to_string(),
         tried: candidates.join(", "),
         last: last.map(|e| e.desc().to_string()).unwrap_or_default(),

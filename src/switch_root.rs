@@ -16,15 +16,24 @@ use nix::mount::{mount, MsFlags};
 use nix::sys::stat::{fstat, fstatat, Mode};
 use nix::unistd::{chdir, chroot, execv, unlinkat, UnlinkatFlags};
 
-use super::mounts::EARLY_MOUNTS;
-use super::BootError;
+use crate::mount::API_FILESYSTEMS;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchRootError {
+    #[error("no init to run in the new root (tried {tried})")]
+    NoInit { tried: String },
+    #[error("switch_root failed while {step}: {}", .source.desc())]
+    Step { step: &'static str, source: Errno },
+    #[error("cannot execute {init} in the new root: {}", .source.desc())]
+    Exec { init: String, source: Errno },
+}
 
 /// Where init lives when `init=` does not say, in the kernel's search order.
 pub const INIT_CANDIDATES: [&str; 4] = ["/sbin/init", "/etc/init", "/bin/init", "/bin/sh"];
 
 /// The init to run inside `new_root`: `init=` if given, else the first candidate that exists.
 /// Checked before anything is torn down, so a missing init fails with the initramfs intact.
-pub fn find_init(new_root: &Path, wanted: Option<&str>) -> Result<String, BootError> {
+pub fn find_init(new_root: &Path, wanted: Option<&str>) -> Result<String, SwitchRootError> {
     let executable = |p: &str| {
         resolve_in(new_root, p)
             .and_then(|full| std::fs::metadata(full).ok())
@@ -32,14 +41,14 @@ pub fn find_init(new_root: &Path, wanted: Option<&str>) -> Result<String, BootEr
     };
     match wanted {
         Some(p) if executable(p) => Ok(p.to_string()),
-        Some(p) => Err(BootError::NoInit {
+        Some(p) => Err(SwitchRootError::NoInit {
             tried: p.to_string(),
         }),
         None => INIT_CANDIDATES
             .iter()
             .find(|p| executable(p))
             .map(|p| p.to_string())
-            .ok_or_else(|| BootError::NoInit {
+            .ok_or_else(|| SwitchRootError::NoInit {
                 tried: INIT_CANDIDATES.join(", "),
             }),
     }
@@ -89,24 +98,24 @@ pub fn resolve_in(root: &Path, path: &str) -> Option<PathBuf> {
     Some(root.join(resolved))
 }
 
-fn step(step: &'static str) -> impl FnOnce(Errno) -> BootError {
-    move |source| BootError::SwitchRoot { step, source }
+fn step(step: &'static str) -> impl FnOnce(Errno) -> SwitchRootError {
+    move |source| SwitchRootError::Step { step, source }
 }
 
 /// Moves the API mounts into `new_root`, makes it `/`, frees the initramfs and executes `init`.
 /// Returns only on failure.
-pub fn switch_root(new_root: &Path, init: &str, args: &[CString]) -> BootError {
+pub fn switch_root(new_root: &Path, init: &str, args: &[CString]) -> SwitchRootError {
     match switch(new_root) {
         Ok(()) => exec(init, args),
         Err(e) => e,
     }
 }
 
-fn switch(new_root: &Path) -> Result<(), BootError> {
+fn switch(new_root: &Path) -> Result<(), SwitchRootError> {
     let old_root: OwnedFd =
         nix::fcntl::open("/", OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())
             .map_err(step("opening the initramfs root"))?;
-    for (_, target, _, _) in EARLY_MOUNTS {
+    for (_, target, _, _) in API_FILESYSTEMS {
         let dest = new_root.join(target.trim_start_matches('/'));
         if !dest.is_dir() {
             log::warn!(
@@ -192,12 +201,12 @@ fn remove_entry(parent: i32, name: &CStr, ty: Option<Type>, dev: u64) {
     }
 }
 
-fn exec(init: &str, args: &[CString]) -> BootError {
+fn exec(init: &str, args: &[CString]) -> SwitchRootError {
     let path = CString::new(OsStr::new(init).as_bytes()).unwrap_or_default();
     let mut argv = vec![path.clone()];
     argv.extend_from_slice(args);
     match execv(&path, &argv) {
-        Err(source) => BootError::Exec {
+        Err(source) => SwitchRootError::Exec {
             init: init.to_string(),
             source,
         },

@@ -5,12 +5,28 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use crate::cmdline::Host;
 use crate::proto::consts::DEFAULT_PORT;
 
 /// The expected forms, quoted in errors.
 pub const TARGET_FORMS: &str =
     "host[:port], [ipv6]:port, nbd://host[:port][/export] or nbd+unix:///export?socket=/path";
+
+/// A server's name or address, as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    Ip(IpAddr),
+    Name(String),
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Ip(IpAddr::V6(a)) => write!(f, "[{a}]"),
+            Host::Ip(a) => write!(f, "{a}"),
+            Host::Name(n) => f.write_str(n),
+        }
+    }
+}
 
 /// How to reach a server.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,13 +3,14 @@
 
 use std::fmt::Write as _;
 
-use crate::attach::{self, AttachError, AttachOptions, Attached, Interface};
-use crate::cmdline::ConnectPolicy;
-use crate::connect::{self, ConnectError, Peer, SocketOptions};
+use crate::address::{self, Endpoint, TargetError};
+use crate::connect::{self, ConnectError, Peer};
+use crate::kernel::attach::{self, AttachError, AttachOptions, Attached, Interface};
 use crate::kernel::{self, device};
 use crate::proto::consts::*;
 use crate::proto::{self, ExportEntry, HandshakeError, Style};
-use crate::uri::{self, Endpoint, TargetError};
+use crate::settings::ConnectPolicy;
+use crate::settings::SocketOptions;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -94,7 +95,7 @@ fn session(
     server: &str,
     policy: &ConnectPolicy,
 ) -> Result<(Peer, connect::Stream, Option<String>), CommandError> {
-    let target = uri::parse_target(server)?;
+    let target = address::parse_target(server)?;
     let peer = connect::resolve(&target.endpoint)?;
     let stream = connect::open(&peer, policy, &SocketOptions::default())?;
     Ok((peer, stream, target.export))
@@ -193,7 +194,7 @@ pub fn swap_on(
         crate::swap::mkswap(&attached.device, attached.export.size)?;
     }
     crate::swap::swapon(&attached.device, priority)?;
-    if let Some(k) = crate::swap::raise_min_free(crate::cmdline::MinFree::Auto)? {
+    if let Some(k) = crate::swap::raise_min_free(crate::plan::MinFree::Auto)? {
         log::info!("vm.min_free_kbytes raised to {k} for swap over the network");
     }
     Ok(())

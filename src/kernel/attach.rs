@@ -6,12 +6,13 @@ use std::path::Path;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::cmdline::ConnectPolicy;
-use crate::connect::{self, ConnectError, Connection, Peer, SocketOptions};
+use crate::connect::{self, ConnectError, Connection, Peer};
 use crate::kernel::ioctl::{self, IoctlDevice, IoctlError};
 use crate::kernel::{self, device, Attach, KernelError};
 use crate::proto::consts::TFLAG_READ_ONLY;
 use crate::proto::Export;
+use crate::settings::ConnectPolicy;
+use crate::settings::SocketOptions;
 
 /// How long a device node may take to appear, and the driver to report a started device.
 const DEVICE_WAIT: Duration = Duration::from_secs(5);

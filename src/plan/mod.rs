@@ -1,0 +1,259 @@
+//! The boot plan: everything the boot needs to know, decided from the kernel command line (and
+//! a DHCP root-path) before it touches the system. Pure data; [`render`] shows it to people.
+
+pub mod render;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::address::Host;
+use crate::settings::{ConnectPolicy, Tuning};
+
+/// Everything the boot flow needs to know, decided before it touches the system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootPlan {
+    pub source: RootSource,
+    /// The nbd device to attach to (`nbdroot=…,nbdX`, `root=/dev/nbdX`); `None` lets the
+    /// kernel pick.
+    pub device: Option<u32>,
+    /// What to mount once the export is attached.
+    pub root: RootDevice,
+    pub network: NetPlan,
+    pub mount: MountParams,
+    /// `init=`; `None` means the kernel's search order.
+    pub init: Option<String>,
+    pub connect: ConnectPolicy,
+    pub tuning: Tuning,
+    pub onfail: OnFail,
+    /// `rd.nbdroot.swap=nbd:…`: an export to swap on.
+    pub swap: Option<NbdSpec>,
+    /// `rd.nbdroot.min_free_kbytes=<n>|off`: the reserve raised for swap over the network;
+    /// `None` leaves the kernel's value.
+    pub min_free_kbytes: MinFree,
+    /// Conflicts resolved by precedence, for the log.
+    pub warnings: Vec<String>,
+}
+
+/// Where the NBD root is described.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootSource {
+    Nbd(NbdSpec),
+    /// `root=dhcp`, `netroot=dhcp`: the DHCP root-path holds an `nbd:` string.
+    Dhcp,
+    /// Debian's `nbdroot=dhcp[,…]`: the root-path holds Debian's form, or only the server
+    /// comes from DHCP.
+    Debian(DebianSpec),
+}
+
+/// What to mount: the attached device, one of its partitions, or a filesystem on it found
+/// by label or UUID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootDevice {
+    Whole,
+    Partition(u32),
+    Label(String),
+    Uuid(String),
+}
+
+/// Kernel-level mount parameters; the `nbd:` string's own fields win over them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MountParams {
+    /// Kernel `ro` (true) or `rw` (false), the last one given.
+    pub kernel_ro: Option<bool>,
+    pub rootfstype: Option<String>,
+    pub rootflags: Option<String>,
+}
+
+/// How the root filesystem is mounted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootMount {
+    pub fstype: Option<String>,
+    /// Mount options without `ro`/`rw`.
+    pub options: String,
+    pub read_only: bool,
+}
+
+impl MountParams {
+    /// Kernel `ro`/`rw` win over the flags field, which wins over the default (read-only, as
+    /// the kernel mounts its root).
+    pub fn resolve(&self, spec: &NbdSpec) -> RootMount {
+        let flags = spec.rootflags.clone().or_else(|| self.rootflags.clone());
+        let mut read_only = true;
+        let mut options = Vec::new();
+        for opt in flags
+            .iter()
+            .flat_map(|f| f.split(','))
+            .filter(|o| !o.is_empty())
+        {
+            match opt {
+                "ro" => read_only = true,
+                "rw" => read_only = false,
+                o => options.push(o),
+            }
+        }
+        RootMount {
+            fstype: spec.fstype.clone().or_else(|| self.rootfstype.clone()),
+            options: options.join(","),
+            read_only: self.kernel_ro.unwrap_or(read_only),
+        }
+    }
+}
+
+/// Which interfaces to configure, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetPlan {
+    /// One entry per `ip=`; with none, DHCP on the interfaces that get a link.
+    pub configs: Vec<IpConfig>,
+    /// `BOOTIF=`: the interface with this MAC is the one to boot from.
+    pub bootif: Option<Mac>,
+    /// `bootdev=`: the interface to boot from.
+    pub bootdev: Option<String>,
+    /// `ifname=<name>:<mac>`: interfaces to rename before anything else.
+    pub ifnames: Vec<(String, Mac)>,
+    /// `nameserver=`.
+    pub nameservers: Vec<IpAddr>,
+}
+
+/// How vm.min_free_kbytes is set when swapping over NBD.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MinFree {
+    /// Raise it to RAM/64, between 8 and 64 MiB, unless it is already higher.
+    #[default]
+    Auto,
+    Off,
+    KiB(u64),
+}
+
+/// `rd.nbdroot.onfail=`: what a failed boot does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnFail {
+    /// Print the reason and end PID 1 (the kernel panics, and reboots with `panic=N`).
+    #[default]
+    Panic,
+    /// Start over from the network, forever, with a pause that grows to a minute.
+    Retry,
+    /// Run `/bin/sh` if the initramfs has one (for debugging), else panic.
+    Shell,
+}
+
+/// Where the root export lives and how to attach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NbdSpec {
+    pub host: Host,
+    pub port: u16,
+    /// Export name; empty means the server's default export.
+    pub export: String,
+    /// Filesystem type; `None` means detect it.
+    pub fstype: Option<String>,
+    /// Mount options as written, `ro`/`rw` included (the caller resolves those).
+    pub rootflags: Option<String>,
+    pub opts: NbdOpts,
+}
+
+impl NbdSpec {
+    /// `host:port`, with brackets around IPv6 addresses.
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// The nbdopts field: comma-separated options for the NBD connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NbdOpts {
+    /// Kernel block size (`bs=`), overriding what the server prefers.
+    pub block_size: Option<u32>,
+    /// Kernel I/O timeout (`timeout=` seconds).
+    pub timeout: Option<Duration>,
+    /// Attach read-only whatever the server allows (`readonly` or `ro`).
+    pub read_only: bool,
+    /// Number of connections (`conns=`), which needs the server's CAN_MULTI_CONN.
+    pub connections: Option<u16>,
+    /// How long I/O waits for a dead connection to be replaced (`dead-timeout=` seconds).
+    pub dead_timeout: Option<Duration>,
+    /// For swap: write a fresh swap signature first (`mkswap`), and the priority (`prio=`).
+    pub mkswap: bool,
+    pub priority: Option<u16>,
+}
+
+/// Debian initramfs-tools' `nbdroot=`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DebianSpec {
+    /// `nbdroot=dhcp` (or empty): the whole value comes from the DHCP root-path.
+    FromRootPath,
+    Given {
+        /// `None`: the DHCP server (next-server, else server identifier).
+        host: Option<Host>,
+        port: u16,
+        export: String,
+        /// `nbdX` in the third field.
+        device: Option<u32>,
+    },
+}
+
+impl DebianSpec {
+    /// The NBD spec, once a DHCP-provided server is known (`dhcp_server`).
+    pub fn to_nbd(&self, dhcp_server: Option<Host>) -> Option<(NbdSpec, Option<u32>)> {
+        let DebianSpec::Given {
+            host,
+            port,
+            export,
+            device,
+        } = self
+        else {
+            return None;
+        };
+        let spec = NbdSpec {
+            host: host.clone().or(dhcp_server)?,
+            port: *port,
+            export: export.clone(),
+            fstype: None,
+            rootflags: None,
+            opts: NbdOpts::default(),
+        };
+        Some((spec, *device))
+    }
+}
+
+/// How one interface (or all) is to be configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IpConfig {
+    /// `ip=off`/`none`: leave the network alone (the kernel may have configured it).
+    Off,
+    /// DHCPv4, on one device or on every device that gets a link.
+    Dhcp {
+        device: Option<String>,
+        mtu: Option<u16>,
+        mac: Option<Mac>,
+    },
+    Static(StaticIp),
+}
+
+/// A static address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticIp {
+    pub client: IpAddr,
+    pub prefix_len: u8,
+    pub gateway: Option<IpAddr>,
+    pub hostname: Option<String>,
+    /// `None`: the first interface that appears.
+    pub device: Option<String>,
+    pub dns: Vec<IpAddr>,
+    pub mtu: Option<u16>,
+    pub mac: Option<Mac>,
+}
+
+/// A MAC address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Mac(pub [u8; 6]);
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
+    }
+}
