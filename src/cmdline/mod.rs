@@ -5,6 +5,7 @@
 //! own `rd.nbdroot.*` knobs.
 
 pub mod ip;
+pub mod params;
 pub mod mac;
 pub mod root;
 
