@@ -252,9 +252,9 @@ $bb dd if=/dev/urandom of=/late bs=4k count=1 conv=fsync 2>/dev/null; echo "NBDT
 
 #[test]
 fn nbd_client_persist_loses_the_root_on_the_same_restart() {
-    // The reference stack, same scenario: Debian's nbd-client 3.24 with -persist (DESIGN.md
-    // section 6 measured that the connection never comes back). If this ever passes, the
-    // comparison in BENCHMARKS.md is stale.
+    // The reference stack, same scenario: Debian's nbd-client 3.24 with -persist, whose
+    // connection was measured never to come back. If this ever passes, the comparison in
+    // BENCHMARKS.md is stale.
     let kit = boot_kit();
     let dir = scratch("reference");
     let initrd = dir.join("reference.img");
