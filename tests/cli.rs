@@ -245,7 +245,7 @@ fn check_and_disconnect_report_bad_devices() {
 
 #[test]
 fn connect_without_the_nbd_module_says_so() {
-    // The host kernel has no nbd driver : neither interface is there.
+    // The host kernel has no nbd driver: neither interface is there.
     assert!(
         !std::path::Path::new("/sys/block/nbd0").exists(),
         "this test needs a host without nbd"
