@@ -90,7 +90,12 @@ fn build_nbdroot() -> Result<PathBuf> {
 
 /// Builds nbdroot's own initramfs for `kernel` at `out` with `nbdroot mkinitramfs`.
 pub fn nbdroot_initramfs(kernel: &Kernel, out: &Path) -> Result<()> {
-    let mut cmd = Command::new(nbdroot_binary()?);
+    nbdroot_initramfs_with(&nbdroot_binary()?, kernel, out)
+}
+
+/// An nbdroot initramfs made by (and around) another build of the binary, for comparisons.
+pub fn nbdroot_initramfs_with(binary: &Path, kernel: &Kernel, out: &Path) -> Result<()> {
+    let mut cmd = Command::new(binary);
     cmd.arg("mkinitramfs")
         .arg("-o")
         .arg(out)

@@ -8,25 +8,32 @@ use std::time::Duration;
 use nbdroot_qemu::error::Context;
 use nbdroot_qemu::reference::nbd_client_initramfs;
 use nbdroot_qemu::{
-    cache_dir, debian_cloud_kernel, floor_initramfs, nbdroot_binary, nbdroot_initramfs, qemu_nbd,
-    run, Kernel, RootFs, VmConfig,
+    cache_dir, debian_cloud_kernel, floor_initramfs, nbdroot_binary, nbdroot_initramfs,
+    nbdroot_initramfs_with, qemu_nbd, run, Kernel, RootFs, VmConfig,
 };
 
-const USAGE: &str = "usage: bench-boot [--rounds N]   (default 5)";
+const USAGE: &str = "usage: bench-boot [--rounds N] [--baseline BINARY]
+  --rounds N         boots per stack (default 5)
+  --baseline BINARY  also boot an initramfs around another static nbdroot build (an older
+                     commit's), same command line as the static row";
 
 fn main() -> ExitCode {
     let mut rounds = 5usize;
+    let mut baseline = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        match (a.as_str(), args.next().and_then(|v| v.parse().ok())) {
-            ("--rounds", Some(n)) if n > 0 => rounds = n,
+        match (a.as_str(), args.next()) {
+            ("--rounds", Some(n)) if n.parse::<usize>().is_ok_and(|n| n > 0) => {
+                rounds = n.parse().unwrap_or(5)
+            }
+            ("--baseline", Some(b)) => baseline = Some(std::path::PathBuf::from(b)),
             _ => {
                 eprintln!("{USAGE}");
                 return ExitCode::from(2);
             }
         }
     }
-    match bench(rounds) {
+    match bench(rounds, baseline.as_deref()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench-boot: {e}");
@@ -106,7 +113,7 @@ impl Stats {
     }
 }
 
-fn bench(rounds: usize) -> nbdroot_qemu::Result<()> {
+fn bench(rounds: usize, baseline: Option<&std::path::Path>) -> nbdroot_qemu::Result<()> {
     let kernel = debian_cloud_kernel()?;
     let dir = cache_dir()?.join("bench-boot");
     std::fs::create_dir_all(&dir).step(|| format!("create {}", dir.display()))?;
@@ -129,14 +136,11 @@ fn bench(rounds: usize) -> nbdroot_qemu::Result<()> {
         "NBDROOT-FLOOR uptime=",
     );
     let probe = "NBDROOT-PROBE pid=1 uptime=";
-    let mut stacks = [
+    let static_ip =
+        format!("root=nbd:10.0.2.2:{port} ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off rw");
+    let mut stacks = vec![
         floor_stack,
-        Stack::new(
-            "nbdroot, static ip=",
-            &initrd,
-            format!("root=nbd:10.0.2.2:{port} ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off rw"),
-            probe,
-        ),
+        Stack::new("nbdroot, static ip=", &initrd, static_ip.clone(), probe),
         Stack::new(
             "nbdroot, DHCP (QEMU's)",
             &initrd,
@@ -150,6 +154,16 @@ fn bench(rounds: usize) -> nbdroot_qemu::Result<()> {
             probe,
         ),
     ];
+    if let Some(binary) = baseline {
+        let img = dir.join("baseline.img");
+        nbdroot_initramfs_with(binary, &kernel, &img)?;
+        stacks.push(Stack::new(
+            "nbdroot baseline (--baseline), static ip=",
+            &img,
+            static_ip,
+            probe,
+        ));
+    }
     for round in 1..=rounds {
         let mut line = format!("round {round}/{rounds}:");
         for st in stacks.iter_mut() {
@@ -192,5 +206,13 @@ fn bench(rounds: usize) -> nbdroot_qemu::Result<()> {
         over(3)
     );
     println!("\nnbdroot static binary: {binary} bytes (stripped, x86_64-unknown-linux-musl)");
+    if let Some(b) = baseline {
+        println!(
+            "baseline binary {}: {} bytes; the static row minus the baseline row: {:+.2} s.",
+            b.display(),
+            size(b),
+            stacks[1].stats.median() - stacks[4].stats.median()
+        );
+    }
     Ok(())
 }
