@@ -22,7 +22,7 @@ use crate::cmdline::ConnectPolicy;
 use crate::connect;
 use crate::kernel::{self, Events, KernelError};
 pub use config::Config;
-use status::Status;
+use status::{State, Status};
 
 /// Where status files go; /run moves into the real root at switch_root.
 pub const STATUS_DIR: &str = "/run/nbdroot";
@@ -122,7 +122,7 @@ pub fn run(cfg: Config, ready_fd: Option<i32>) -> Result<(), SuperviseError> {
         device: kernel::device_path(index),
         server: cfg.peer.to_string(),
         export: cfg.export.clone(),
-        state: "connected",
+        state: State::Connected,
         connections: cfg.connections,
         guards: format!(
             "mlockall={} io_flusher={} oom_score_adj={}",
@@ -165,7 +165,7 @@ pub fn run(cfg: Config, ready_fd: Option<i32>) -> Result<(), SuperviseError> {
                     Ok(None | Some(false))
                 )
             {
-                st.state = "gone";
+                st.state = State::Gone;
                 st.last_error = format!("{} was disconnected", st.device);
                 publish(&st);
                 log::info!("{}: disconnected; the supervisor stops", st.device);
@@ -174,7 +174,7 @@ pub fn run(cfg: Config, ready_fd: Option<i32>) -> Result<(), SuperviseError> {
             continue;
         }
         let since = Instant::now();
-        st.state = "reconnecting";
+        st.state = State::Reconnecting;
         publish(&st);
         log::warn!(
             "{}: connection to {} lost; reconnecting",
@@ -184,7 +184,7 @@ pub fn run(cfg: Config, ready_fd: Option<i32>) -> Result<(), SuperviseError> {
         match reconnect(&cfg, &mut st, &publish) {
             Ok(()) => {
                 st.reconnects += 1;
-                st.state = "connected";
+                st.state = State::Connected;
                 st.last_stall_ms = Some(since.elapsed().as_millis());
                 st.rss_kib = rss.kib();
                 log::info!(
@@ -198,7 +198,7 @@ pub fn run(cfg: Config, ready_fd: Option<i32>) -> Result<(), SuperviseError> {
                 let _ = events.wait(Duration::from_millis(0));
             }
             Err(gone) => {
-                st.state = "gone";
+                st.state = State::Gone;
                 st.last_error = gone.to_string();
                 publish(&st);
                 log::error!("{}: {gone}; the supervisor stops", st.device);
