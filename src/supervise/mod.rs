@@ -3,9 +3,15 @@
 //! netlink multicast group; with DEAD_CONN_TIMEOUT set, I/O waits while the supervisor
 //! reconnects (same resolved address, no DNS), renegotiates the same export, checks its size
 //! and hands the new sockets over with NBD_CMD_RECONFIGURE.
+//!
+//! Every decision is made by `machine::Supervisor`, which performs no I/O; [`run`] only
+//! carries them out.
 
+mod backoff;
 pub mod config;
 pub mod guard;
+mod machine;
+mod offer;
 pub mod status;
 
 use std::ffi::CString;
@@ -18,10 +24,12 @@ use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
 use nix::sys::stat::Mode;
 use nix::unistd::{fork, pipe, read, ForkResult};
 
-use crate::connect;
+use crate::connect::{self, Connection};
 use crate::kernel::{self, Events, KernelError};
 use crate::settings::ConnectPolicy;
 pub use config::Config;
+use machine::{Action, Actions, Device, Event, Supervisor};
+use offer::{Attached, Offer};
 use status::Status;
 
 /// Where status files go; /run moves into the real root at switch_root.
@@ -29,12 +37,6 @@ pub const STATUS_DIR: &str = "/run/nbdroot";
 /// argv[0] of the supervisor: systemd spares root-owned processes whose argv[0] starts
 /// with '@' at switch_root and shutdown (its "root storage daemon" convention).
 pub const ARGV0: &str = "@nbdroot";
-/// Pause between reconnect attempts: short (a refused connection costs nothing), so I/O
-/// resumes within a quarter of a second of the server's return; after a minute of
-/// failures, once a second.
-const RETRY_PAUSES_MS: [u64; 4] = [50, 100, 200, 250];
-const SLOW_RETRY: Duration = Duration::from_secs(1);
-const SLOW_AFTER: Duration = Duration::from_secs(60);
 /// How long the parent waits for the supervisor to report that it is ready.
 const START_WAIT: Duration = Duration::from_secs(5);
 
@@ -109,20 +111,19 @@ pub fn spawn(mut cfg: Config) -> Result<i32, SuperviseError> {
     }
 }
 
-/// The supervisor's main loop (`@nbdroot supervise <config> <ready fd>`). Returns only when
-/// the device is gone.
+/// The supervisor's main loop (`@nbdroot supervise <config> <ready fd>`): a thin driver
+/// that carries out what `machine::Supervisor` decides and tells it what came of it.
+/// Returns only when the device is gone.
 pub fn run(cfg: Config, ready_fd: Option<i32>) -> Result<(), SuperviseError> {
     let index = cfg.index;
     let guards = guard::apply();
     let mut rss = status::Rss::open();
-    let mut events =
-        Events::subscribe().map_err(|source| SuperviseError::Kernel { index, source })?;
-    let mut st = Status {
+    let events = Events::subscribe().map_err(|source| SuperviseError::Kernel { index, source })?;
+    let status = Status {
         pid: std::process::id(),
         device: kernel::device_path(index),
         server: cfg.peer.to_string(),
         export: cfg.export.clone(),
-        state: "connected",
         connections: cfg.connections,
         guards: format!(
             "mlockall={} io_flusher={} oom_score_adj={}",
@@ -137,134 +138,140 @@ pub fn run(cfg: Config, ready_fd: Option<i32>) -> Result<(), SuperviseError> {
         rss_kib: rss.kib(),
         ..Status::default()
     };
-    let publish = |st: &Status| {
-        if let Some(fd) = cfg.status_fd {
-            if let Err(e) = status::write(fd, index, st) {
-                log::warn!("cannot write the status of {}: {e}", st.device);
-            }
-        }
+    let attached = Attached {
+        size: cfg.size,
+        // The configuration does not carry the attach-time flags: only the size and the
+        // connection count are checked.
+        flags: None,
+        connections: cfg.connections,
     };
-    publish(&st);
+    let mut sup = Supervisor::new(index, attached, status);
+    let mut driver = Driver {
+        cfg: &cfg,
+        events,
+        rss,
+        sockets: Vec::new(),
+    };
+
+    let mut actions = sup.start(Instant::now());
+    driver.prepare(&actions, sup.status());
     if let Some(fd) = ready_fd.filter(|fd| *fd >= 0) {
         // SAFETY: the descriptor was inherited for this one purpose; the File owns and closes it.
         let mut w = unsafe { std::fs::File::from_raw_fd(fd) };
         let _ = std::io::Write::write_all(&mut w, b"1");
     }
+    let st = sup.status();
     log::info!("supervising {} ({} {})", st.device, st.server, st.guards);
-
     loop {
-        let dead = events
-            .wait(Duration::from_secs(5))
-            .map_err(|source| SuperviseError::Kernel { index, source })?;
-        if !dead.contains(&index) {
-            // Quiet: check now and then that the device still exists (someone may have
-            // disconnected it); then there is nothing left to supervise.
-            if dead.is_empty()
-                && matches!(
-                    kernel::netlink::is_configured(index),
-                    Ok(None | Some(false))
-                )
-            {
-                st.state = "gone";
-                st.last_error = format!("{} was disconnected", st.device);
-                publish(&st);
-                log::info!("{}: disconnected; the supervisor stops", st.device);
-                return Ok(());
-            }
-            continue;
-        }
-        let since = Instant::now();
-        st.state = "reconnecting";
-        publish(&st);
-        log::warn!(
-            "{}: connection to {} lost; reconnecting",
-            st.device,
-            st.server
-        );
-        match reconnect(&cfg, &mut st, &publish) {
-            Ok(()) => {
-                st.reconnects += 1;
-                st.state = "connected";
-                st.last_stall_ms = Some(since.elapsed().as_millis());
-                st.rss_kib = rss.kib();
-                log::info!(
-                    "{}: reconnected to {} in {} ms",
-                    st.device,
-                    st.server,
-                    since.elapsed().as_millis()
-                );
-                publish(&st);
-                // Events for the other sockets of the same failure: already handled.
-                let _ = events.wait(Duration::from_millis(0));
-            }
-            Err(gone) => {
-                st.state = "gone";
-                st.last_error = gone.to_string();
-                publish(&st);
-                log::error!("{}: {gone}; the supervisor stops", st.device);
-                return Ok(());
-            }
-        }
+        let Some(event) = driver.execute(actions.next)? else {
+            return Ok(());
+        };
+        actions = sup.handle(Instant::now(), event);
+        driver.prepare(&actions, sup.status());
     }
 }
 
-/// Reconnects until RECONFIGURE succeeds. Ends with an error only when the kernel no
-/// longer has the device (it was disconnected, or its dead-connection timeout expired).
-fn reconnect(cfg: &Config, st: &mut Status, publish: &dyn Fn(&Status)) -> Result<(), KernelError> {
-    let policy = ConnectPolicy {
-        attempt_timeout: cfg.attempt_timeout,
-        retries: 0,
-    };
-    let mut attempt = 0usize;
-    let start = Instant::now();
-    loop {
-        let pause = match start.elapsed() >= SLOW_AFTER {
-            true => SLOW_RETRY,
-            false => Duration::from_millis(RETRY_PAUSES_MS[attempt.min(RETRY_PAUSES_MS.len() - 1)]),
-        };
-        attempt += 1;
-        match connect::connect_many(
-            &cfg.peer,
-            &cfg.export,
-            cfg.connections,
-            &policy,
-            &cfg.socket,
-        ) {
-            Ok(conns) if conns[0].export.size != cfg.size => {
-                st.last_error = format!(
-                    "the export is now {} bytes, not {}: refusing to reattach it",
-                    conns[0].export.size, cfg.size
-                );
-                log::error!("{}: {}", st.device, st.last_error);
-                publish(st);
-            }
-            Ok(conns) => {
-                let fds: Vec<_> = conns.iter().map(|c| c.stream.as_raw_fd()).collect();
-                match kernel::netlink::reconfigure(cfg.index, &fds, cfg.identifier.as_deref()) {
-                    Ok(()) => return Ok(()),
-                    Err(e)
-                        if matches!(
-                            e.errno(),
-                            Some(libc::EINVAL | libc::ENOENT | libc::ENODEV)
-                        ) =>
-                    {
-                        return Err(e)
-                    }
-                    Err(e) => {
-                        st.last_error = e.to_string();
-                        log::warn!("{}: {e}", st.device);
-                    }
+/// What the supervisor does with the world: the kernel's events and netlink commands, the
+/// server, the status file, the clock.
+struct Driver<'a> {
+    cfg: &'a Config,
+    events: Events,
+    rss: status::Rss,
+    /// Negotiated by the last `Connect`, for the `Reconfigure` that may follow.
+    sockets: Vec<Connection>,
+}
+
+impl Driver<'_> {
+    /// Everything in `actions` before its next action.
+    fn prepare(&mut self, actions: &Actions, st: &Status) {
+        if let Some(note) = &actions.log {
+            log::log!(note.level, "{}", note.text);
+        }
+        if actions.publish {
+            if let Some(fd) = self.cfg.status_fd {
+                if let Err(e) = status::write(fd, self.cfg.index, st) {
+                    log::warn!("cannot write the status of {}: {e}", st.device);
                 }
-            }
-            Err(e) => {
-                st.last_error = e.to_string();
-                if attempt == 1 || attempt % 20 == 0 {
-                    log::warn!("{}: {e}", st.device);
-                }
-                publish(st);
             }
         }
-        sleep(pause);
+        if actions.discard_events {
+            let _ = self.events.wait(Duration::ZERO);
+        }
+        // Refused or not wanted: close them before anything else, the next attempt included
+        // (a server may take one client at a time).
+        if actions.next != Action::Reconfigure {
+            self.sockets.clear();
+        }
+    }
+
+    /// Carries out `action`; `None` once there is nothing left to do.
+    fn execute(&mut self, action: Action) -> Result<Option<Event>, SuperviseError> {
+        let cfg = self.cfg;
+        let event = match action {
+            Action::WaitEvents { until } => {
+                let dead = self
+                    .events
+                    .wait(until.saturating_duration_since(Instant::now()))
+                    .map_err(|source| SuperviseError::Kernel {
+                        index: cfg.index,
+                        source,
+                    })?;
+                Event::LinkDead(dead)
+            }
+            Action::CheckDevice => Event::Device(match kernel::netlink::is_configured(cfg.index) {
+                Ok(Some(true)) => Device::Configured,
+                Ok(None | Some(false)) => Device::Unconfigured,
+                Err(e) => {
+                    log::debug!("{}: {e}", kernel::device_path(cfg.index));
+                    Device::Unanswered
+                }
+            }),
+            Action::Connect => {
+                let policy = ConnectPolicy {
+                    attempt_timeout: cfg.attempt_timeout,
+                    retries: 0,
+                };
+                match connect::connect_many(
+                    &cfg.peer,
+                    &cfg.export,
+                    cfg.connections,
+                    &policy,
+                    &cfg.socket,
+                ) {
+                    Ok(conns) => {
+                        let offer = Offer {
+                            size: conns[0].export.size,
+                            flags: conns[0].export.flags,
+                        };
+                        self.sockets = conns;
+                        Event::Negotiated(offer)
+                    }
+                    Err(e) => Event::ConnectFailed(e.to_string()),
+                }
+            }
+            Action::Reconfigure => {
+                let fds: Vec<_> = self.sockets.iter().map(|c| c.stream.as_raw_fd()).collect();
+                let result =
+                    kernel::netlink::reconfigure(cfg.index, &fds, cfg.identifier.as_deref());
+                // The kernel holds its own references to the sockets it took.
+                self.sockets.clear();
+                match result {
+                    Ok(()) => Event::Reconfigured {
+                        rss_kib: self.rss.kib(),
+                    },
+                    Err(e) => Event::ReconfigureFailed {
+                        errno: e.errno(),
+                        message: e.to_string(),
+                    },
+                }
+            }
+            Action::Sleep { until } => {
+                sleep(until.saturating_duration_since(Instant::now()));
+                Event::Timer
+            }
+            Action::Stop => return Ok(None),
+        };
+        Ok(Some(event))
     }
 }
 

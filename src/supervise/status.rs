@@ -10,6 +10,28 @@ use std::path::Path;
 use nix::fcntl::{openat, renameat, OFlag};
 use nix::sys::stat::Mode;
 
+/// What the supervisor is doing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum State {
+    /// Every connection is live; waiting for the kernel to announce a dead one.
+    #[default]
+    Connected,
+    /// Replacing a dead connection; I/O waits (until the dead-connection timeout).
+    Reconnecting,
+    /// The device was disconnected: nothing is left to supervise.
+    Gone,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Connected => "connected",
+            State::Reconnecting => "reconnecting",
+            State::Gone => "gone",
+        }
+    }
+}
+
 /// What `nbdroot status` shows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Status {
@@ -17,8 +39,7 @@ pub struct Status {
     pub device: String,
     pub server: String,
     pub export: String,
-    /// `connected`, `reconnecting` or `gone`.
-    pub state: &'static str,
+    pub state: State,
     pub connections: usize,
     pub reconnects: u64,
     pub last_error: String,
@@ -35,7 +56,7 @@ impl Status {
         let _ = writeln!(s, "device={}", self.device);
         let _ = writeln!(s, "server={}", self.server);
         let _ = writeln!(s, "export={}", self.export);
-        let _ = writeln!(s, "state={}", self.state);
+        let _ = writeln!(s, "state={}", self.state.as_str());
         let _ = writeln!(s, "connections={}", self.connections);
         let _ = writeln!(s, "reconnects={}", self.reconnects);
         let _ = writeln!(s, "last_error={}", self.last_error.replace('\n', " "));
@@ -115,4 +136,36 @@ pub fn read_all(dir: &Path) -> Vec<(String, String)> {
         .unwrap_or_default();
     out.sort();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `nbdroot status`, the VM tests and people read these keys: they do not change.
+    #[test]
+    fn renders_every_key_in_order() {
+        let st = Status {
+            pid: 42,
+            device: "/dev/nbd1".into(),
+            server: "unix:/run/nbd.sock".into(),
+            export: "swap".into(),
+            state: State::Reconnecting,
+            connections: 2,
+            reconnects: 3,
+            last_error: "a\nb".into(),
+            last_stall_ms: Some(250),
+            rss_kib: None,
+            guards: "mlockall=false io_flusher=true oom_score_adj=unchanged".into(),
+        };
+        assert_eq!(
+            st.render(),
+            "pid=42\ndevice=/dev/nbd1\nserver=unix:/run/nbd.sock\nexport=swap\n\
+             state=reconnecting\nconnections=2\nreconnects=3\nlast_error=a b\n\
+             last_stall_ms=250\nrss_kib=\n\
+             guards=mlockall=false io_flusher=true oom_score_adj=unchanged\n"
+        );
+        let states = [State::Connected, State::Reconnecting, State::Gone].map(State::as_str);
+        assert_eq!(states, ["connected", "reconnecting", "gone"]);
+    }
 }
