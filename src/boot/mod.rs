@@ -282,17 +282,7 @@ fn attach(plan: &BootPlan, spec: &NbdSpec, device: Option<u32>) -> Result<Attach
     let attached = attach::attach_netlink(&peer, &opts)?;
     // The supervisor replaces dead connections; without it the root still works, but a
     // server restart would end it, so say so loudly and go on.
-    let cfg = supervise::Config {
-        index: attached.index,
-        peer: attached.peer.clone(),
-        export: opts.export.clone(),
-        size: attached.export.size,
-        connections: opts.connections,
-        attempt_timeout: plan.connect.attempt_timeout,
-        socket: opts.socket,
-        identifier: None,
-        status_fd: None,
-    };
+    let cfg = supervise::Config::new(&attached, &opts);
     match supervise::spawn(cfg) {
         Ok(pid) => log::debug!("supervisor for {} is pid {pid}", attached.device),
         Err(e) => log::error!("{e}: the root will not survive a lost connection"),

@@ -168,17 +168,7 @@ pub fn info(
 
 /// `connect --persist`: a reconnect supervisor for the attached device.
 pub fn supervise(attached: &Attached, opts: &AttachOptions) -> Result<(), CommandError> {
-    let cfg = crate::supervise::Config {
-        index: attached.index,
-        peer: attached.peer.clone(),
-        export: opts.export.clone(),
-        size: attached.export.size,
-        connections: opts.connections,
-        attempt_timeout: opts.policy.attempt_timeout,
-        socket: opts.socket,
-        identifier: opts.identifier.clone(),
-        status_fd: None,
-    };
+    let cfg = crate::supervise::Config::new(attached, opts);
     let pid = crate::supervise::spawn(cfg)?;
     log::info!("{}: supervisor @nbdroot is pid {pid}", attached.device);
     Ok(())

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::connect::Peer;
+use crate::kernel::attach::{AttachOptions, Attached};
+use crate::proto::consts::TFLAG_READ_ONLY;
 use crate::settings::{self, SocketOptions};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +17,9 @@ pub struct Config {
     pub export: String,
     /// The export size at attach time: a reconnect that finds another size is refused.
     pub size: u64,
+    /// The transmission flags the kernel was given (READ_ONLY included when the device was
+    /// made read-only): a reconnect that would take away one it acts on is refused.
+    pub flags: u16,
     pub connections: usize,
     /// Bound on one reconnect attempt (connect plus handshake).
     pub attempt_timeout: Duration,
@@ -45,6 +50,27 @@ fn unhex(s: &str) -> Option<String> {
 }
 
 impl Config {
+    /// The supervisor of a device just attached with `opts`.
+    pub fn new(attached: &Attached, opts: &AttachOptions) -> Self {
+        let read_only = if attached.read_only {
+            TFLAG_READ_ONLY
+        } else {
+            0
+        };
+        Config {
+            index: attached.index,
+            peer: attached.peer.clone(),
+            export: opts.export.clone(),
+            size: attached.export.size,
+            flags: attached.export.flags | read_only,
+            connections: opts.connections,
+            attempt_timeout: opts.policy.attempt_timeout,
+            socket: opts.socket,
+            identifier: opts.identifier.clone(),
+            status_fd: None,
+        }
+    }
+
     /// `key=value` pairs joined by `;`, strings hex-encoded.
     pub fn encode(&self) -> String {
         let peer = match &self.peer {
@@ -53,10 +79,11 @@ impl Config {
         };
         let keepalive = settings::keepalive_text(self.socket.keepalive);
         let mut s = format!(
-            "index={};peer={peer};export={};size={};conns={};timeout={};keepalive={keepalive};user_timeout={}",
+            "index={};peer={peer};export={};size={};flags={};conns={};timeout={};keepalive={keepalive};user_timeout={}",
             self.index,
             hex(&self.export),
             self.size,
+            self.flags,
             self.connections,
             self.attempt_timeout.as_millis(),
             self.socket.user_timeout.map_or(0, |t| t.as_millis()),
@@ -90,6 +117,7 @@ impl Config {
             peer,
             export: unhex(get("export").ok_or_else(bad)?).ok_or_else(bad)?,
             size: num("size")?,
+            flags: u16::try_from(num("flags")?).map_err(|_| bad())?,
             connections: num("conns")? as usize,
             attempt_timeout: Duration::from_millis(num("timeout")?),
             socket: SocketOptions {
@@ -115,6 +143,7 @@ mod tests {
             peer: Peer::Tcp("[fd00::1]:10809".parse().unwrap()),
             export: "root; disk=1".into(),
             size: 1 << 30,
+            flags: 0x1ed,
             connections: 4,
             attempt_timeout: Duration::from_secs(10),
             socket: SocketOptions::default(),

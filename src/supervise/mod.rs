@@ -140,9 +140,7 @@ pub fn run(cfg: Config, ready_fd: Option<i32>) -> Result<(), SuperviseError> {
     };
     let attached = Attached {
         size: cfg.size,
-        // The configuration does not carry the attach-time flags: only the size and the
-        // connection count are checked.
-        flags: None,
+        flags: Some(cfg.flags),
         connections: cfg.connections,
     };
     let mut sup = Supervisor::new(index, attached, status);
