@@ -66,6 +66,7 @@ impl Log for Logger {
                 Level::Warn => "warning: ",
                 _ => "",
             };
+            // A logger has nowhere to report that the console is gone.
             let _ = writeln!(
                 std::io::stderr().lock(),
                 "nbdroot: {prefix}{}",
