@@ -348,7 +348,8 @@ impl proto::Client<Stream> {
     /// default export.
     ///
     /// One attempt ([`ConnectPolicy::COMMAND`]): the connect, and each read or write of the
-    /// handshake, may take up to [`ATTEMPT_TIMEOUT`](crate::settings::ATTEMPT_TIMEOUT). TCP connections get TCP_NODELAY, keepalive and TCP_USER_TIMEOUT
+    /// handshake, may take up to [`ATTEMPT_TIMEOUT`](crate::settings::ATTEMPT_TIMEOUT). TCP
+    /// connections get TCP_NODELAY, keepalive and TCP_USER_TIMEOUT
     /// ([`SocketOptions::default`]), so a server that vanishes fails a request within about
     /// half a minute; there are no read or write timeouts once negotiated. For retries or
     /// other options, [`connect`] and [`proto::Client::new`] are the pieces this is made of.

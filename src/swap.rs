@@ -76,7 +76,7 @@ pub fn mkswap(device: &str, size: u64) -> Result<(), SwapError> {
             source,
         }
     };
-    let uuid = random_uuid().map_err(io("making up a UUID for"))?;
+    let uuid = random_uuid().map_err(io("generating a UUID for"))?;
     let page = signature(size, uuid, "nbdswap").ok_or_else(|| SwapError::TooSmall {
         device: device.to_string(),
         size,
