@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::socket::{setsockopt, sockopt};
 
-use crate::address::Endpoint;
-use crate::address::Host;
+use crate::address::{self, Endpoint, Host, TargetError};
 use crate::proto::consts::TFLAG_CAN_MULTI_CONN;
 use crate::proto::{self, Export, HandshakeError};
 use crate::settings::{ConnectPolicy, SocketOptions};
@@ -62,6 +61,8 @@ pub enum ConnectError {
         size: u64,
         flags: u16,
     },
+    #[error(transparent)]
+    Target(#[from] TargetError),
 }
 
 /// A resolved server address: kept for reconnects, so no name lookup happens after boot.
@@ -336,6 +337,47 @@ pub fn connect_many(
         all.push(c);
     }
     Ok(all)
+}
+
+impl proto::Client<Stream> {
+    /// Connects to `target` and negotiates an export, ready for I/O.
+    ///
+    /// `target` is a server as the command line takes it: `host[:port]`, `[v6addr]:port`,
+    /// `nbd://host[:port][/export]` or `nbd+unix:///export?socket=PATH` (port 10809 unless
+    /// given). The export is `export` if given, else the one the URI names, else the server's
+    /// default export.
+    ///
+    /// One attempt ([`ConnectPolicy::COMMAND`]): the connect, and each read or write of the
+    /// handshake, may take up to [`ATTEMPT_TIMEOUT`](crate::settings::ATTEMPT_TIMEOUT). TCP
+    /// connections get TCP_NODELAY, keepalive and TCP_USER_TIMEOUT
+    /// ([`SocketOptions::default`]), so a server that vanishes fails a request within about
+    /// half a minute; there are no read or write timeouts once negotiated. For retries or
+    /// other options, [`connect`] and [`proto::Client::new`] are the pieces this is made of.
+    ///
+    /// The example on [`proto::Client`] runs against an in-process server.
+    ///
+    /// ```no_run
+    /// // no_run: needs a server at nbd.example.net.
+    /// use nbdroot::proto::Client;
+    ///
+    /// let mut client = Client::connect("nbd://nbd.example.net/disk", None)?;
+    /// let mut sector = [0u8; 512];
+    /// client.read(0, &mut sector)?;
+    /// client.disconnect()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn connect(target: &str, export: Option<&str>) -> Result<Self, ConnectError> {
+        let target = address::parse_target(target)?;
+        let export = export.or(target.export.as_deref()).unwrap_or_default();
+        let peer = resolve(&target.endpoint)?;
+        let c = connect(
+            &peer,
+            export,
+            &ConnectPolicy::COMMAND,
+            &SocketOptions::default(),
+        )?;
+        Ok(Self::new(c.stream, c.export))
+    }
 }
 
 /// An io::Error as a short lowercase phrase ("connection refused", "timed out").

@@ -3,10 +3,11 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, IntoRawFd};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 
 struct Logger {
     /// PID 1 in an initramfs: also write to /dev/kmsg.
@@ -65,6 +66,7 @@ impl Log for Logger {
                 Level::Warn => "warning: ",
                 _ => "",
             };
+            // A logger has nowhere to report that the console is gone.
             let _ = writeln!(
                 std::io::stderr().lock(),
                 "nbdroot: {prefix}{}",
@@ -93,18 +95,14 @@ pub fn init_pid1() {
 /// /dev/kmsg and reads the console log level.
 pub fn reopen_console() {
     // With no /dev/console in the initramfs the kernel starts init without stdio.
-    let stdio_ok = nix::fcntl::fcntl(std::io::stderr(), nix::fcntl::FcntlArg::F_GETFD).is_ok();
+    let stdio_ok = fcntl(std::io::stderr(), FcntlArg::F_GETFD).is_ok();
     if !stdio_ok {
         if let Ok(console) = OpenOptions::new()
             .read(true)
             .write(true)
             .open("/dev/console")
         {
-            for fd in 0..3 {
-                // SAFETY: dup2 onto the standard descriptors, which are closed; `console`
-                // stays valid for the call.
-                unsafe { libc::dup2(console.as_raw_fd(), fd) };
-            }
+            point_stdio_at(console);
         }
     }
     read_console_loglevel();
@@ -122,14 +120,26 @@ pub fn reopen_console() {
 /// For a daemon: points stdin, stdout and stderr at /dev/null and logs to /dev/kmsg only.
 pub fn detach_from_stdio() {
     if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
-        for fd in 0..3 {
-            // SAFETY: dup2 onto the standard descriptors; `null` stays valid for the call.
-            unsafe { libc::dup2(null.as_raw_fd(), fd) };
-        }
+        point_stdio_at(null);
     }
     LOGGER.kmsg.store(true, Ordering::Relaxed);
     // Every record now goes to the kernel log; none is echoed to the (closed) console.
     LOGGER.console_loglevel.store(u8::MAX, Ordering::Relaxed);
+}
+
+/// Makes `file` stdin, stdout and stderr. Best effort, and nowhere to report a failure: the
+/// descriptors stay as they were and log lines still reach /dev/kmsg.
+fn point_stdio_at(file: fs::File) {
+    let _ = nix::unistd::dup2_stdin(&file);
+    let _ = nix::unistd::dup2_stdout(&file);
+    let _ = nix::unistd::dup2_stderr(&file);
+    // With stdio closed, the open itself got descriptor 0 (or 1, 2), where dup2 changes
+    // nothing: dropping `file` would close that standard descriptor again, and its
+    // close-on-exec flag would close it for init. It stays open and inheritable, as stdio.
+    if file.as_raw_fd() <= 2 {
+        let _ = fcntl(&file, FcntlArg::F_SETFD(FdFlag::empty()));
+        let _ = file.into_raw_fd();
+    }
 }
 
 /// For the supervisor, which starts in the initramfs and lives on after switch_root has

@@ -42,27 +42,33 @@ pub fn signature(size: u64, uuid: [u8; 16], label: &str) -> Option<Vec<u8>> {
     Some(page)
 }
 
-fn random_uuid() -> [u8; 16] {
+/// A random (version 4) UUID to name the swap area. The bytes come from getrandom(2) without
+/// blocking; this early in boot the kernel's pool may not be ready yet (EAGAIN), and then
+/// from /dev/urandom, which never blocks. The UUID only tells swap areas apart, it guards
+/// nothing, so bytes from a pool still filling are good enough. Fails only when neither
+/// source gives 16 bytes.
+fn random_uuid() -> io::Result<[u8; 16]> {
     let mut u = [0u8; 16];
-    // SAFETY: getrandom writes at most 16 bytes into `u`.
-    unsafe {
+    // nix has no getrandom, and std's is not public: libc it is.
+    // SAFETY: getrandom writes at most `u.len()` bytes into `u`, which is live and writable.
+    let n = unsafe {
         libc::getrandom(
             u.as_mut_ptr() as *mut libc::c_void,
             u.len(),
             libc::GRND_NONBLOCK,
         )
     };
+    if usize::try_from(n) != Ok(u.len()) {
+        let mut urandom = fs::File::open("/dev/urandom")?;
+        io::Read::read_exact(&mut urandom, &mut u)?;
+    }
     u[6] = (u[6] & 0x0f) | 0x40; // version 4
     u[8] = (u[8] & 0x3f) | 0x80; // RFC 4122 variant
-    u
+    Ok(u)
 }
 
 /// Writes a swap signature over the start of `device`.
 pub fn mkswap(device: &str, size: u64) -> Result<(), SwapError> {
-    let page = signature(size, random_uuid(), "nbdswap").ok_or_else(|| SwapError::TooSmall {
-        device: device.to_string(),
-        size,
-    })?;
     let io = |step| {
         move |source| SwapError::Io {
             step,
@@ -70,6 +76,11 @@ pub fn mkswap(device: &str, size: u64) -> Result<(), SwapError> {
             source,
         }
     };
+    let uuid = random_uuid().map_err(io("generating a UUID for"))?;
+    let page = signature(size, uuid, "nbdswap").ok_or_else(|| SwapError::TooSmall {
+        device: device.to_string(),
+        size,
+    })?;
     let f = OpenOptions::new()
         .write(true)
         .open(device)
@@ -81,9 +92,11 @@ pub fn mkswap(device: &str, size: u64) -> Result<(), SwapError> {
 
 /// Turns swap on, with a priority when given.
 pub fn swapon(device: &str, priority: Option<u16>) -> Result<(), SwapError> {
+    // A device name with a NUL byte becomes "", which swapon rejects (ENOENT).
     let path = std::ffi::CString::new(device).unwrap_or_default();
     let flags = priority.map_or(0, |p| SWAP_FLAG_PREFER | (libc::c_int::from(p) & 0x7fff));
-    // SAFETY: `path` is a NUL-terminated string that outlives the call.
+    // nix has no swapon.
+    // SAFETY: `path` is a NUL-terminated string that outlives the call; flags is an int.
     if unsafe { libc::swapon(path.as_ptr(), flags) } != 0 {
         return Err(SwapError::Io {
             step: "swapon",

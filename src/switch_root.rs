@@ -173,7 +173,9 @@ fn remove_tree(dir: OwnedFd, dev: u64) {
 }
 
 fn remove_entry(parent: i32, name: &CStr, ty: Option<Type>, dev: u64) {
-    // SAFETY: `parent` stays open for the whole call: it is owned by the Dir in remove_tree.
+    // nix's Dir has no AsFd, only AsRawFd: the descriptor is borrowed back from its number.
+    // SAFETY: `parent` stays open for the whole call: it is owned by the Dir in remove_tree,
+    // which outlives this call and closes it only when dropped.
     let parent = unsafe { std::os::fd::BorrowedFd::borrow_raw(parent) };
     let is_dir = match ty {
         Some(t) => t == Type::Directory,
@@ -195,6 +197,7 @@ fn remove_entry(parent: i32, name: &CStr, ty: Option<Type>, dev: u64) {
             return;
         }
         remove_tree(sub, dev);
+        // Best effort (see remove_tree): a directory left behind only costs memory.
         let _ = unlinkat(parent, name, UnlinkatFlags::RemoveDir);
     } else {
         let _ = unlinkat(parent, name, UnlinkatFlags::NoRemoveDir);

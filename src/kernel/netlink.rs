@@ -86,6 +86,8 @@ fn family(sock: &mut NetlinkSocket) -> Result<u16, KernelError> {
 
 /// Whether the kernel offers the nbd netlink family (the nbd module is loaded, Linux ≥ 4.12).
 pub fn available() -> bool {
+    // Any failure to ask (no socket, no answer) counts as "not offered": the caller then
+    // uses the ioctls, which report their own errors.
     NetlinkSocket::open(NETLINK_GENERIC)
         .ok()
         .and_then(|mut s| genl::resolve(&mut s, FAMILY).ok())

@@ -1,12 +1,14 @@
 //! Loading a module file into the kernel with finit_module(2).
 
-use std::ffi::CStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
+use nix::kmod::{finit_module, ModuleInitFlags};
+
 /// MODULE_INIT_COMPRESSED_FILE: the kernel decompresses the file itself (Linux ≥ 5.17).
+/// Neither nix's `ModuleInitFlags` nor libc name it, so it is spelled out here.
 const MODULE_INIT_COMPRESSED_FILE: libc::c_uint = 4;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,30 +27,15 @@ pub fn load_module(path: &Path) -> Result<(), LoadError> {
     })?;
     let name = path.to_string_lossy();
     let flags = if name.ends_with(".xz") || name.ends_with(".zst") || name.ends_with(".gz") {
-        MODULE_INIT_COMPRESSED_FILE
+        ModuleInitFlags::from_bits_retain(MODULE_INIT_COMPRESSED_FILE)
     } else {
-        0
+        ModuleInitFlags::empty()
     };
-    let params: &CStr = c"";
-    // SAFETY: finit_module reads the open file descriptor and a NUL-terminated parameter
-    // string that outlives the call; it does not touch our memory otherwise.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_finit_module,
-            file.as_raw_fd(),
-            params.as_ptr(),
-            flags,
-        )
-    };
-    if rc == 0 {
-        return Ok(());
+    match finit_module(&file, c"", flags) {
+        Ok(()) | Err(Errno::EEXIST) => Ok(()),
+        Err(errno) => Err(LoadError::Load {
+            path: path.to_path_buf(),
+            source: errno.into(),
+        }),
     }
-    let err = io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EEXIST) {
-        return Ok(());
-    }
-    Err(LoadError::Load {
-        path: path.to_path_buf(),
-        source: err,
-    })
 }

@@ -1,6 +1,5 @@
 //! Finding the network interface to configure, and waiting for it (bounded).
 
-use std::ffi::CString;
 use std::fs;
 use std::io;
 use std::thread::sleep;
@@ -22,12 +21,10 @@ pub fn list() -> io::Result<Vec<String>> {
     Ok(names)
 }
 
-/// The ifindex of `name`, if it exists.
+/// The ifindex of `name`, if it exists. Any failure (no such interface, a name with a NUL
+/// byte) means "not there (yet)": the callers poll until a bound.
 pub fn index(name: &str) -> Option<u32> {
-    let c = CString::new(name).ok()?;
-    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
-    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    (index != 0).then_some(index)
+    nix::net::if_::if_nametoindex(name).ok()
 }
 
 /// Waits until `name` exists (or, with `None`, until any interface does) and returns its name

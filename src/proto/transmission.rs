@@ -1,10 +1,33 @@
-//! The transmission phase, over any `Read + Write` that has finished the handshake.
+//! The transmission phase: [`Client`], a userspace NBD client for one negotiated export.
+//!
+//! A `Client` comes from one of two paths:
+//!
+//! - [`Client::connect`] takes a server as users write it (`host[:port]`, `[v6addr]:port`,
+//!   `nbd://host[:port][/export]`, `nbd+unix:///export?socket=PATH`), connects within a
+//!   timeout and negotiates the export;
+//! - or, over any stream that is `Read + Write` and already connected (a socket set up your
+//!   own way, a TLS session, a pipe to a subprocess), [`negotiate`](super::negotiate) runs the
+//!   handshake and [`Client::new`] takes over. [`connect::connect`](crate::connect::connect)
+//!   (with retries and socket options) and [`connect::open`](crate::connect::open) (just the
+//!   connected stream) are the pieces `Client::connect` is made of.
+//!
+//! Then: [`read`](Client::read), [`write`](Client::write) (with FUA if asked),
+//! [`flush`](Client::flush), [`trim`](Client::trim), [`write_zeroes`](Client::write_zeroes)
+//! and, to end the session, [`disconnect`](Client::disconnect). The [`Client`] page has an
+//! example that runs all of them.
 //!
 //! Simple replies only (the handshake never negotiates anything else), and one request in
 //! flight at a time: each call sends its request and waits for the matching reply before the
 //! next, which keeps the client small and makes every reply's cookie checkable against the one
 //! request it can answer. Everything the export's flags or block sizes forbid is refused
 //! before anything is sent, so the server only ever sees requests it agreed to.
+//!
+//! A failed call returns a [`TransmissionError`]: a refusal ("refused locally") sent nothing,
+//! and an error the server answered ([`TransmissionError::Server`]) leaves the connection
+//! usable; after anything else the connection is out of step, and every later call fails
+//! with [`TransmissionError::Broken`].
+
+#![warn(missing_docs)]
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -27,11 +50,17 @@ pub(super) fn request_header(flags: u16, cmd: u16, cookie: u64, offset: u64, len
 /// A transmission command, named as the protocol names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
+    /// NBD_CMD_READ.
     Read,
+    /// NBD_CMD_WRITE.
     Write,
+    /// NBD_CMD_DISC: the end of the session.
     Disconnect,
+    /// NBD_CMD_FLUSH.
     Flush,
+    /// NBD_CMD_TRIM.
     Trim,
+    /// NBD_CMD_WRITE_ZEROES.
     WriteZeroes,
 }
 
@@ -93,15 +122,22 @@ impl fmt::Display for Errno {
 
 /// A failed transmission request. Refusals ("refused locally") sent nothing; after any error
 /// but a refusal or a server error the connection is out of step and unusable.
+///
+/// Every variant names the command, and where it applies the offset and length, for the
+/// message; the fields are there to match on.
+#[allow(missing_docs)] // the fields: command, offset, length, and what the message says
 #[derive(Debug, thiserror::Error)]
 pub enum TransmissionError {
+    /// Refused locally: a write, trim or write-zeroes to a read-only export.
     #[error("{command} at offset {offset} refused locally: the export is read-only")]
     ReadOnly { command: Command, offset: u64 },
+    /// Refused locally: the server did not announce support for the command (or for FUA).
     #[error("{command} refused locally: the server did not set {flag}")]
     NotSupported {
         command: Command,
         flag: &'static str,
     },
+    /// Refused locally: the range does not lie within the export.
     #[error("{command} of {len} bytes at offset {offset} refused locally: beyond the end of the {size}-byte export")]
     OutOfRange {
         command: Command,
@@ -109,6 +145,7 @@ pub enum TransmissionError {
         len: u64,
         size: u64,
     },
+    /// Refused locally: a trim or write-zeroes longer than the server's maximum request.
     #[error("{command} of {len} bytes at offset {offset} refused locally: longer than the server's {maximum}-byte maximum")]
     TooLong {
         command: Command,
@@ -116,6 +153,7 @@ pub enum TransmissionError {
         len: u64,
         maximum: u32,
     },
+    /// Refused locally: offset or length not a multiple of the server's minimum block size.
     #[error("{command} of {len} bytes at offset {offset} refused locally: not aligned to the server's {minimum}-byte minimum block size")]
     Unaligned {
         command: Command,
@@ -132,18 +170,21 @@ pub enum TransmissionError {
         len: u64,
         errno: Errno,
     },
+    /// The server closed the connection (or reset it) before the reply was complete.
     #[error("server closed the connection during {command} of {len} bytes at offset {offset}")]
     Closed {
         command: Command,
         offset: u64,
         len: u64,
     },
+    /// The stream's read or write timeout expired (only with timeouts set on the stream).
     #[error("timed out waiting for the server during {command} of {len} bytes at offset {offset}")]
     TimedOut {
         command: Command,
         offset: u64,
         len: u64,
     },
+    /// Any other error of the stream.
     #[error("i/o error during {command} of {len} bytes at offset {offset}: {source}")]
     Io {
         command: Command,
@@ -151,12 +192,14 @@ pub enum TransmissionError {
         len: u64,
         source: io::Error,
     },
+    /// The reply is not a simple reply: the server does not speak the protocol as negotiated.
     #[error("bad reply magic {found:#010x} to {command} at offset {offset} (expected a simple reply, {SIMPLE_REPLY_MAGIC:#010x})")]
     BadMagic {
         command: Command,
         offset: u64,
         found: u32,
     },
+    /// The reply answers another request than the one in flight.
     #[error(
         "reply to {command} at offset {offset} carries cookie {got:#x}, expected {expected:#x}"
     )]
@@ -166,13 +209,89 @@ pub enum TransmissionError {
         expected: u64,
         got: u64,
     },
+    /// Nothing sent: an earlier error left the connection out of step.
     #[error("{command} not sent: the connection is out of step after an earlier error")]
     Broken { command: Command },
 }
 
 type Result<T> = std::result::Result<T, TransmissionError>;
 
-/// A client for one negotiated export.
+/// A client for one negotiated export: blocking, one request at a time, over any
+/// `Read + Write` stream.
+///
+/// Reads and writes longer than the server's maximum request are split into several requests;
+/// trims and write-zeroes are single requests and must fit. Ranges outside the export, ranges
+/// not aligned to the server's minimum block size (when it announced one), changes to a
+/// read-only export and commands whose flag the server did not set are refused before
+/// anything is sent. For parallel I/O, open several connections when the server allows it
+/// (NBD_FLAG_CAN_MULTI_CONN, see [`connect_many`](crate::connect::connect_many)).
+///
+/// # Examples
+///
+/// Against a small in-memory server on 127.0.0.1, started at the top of the example (hidden
+/// here); nbdkit, qemu-nbd or nbd-server answer the same way.
+///
+/// ```
+/// # use std::io::{Read, Write};
+/// # // An in-memory NBD server on 127.0.0.1 standing in for nbdkit: oldstyle handshake,
+/// # // simple replies; it hands back the disk when the client disconnects.
+/// # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// # let addr = listener.local_addr()?;
+/// # let server = std::thread::spawn(move || -> std::io::Result<Vec<u8>> {
+/// #     let (mut s, _) = listener.accept()?;
+/// #     let mut disk = vec![0u8; 1 << 20];
+/// #     let flags: u32 = 1 | 1 << 2 | 1 << 3 | 1 << 5 | 1 << 6; // FLUSH, FUA, TRIM, WRITE_ZEROES
+/// #     s.write_all(b"NBDMAGIC")?;
+/// #     s.write_all(&0x0000_4202_8186_1253u64.to_be_bytes())?;
+/// #     s.write_all(&(disk.len() as u64).to_be_bytes())?;
+/// #     s.write_all(&flags.to_be_bytes())?;
+/// #     s.write_all(&[0; 124])?;
+/// #     loop {
+/// #         let mut h = [0u8; 28];
+/// #         s.read_exact(&mut h)?;
+/// #         let cmd = u16::from_be_bytes([h[6], h[7]]);
+/// #         let offset = u64::from_be_bytes(h[16..24].try_into().unwrap()) as usize;
+/// #         let len = u32::from_be_bytes(h[24..28].try_into().unwrap()) as usize;
+/// #         let range = offset..offset + len;
+/// #         let mut reply = 0x6744_6698u32.to_be_bytes().to_vec(); // simple reply
+/// #         reply.extend_from_slice(&[0; 4]); // no error
+/// #         reply.extend_from_slice(&h[8..16]); // the request's cookie
+/// #         match cmd {
+/// #             0 => reply.extend_from_slice(&disk[range]),
+/// #             1 => s.read_exact(&mut disk[range])?,
+/// #             2 => return Ok(disk),
+/// #             4 | 6 => disk[range].fill(0),
+/// #             _ => {}
+/// #         }
+/// #         s.write_all(&reply)?;
+/// #     }
+/// # });
+/// use nbdroot::proto::Client;
+///
+/// // Any form the command line takes: host:port, nbd://host:port/export, nbd+unix://...
+/// let mut client = Client::connect(&format!("nbd://{addr}"), None)?;
+/// assert_eq!(client.size(), 1 << 20);
+/// assert!(!client.read_only());
+///
+/// // Write with FUA: the reply comes once the data is on stable storage.
+/// client.write(4096, b"hello, world", true)?;
+/// let mut buf = [0u8; 12];
+/// client.read(4096, &mut buf)?;
+/// assert_eq!(&buf, b"hello, world");
+///
+/// client.write_zeroes(4096, 5, false)?;
+/// client.trim(65536, 4096)?;
+/// client.flush()?;
+///
+/// // A request beyond the end is refused without reaching the server.
+/// let err = client.read(1 << 20, &mut buf).unwrap_err();
+/// assert!(err.to_string().ends_with("beyond the end of the 1048576-byte export"));
+///
+/// client.disconnect()?;
+/// # let disk = server.join().unwrap()?;
+/// # assert_eq!(&disk[4096..4108], b"\0\0\0\0\0, world");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct Client<S: Read + Write> {
     stream: S,
@@ -191,7 +310,36 @@ struct Span {
 }
 
 impl<S: Read + Write> Client<S> {
-    /// Takes over `stream` right after the handshake that produced `export`.
+    /// Takes over `stream` right after the handshake that produced `export`
+    /// ([`negotiate`](super::negotiate)). Sends nothing.
+    ///
+    /// # Examples
+    ///
+    /// Over a socket pair, with the server's greeting already waiting in it:
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use std::os::unix::net::UnixStream;
+    /// use nbdroot::proto::{negotiate, Client};
+    ///
+    /// let (mut stream, mut server) = UnixStream::pair()?;
+    /// # // An oldstyle greeting: magic, size, flags (NBD_FLAG_HAS_FLAGS, READ_ONLY), padding.
+    /// # server.write_all(b"NBDMAGIC")?;
+    /// # server.write_all(&0x0000_4202_8186_1253u64.to_be_bytes())?;
+    /// # server.write_all(&(64u64 << 20).to_be_bytes())?;
+    /// # server.write_all(&3u32.to_be_bytes())?;
+    /// # server.write_all(&[0; 124])?;
+    /// let export = negotiate(&mut stream, "")?;
+    /// let client = Client::new(stream, export);
+    /// assert_eq!((client.size(), client.read_only()), (64 << 20, true));
+    /// client.disconnect()?;
+    ///
+    /// // The server got NBD_CMD_DISC: request magic, no flags, command 2.
+    /// let mut request = [0u8; 28];
+    /// server.read_exact(&mut request)?;
+    /// assert_eq!(request[..8], [0x25, 0x60, 0x95, 0x13, 0, 0, 0, 2]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(stream: S, export: Export) -> Self {
         Self {
             stream,
@@ -201,8 +349,25 @@ impl<S: Read + Write> Client<S> {
         }
     }
 
+    /// What the handshake established: size, transmission flags, block sizes, handshake style.
     pub fn export(&self) -> &Export {
         &self.export
+    }
+
+    /// The export's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.export.size
+    }
+
+    /// The transmission flags the server sent: `NBD_FLAG_*`, the `TFLAG_*` constants in
+    /// [`consts`](super::consts).
+    pub fn flags(&self) -> u16 {
+        self.export.flags
+    }
+
+    /// The server set NBD_FLAG_READ_ONLY: writes, trims and write-zeroes are refused locally.
+    pub fn read_only(&self) -> bool {
+        self.export.read_only()
     }
 
     /// The longest single request the server accepts: its announced maximum, else the 32 MiB
@@ -229,6 +394,7 @@ impl<S: Read + Write> Client<S> {
     }
 
     /// Reads `buf.len()` bytes at `offset`, in as many requests as the server's maximum needs.
+    /// On an error `buf` may be partly filled.
     pub fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.check_range(Command::Read, offset, buf.len() as u64)?;
         let chunk = self.chunk_len();
@@ -240,8 +406,9 @@ impl<S: Read + Write> Client<S> {
         Ok(())
     }
 
-    /// Writes `data` at `offset`; with `fua`, each request returns only once the data is on
-    /// stable storage (needs NBD_FLAG_SEND_FUA).
+    /// Writes `data` at `offset`, in as many requests as the server's maximum needs; with
+    /// `fua` (Force Unit Access), each request returns only once its data is on stable
+    /// storage (needs NBD_FLAG_SEND_FUA). On an error, a prefix of `data` may be written.
     pub fn write(&mut self, offset: u64, data: &[u8], fua: bool) -> Result<()> {
         let command = Command::Write;
         self.check_writable(command, offset)?;
@@ -293,7 +460,8 @@ impl<S: Read + Write> Client<S> {
     }
 
     /// Ends the session with NBD_CMD_DISC, which has no reply, and hands back the stream (the
-    /// server closes its side once earlier requests are done).
+    /// server closes its side once earlier requests are done). Dropping a `Client` without
+    /// it just closes the stream, which servers take as an abrupt disconnect.
     pub fn disconnect(mut self) -> Result<S> {
         let span = Span {
             command: Command::Disconnect,
