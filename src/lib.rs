@@ -17,6 +17,9 @@
 //! [`modules`] (kernel module loading and coldplug), [`blkid`] (filesystem superblocks) and
 //! [`logger`].
 //!
+//! The userspace NBD client is also a library: [`proto::Client`] ([`proto::Client::connect`],
+//! then read, write with or without FUA, flush, trim, write zeroes, disconnect).
+//!
 //! Pure logic (grammar, protocol, codecs, state machines) lives apart from the code that makes
 //! syscalls, and is tested without a VM.
 
