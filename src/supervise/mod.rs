@@ -15,12 +15,13 @@ mod offer;
 pub mod status;
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd};
 use std::path::Path;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::stat::Mode;
 use nix::unistd::{fork, pipe, read, ForkResult};
 
@@ -93,16 +94,11 @@ pub fn spawn(mut cfg: Config) -> Result<i32, SuperviseError> {
             drop(ready_w);
             // Wait for one byte: the guards are on and the events subscribed.
             let mut byte = [0u8; 1];
-            let fd = ready_r.as_raw_fd();
             let start = Instant::now();
-            let mut pfd = libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd for the call.
-            let ready = unsafe { libc::poll(&mut pfd, 1, START_WAIT.as_millis() as i32) };
-            if ready <= 0 || read(&ready_r, &mut byte) != Ok(1) {
+            let mut pfd = [PollFd::new(ready_r.as_fd(), PollFlags::POLLIN)];
+            let wait = PollTimeout::try_from(START_WAIT).unwrap_or(PollTimeout::MAX);
+            let ready = poll(&mut pfd, wait).unwrap_or(0);
+            if ready == 0 || read(&ready_r, &mut byte) != Ok(1) {
                 log::debug!("supervisor wait took {} ms", start.elapsed().as_millis());
                 return Err(SuperviseError::NotReady(index));
             }
