@@ -74,9 +74,7 @@ impl Rtnl {
     }
 
     pub fn link_up(&mut self, index: u32) -> Result<(), NetlinkError> {
-        let msg = MessageBuilder::new(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK)
-            .header(&ifinfomsg_up(index));
-        self.0.request(msg).map(drop)
+        self.0.request(link_up_message(index)).map(drop)
     }
 
     /// Adds (or replaces) `addr/prefix_len` on the link.
@@ -86,17 +84,10 @@ impl Rtnl {
         addr: Ipv4Addr,
         prefix_len: u8,
     ) -> Result<(), NetlinkError> {
-        let mut msg = MessageBuilder::new(
-            RTM_NEWADDR,
-            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
-        )
-        .header(&ifaddrmsg(prefix_len, index))
-        .attr(IFA_LOCAL, &addr.octets())
-        .attr(IFA_ADDRESS, &addr.octets());
-        if prefix_len < 31 {
-            msg = msg.attr(IFA_BROADCAST, &broadcast(addr, prefix_len).octets());
-        }
-        self.0.request(msg).map(drop)
+        let brd = (prefix_len < 31).then(|| broadcast(addr, prefix_len));
+        self.0
+            .request(address_message(index, addr, prefix_len, brd))
+            .map(drop)
     }
 
     /// Adds (or replaces) the default route via `gateway`. A gateway outside the link's
@@ -107,19 +98,7 @@ impl Rtnl {
         gateway: Ipv4Addr,
         on_link: bool,
     ) -> Result<(), NetlinkError> {
-        let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
-        if !on_link {
-            let host = MessageBuilder::new(RTM_NEWROUTE, flags)
-                .header(&rtmsg(32, RT_SCOPE_LINK))
-                .attr(RTA_DST, &gateway.octets())
-                .attr_u32(RTA_OIF, index);
-            self.0.request(host)?;
-        }
-        let msg = MessageBuilder::new(RTM_NEWROUTE, flags)
-            .header(&rtmsg(0, RT_SCOPE_UNIVERSE))
-            .attr(RTA_GATEWAY, &gateway.octets())
-            .attr_u32(RTA_OIF, index);
-        self.0.request(msg).map(drop)
+        self.add_route(index, Ipv4Addr::UNSPECIFIED, 0, Some(gateway), on_link)
     }
 }
 
@@ -129,8 +108,35 @@ pub fn same_subnet(addr: Ipv4Addr, prefix_len: u8, gateway: Ipv4Addr) -> bool {
     u32::from(addr) & mask == u32::from(gateway) & mask
 }
 
+/// RTM_NEWLINK setting IFF_UP on link `index`: what [`Rtnl::link_up`] sends.
+pub fn link_up_message(index: u32) -> MessageBuilder {
+    MessageBuilder::new(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK).header(&ifinfomsg_up(index))
+}
+
+/// RTM_NEWADDR for `addr/prefix_len` on link `index`, with `broadcast` if given: what
+/// [`Rtnl::add_address`] and [`Rtnl::add_address_with_broadcast`] send.
+pub fn address_message(
+    index: u32,
+    addr: Ipv4Addr,
+    prefix_len: u8,
+    broadcast: Option<Ipv4Addr>,
+) -> MessageBuilder {
+    let msg = MessageBuilder::new(
+        RTM_NEWADDR,
+        NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+    )
+    .header(&ifaddrmsg(prefix_len, index))
+    .attr(IFA_LOCAL, &addr.octets())
+    .attr(IFA_ADDRESS, &addr.octets());
+    match broadcast {
+        Some(b) => msg.attr(IFA_BROADCAST, &b.octets()),
+        None => msg,
+    }
+}
+
 /// A route to `dst/prefix_len` through the link: via `gateway`, or directly without one.
-fn route_message(
+/// What [`Rtnl::add_route`] and [`Rtnl::add_default_route`] send.
+pub fn route_message(
     index: u32,
     dst: Ipv4Addr,
     prefix_len: u8,
@@ -162,15 +168,9 @@ impl Rtnl {
         prefix_len: u8,
         broadcast: Ipv4Addr,
     ) -> Result<(), NetlinkError> {
-        let msg = MessageBuilder::new(
-            RTM_NEWADDR,
-            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
-        )
-        .header(&ifaddrmsg(prefix_len, index))
-        .attr(IFA_LOCAL, &addr.octets())
-        .attr(IFA_ADDRESS, &addr.octets())
-        .attr(IFA_BROADCAST, &broadcast.octets());
-        self.0.request(msg).map(drop)
+        self.0
+            .request(address_message(index, addr, prefix_len, Some(broadcast)))
+            .map(drop)
     }
 
     /// Adds (or replaces) a route to `dst/prefix_len` via `gateway`, or on the link without
