@@ -10,13 +10,13 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::num::NonZeroI32;
 
-use nbdroot::cmdline::Mac;
 use nbdroot::net::link::{address6_message, default_route6_message, set_link_message, LinkChange};
 use nbdroot::net::rtnl::{address_message, link_up_message, route_message};
 use nbdroot::netlink::message::{
     self, as_str, as_u32, MessageBuilder, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_CREATE,
     NLM_F_MULTI, NLM_F_REPLACE, NLM_F_REQUEST,
 };
+use nbdroot::plan::Mac;
 use netlink_packet_core::{
     DefaultNla, DoneMessage, ErrorMessage, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
