@@ -14,8 +14,8 @@
 //! replaces dead connections after the switch), [`swap`], [`initramfs`] (the image builder) and
 //! [`cli`] (the command-line tool, like nbd-client). Underneath: [`settings`] (every tunable and
 //! its default), [`address`] (how users write a server), [`netlink`] (a small netlink codec),
-//! [`modules`] (kernel module loading and coldplug), [`blkid`] (filesystem superblocks) and
-//! [`logger`].
+//! [`modules`] (kernel module loading and coldplug), [`blkid`] (filesystem superblocks),
+//! [`logger`] and [`text`] (counts and durations in words).
 //!
 //! Pure logic (grammar, protocol, codecs, state machines) lives apart from the code that makes
 //! syscalls, and is tested without a VM.
@@ -47,3 +47,4 @@ pub mod logger;
 pub mod modules;
 pub mod netlink;
 pub mod settings;
+pub mod text;

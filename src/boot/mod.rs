@@ -8,7 +8,7 @@ use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::address::Endpoint;
 use crate::cmdline::{self, CmdlineError};
@@ -18,6 +18,7 @@ use crate::modules::{self, DepError, LoadError, ModulesDep};
 use crate::mount::{self, rootdev, MountError};
 use crate::net::{self, NetError};
 use crate::plan::{BootPlan, NbdSpec, OnFail};
+use crate::settings::{FIRST_RETRY_PAUSE, MAX_RETRY_PAUSE};
 use crate::supervise;
 use crate::switch_root::{self, SwitchRootError};
 
@@ -72,9 +73,6 @@ pub fn run(init_args: Vec<CString>) -> ! {
 
 enum Never {}
 
-/// Longest pause between two boot attempts with `rd.nbdroot.onfail=retry`.
-const MAX_RETRY_PAUSE: Duration = Duration::from_secs(60);
-
 fn boot(init_args: &[CString]) -> Result<Never, BootError> {
     let start = Instant::now();
     mount::api_filesystems()?;
@@ -92,7 +90,7 @@ fn boot(init_args: &[CString]) -> Result<Never, BootError> {
     load_modules()?;
     log::debug!("modules loaded at {} ms", start.elapsed().as_millis());
 
-    let mut pause = Duration::from_secs(1);
+    let mut pause = FIRST_RETRY_PAUSE;
     loop {
         let err = match attempt(&plan, start) {
             Ok(init) => {

@@ -5,8 +5,8 @@
 //! own `rd.nbdroot.*` knobs.
 
 pub mod ip;
-pub mod params;
 pub mod mac;
+pub mod params;
 pub mod root;
 
 use std::time::Duration;
