@@ -223,6 +223,17 @@ pub fn parse(line: &str) -> Result<BootPlan, CmdlineError> {
         )?),
     };
 
+    // A typo in nbdroot's own namespace would otherwise silently leave a default in place.
+    for (key, value) in &p.0 {
+        if key.starts_with(params::NAMESPACE) && !params::known(key) {
+            let written = join((key.clone(), value.clone()));
+            warnings.push(match params::nearest(key) {
+                Some(near) => format!("unknown parameter {written}: did you mean {near}?"),
+                None => format!("unknown parameter {written}: ignored"),
+            });
+        }
+    }
+
     Ok(BootPlan {
         swap,
         min_free_kbytes,
@@ -237,6 +248,14 @@ pub fn parse(line: &str) -> Result<BootPlan, CmdlineError> {
         onfail,
         warnings,
     })
+}
+
+/// A parameter as written: `key=value` or `key`.
+fn join((key, value): (String, Option<String>)) -> String {
+    match value {
+        Some(v) => format!("{key}={v}"),
+        None => key,
+    }
 }
 
 /// Where the NBD root comes from and what to mount on it, by dracut's precedence: `root=nbd:`

@@ -342,3 +342,59 @@ fn errors_name_parameter_value_and_form() {
         );
     }
 }
+
+#[test]
+fn unknown_parameters_in_our_namespace_are_warned_about() {
+    let plan = parse(
+        "root=nbd:s:1 rd.nbdroot.timout=5 rd.nbdroot.frobnicate rd.nbdroot.retry=2 rd.nbdroot.debug rd.other.x=1 nbdroot.timeout=1",
+    )
+    .unwrap();
+    assert_eq!(
+        plan.warnings,
+        [
+            "unknown parameter rd.nbdroot.timout=5: did you mean rd.nbdroot.timeout?",
+            "unknown parameter rd.nbdroot.frobnicate: ignored",
+            "unknown parameter rd.nbdroot.retry=2: did you mean rd.nbdroot.retries?",
+        ]
+    );
+    // The misspelt knob leaves its default in place.
+    assert_eq!(plan.connect, ConnectPolicy::BOOT);
+}
+
+#[test]
+fn the_parameter_table_agrees_with_the_parser() {
+    let base = parse("root=nbd:s:1").unwrap();
+    let ours = params::PARAMS
+        .iter()
+        .filter(|p| p.name.starts_with(params::NAMESPACE));
+    for p in ours {
+        // Every name in the table is one the parser knows: no warning.
+        let plan = parse(&format!("root=nbd:s:1 {}", p.name)).map_err(|e| e.to_string());
+        if let Ok(plan) = &plan {
+            assert!(plan.warnings.is_empty(), "{}: {:?}", p.name, plan.warnings);
+        }
+        // The documented default is the parser's.
+        if let Some(default) = p.default {
+            let explicit = parse(&format!("root=nbd:s:1 {}={default}", p.name)).unwrap();
+            assert_eq!(explicit, base, "{}={default}", p.name);
+        }
+        // And the parser reads it: a nonsense value is refused, naming the parameter (the
+        // debug flag is read by the logger, and takes no value).
+        if p.name != "rd.nbdroot.debug" {
+            let err = parse(&format!("root=nbd:s:1 {}=%", p.name)).unwrap_err();
+            assert!(
+                err.to_string().starts_with(&format!("{}=%", p.name)),
+                "{err}"
+            );
+        }
+    }
+    // Every knob the parser reads is in the table: a line with all of them warns of nothing.
+    let plan = parse(
+        "root=nbd:s:1 rd.nbdroot.timeout=1 rd.nbdroot.retries=1 rd.nbdroot.connections=1 \
+         rd.nbdroot.link_timeout=1 rd.nbdroot.dhcp_timeout=1 rd.nbdroot.keepalive=off \
+         rd.nbdroot.user_timeout=1 rd.nbdroot.dead_timeout=1 rd.nbdroot.onfail=retry \
+         rd.nbdroot.swap=nbd:s:2 rd.nbdroot.min_free_kbytes=off rd.nbdroot.debug rd.debug",
+    )
+    .unwrap();
+    assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+}
