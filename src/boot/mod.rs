@@ -83,7 +83,6 @@ fn boot(init_args: &[CString]) -> Result<Never, BootError> {
         Path::new("/proc/cmdline"),
     )?;
     let plan = cmdline::parse(&line)?;
-    log::debug!("boot plan: {plan:?}");
     for w in &plan.warnings {
         log::warn!("{w}");
     }
@@ -134,9 +133,11 @@ fn shell() -> BootError {
 fn attempt(plan: &BootPlan, start: Instant) -> Result<String, BootError> {
     let net = net::bring_up(&plan.network, &plan.tuning)?;
     log::debug!("network up at {} ms", start.elapsed().as_millis());
-    let (spec, device) = source::resolve(&plan.source, plan.device, &net)?;
+    let (resolved, spec) = source::resolve(plan, &net)?;
+    let plan = &resolved;
+    log::debug!("boot plan: {plan:?}");
     let mount = plan.mount.resolve(&spec);
-    let attached = attach(plan, &spec, device)?;
+    let attached = attach(plan, &spec, plan.device)?;
     log::debug!(
         "{} attached at {} ms",
         attached.device,
