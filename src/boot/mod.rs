@@ -17,6 +17,7 @@ use crate::kernel::attach::{self, AttachError, AttachOptions, Attached};
 use crate::modules::{self, DepError, LoadError, ModulesDep};
 use crate::mount::{self, rootdev, MountError};
 use crate::net::{self, NetError};
+use crate::plan::render::render;
 use crate::plan::{BootPlan, NbdSpec, OnFail};
 use crate::settings::{FIRST_RETRY_PAUSE, MAX_RETRY_PAUSE};
 use crate::supervise;
@@ -135,7 +136,10 @@ fn attempt(plan: &BootPlan, start: Instant) -> Result<String, BootError> {
     log::debug!("network up at {} ms", start.elapsed().as_millis());
     let (resolved, spec) = source::resolve(plan, &net)?;
     let plan = &resolved;
-    log::debug!("boot plan: {plan:?}");
+    // The whole plan, now that a DHCP root-path (if any) is in it: what `nbdroot plan` shows.
+    for line in render(plan).lines().filter(|l| !l.is_empty()) {
+        log::debug!("plan: {line}");
+    }
     let mount = plan.mount.resolve(&spec);
     let attached = attach(plan, &spec, plan.device)?;
     log::debug!(
