@@ -15,16 +15,14 @@ use nix::sys::socket::{setsockopt, sockopt};
 use crate::address::{self, Endpoint, Host, TargetError};
 use crate::proto::consts::TFLAG_CAN_MULTI_CONN;
 use crate::proto::{self, Export, HandshakeError};
-use crate::settings::{ConnectPolicy, SocketOptions};
-
-/// Longest pause between two attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+use crate::settings::{ConnectPolicy, SocketOptions, FIRST_BACKOFF, MAX_BACKOFF};
+use crate::text;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error("cannot resolve \"{host}\": {source}")]
     Resolve { host: String, source: io::Error },
-    #[error("cannot reach {peer}: {reason} (after {secs:.1} s, {attempts} attempts)")]
+    #[error("cannot reach {peer}: {reason} ({})", text::tried(*.secs, *.attempts))]
     Unreachable {
         peer: String,
         reason: String,
@@ -282,7 +280,7 @@ fn retry<T>(
     mut once: impl FnMut() -> Result<T, AttemptError>,
 ) -> Result<T, ConnectError> {
     let start = Instant::now();
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = FIRST_BACKOFF;
     let mut attempts = 0;
     loop {
         attempts += 1;

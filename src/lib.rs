@@ -14,8 +14,8 @@
 //! replaces dead connections after the switch), [`swap`], [`initramfs`] (the image builder) and
 //! [`cli`] (the command-line tool, like nbd-client). Underneath: [`settings`] (every tunable and
 //! its default), [`address`] (how users write a server), [`netlink`] (a small netlink codec),
-//! [`modules`] (kernel module loading and coldplug), [`blkid`] (filesystem superblocks) and
-//! [`logger`].
+//! [`modules`] (kernel module loading and coldplug), [`blkid`] (filesystem superblocks),
+//! [`logger`] and [`text`] (counts and durations in words).
 //!
 //! The userspace NBD client is also a library: [`proto::Client`] ([`proto::Client::connect`],
 //! then read, write with or without FUA, flush, trim, write zeroes, disconnect).
@@ -50,3 +50,4 @@ pub mod logger;
 pub mod modules;
 pub mod netlink;
 pub mod settings;
+pub mod text;

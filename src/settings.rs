@@ -28,6 +28,15 @@ pub const DHCP_TIMEOUT: Duration = Duration::from_secs(30);
 pub const CONNECTIONS: u16 = 1;
 /// The most connections one device may have.
 pub const MAX_CONNECTIONS: u16 = 64;
+/// The pause after a first failed attempt to reach a server; it doubles up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// The longest pause between two attempts to reach a server.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The pause before a failed boot starts over (`rd.nbdroot.onfail=retry`); it doubles up to
+/// [`MAX_RETRY_PAUSE`].
+pub const FIRST_RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// The longest pause between two boot attempts.
+pub const MAX_RETRY_PAUSE: Duration = Duration::from_secs(60);
 
 /// Bounds on reaching a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -31,11 +31,12 @@ fn plan_accepts_a_full_command_line() {
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     for want in [
-        "port: 10809",
-        "export: \"root\"",
-        "kernel_ro: Some(\n            false,",
-        "prefix_len: 24",
-        "\"noatime\"",
+        "  eth0:             static 10.0.2.15/24, gateway 10.0.2.2\n",
+        "  address:          10.0.2.2:10809\n",
+        "  export:           \"root\"\n",
+        "  type:             ext4\n",
+        "  options:          noatime\n",
+        "  mode:             read-write (rw on the kernel command line)\n",
     ] {
         assert!(out.contains(want), "missing {want} in\n{out}");
     }

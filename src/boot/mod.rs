@@ -8,7 +8,7 @@ use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::address::Endpoint;
 use crate::cmdline::{self, CmdlineError};
@@ -17,7 +17,9 @@ use crate::kernel::attach::{self, AttachError, AttachOptions, Attached};
 use crate::modules::{self, DepError, LoadError, ModulesDep};
 use crate::mount::{self, rootdev, MountError};
 use crate::net::{self, NetError};
+use crate::plan::render::render;
 use crate::plan::{BootPlan, NbdSpec, OnFail};
+use crate::settings::{FIRST_RETRY_PAUSE, MAX_RETRY_PAUSE};
 use crate::supervise;
 use crate::switch_root::{self, SwitchRootError};
 
@@ -72,9 +74,6 @@ pub fn run(init_args: Vec<CString>) -> ! {
 
 enum Never {}
 
-/// Longest pause between two boot attempts with `rd.nbdroot.onfail=retry`.
-const MAX_RETRY_PAUSE: Duration = Duration::from_secs(60);
-
 fn boot(init_args: &[CString]) -> Result<Never, BootError> {
     let start = Instant::now();
     mount::api_filesystems()?;
@@ -85,14 +84,13 @@ fn boot(init_args: &[CString]) -> Result<Never, BootError> {
         Path::new("/proc/cmdline"),
     )?;
     let plan = cmdline::parse(&line)?;
-    log::debug!("boot plan: {plan:?}");
     for w in &plan.warnings {
         log::warn!("{w}");
     }
     load_modules()?;
     log::debug!("modules loaded at {} ms", start.elapsed().as_millis());
 
-    let mut pause = Duration::from_secs(1);
+    let mut pause = FIRST_RETRY_PAUSE;
     loop {
         let err = match attempt(&plan, start) {
             Ok(init) => {
@@ -136,9 +134,14 @@ fn shell() -> BootError {
 fn attempt(plan: &BootPlan, start: Instant) -> Result<String, BootError> {
     let net = net::bring_up(&plan.network, &plan.tuning)?;
     log::debug!("network up at {} ms", start.elapsed().as_millis());
-    let (spec, device) = source::resolve(&plan.source, plan.device, &net)?;
+    let (resolved, spec) = source::resolve(plan, &net)?;
+    let plan = &resolved;
+    // The whole plan, now that a DHCP root-path (if any) is in it: what `nbdroot plan` shows.
+    for line in render(plan).lines().filter(|l| !l.is_empty()) {
+        log::debug!("plan: {line}");
+    }
     let mount = plan.mount.resolve(&spec);
-    let attached = attach(plan, &spec, device)?;
+    let attached = attach(plan, &spec, plan.device)?;
     log::debug!(
         "{} attached at {} ms",
         attached.device,

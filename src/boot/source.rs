@@ -1,11 +1,12 @@
 //! Which export to attach, once the network is up: given on the command line, or read from
 //! the DHCP root-path (dracut's `nbd:` form or Debian's), or with Debian's server from DHCP.
+//! The grammar is [`cmdline::apply_root_path`]'s, shared with `nbdroot plan --root-path`; this
+//! adds the lease and names it in errors.
 
 use crate::address::Host;
-use crate::cmdline::root::{self, RootError};
+use crate::cmdline::{self, CmdlineError};
 use crate::net::NetState;
-use crate::plan::RootSource;
-use crate::plan::{DebianSpec, NbdSpec};
+use crate::plan::{BootPlan, NbdSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -19,77 +20,44 @@ pub enum SourceError {
         server: String,
         param: &'static str,
     },
-    #[error("DHCP root-path \"{value}\" from {origin}: {source}; expected {expected}")]
+    #[error("DHCP on {iface} (server {server}): {source}")]
     BadRootPath {
-        value: String,
-        /// "<server> on <interface>".
-        origin: String,
-        source: Box<RootError>,
-        expected: &'static str,
+        iface: String,
+        server: String,
+        source: Box<CmdlineError>,
     },
 }
 
-/// The export to attach and the device index asked for.
-pub fn resolve(
-    source: &RootSource,
-    device: Option<u32>,
-    net: &NetState,
-) -> Result<(NbdSpec, Option<u32>), SourceError> {
-    let param = match source {
-        RootSource::Nbd(spec) => return Ok((spec.clone(), device)),
-        // A Debian spec that names its server needs nothing from DHCP.
-        RootSource::Debian(spec @ DebianSpec::Given { host: Some(_), .. }) => {
-            let (nbd, own) = spec.to_nbd(None).expect("the spec names its server");
-            return Ok((nbd, device.or(own)));
-        }
-        RootSource::Dhcp => "root=dhcp",
-        RootSource::Debian(_) => "nbdroot=dhcp",
-    };
-    let (iface, lease) = net.lease.as_ref().ok_or(SourceError::NoLease { param })?;
-    let server = lease.server_id.to_string();
-    let root_path = || {
-        lease
-            .root_path
-            .clone()
-            .ok_or_else(|| SourceError::NoRootPath {
-                iface: iface.clone(),
-                server: server.clone(),
-                param,
-            })
-    };
-    let bad = |value: &str, source, expected| SourceError::BadRootPath {
-        value: value.to_string(),
-        origin: format!("{server} on {iface}"),
-        source: Box::new(source),
-        expected,
-    };
-    // Debian: the server is next-server (siaddr) when set, else the DHCP server itself.
-    let dhcp_server = Host::Ip(lease.next_server.unwrap_or(lease.server_id).into());
-    match source {
-        RootSource::Dhcp => {
-            let rp = root_path()?;
-            let spec = root::parse_nbd(&rp).map_err(|e| bad(&rp, e, root::NBD_ROOT_FORM))?;
-            Ok((spec, device))
-        }
-        RootSource::Debian(spec) => {
-            let spec = match spec {
-                DebianSpec::FromRootPath => {
-                    let rp = root_path()?;
-                    root::parse_debian(&rp).map_err(|e| bad(&rp, e, root::DEBIAN_FORM))?
+/// The plan with its root completed from the lease, and the export to attach.
+pub fn resolve(plan: &BootPlan, net: &NetState) -> Result<(BootPlan, NbdSpec), SourceError> {
+    let mut plan = plan.clone();
+    if let Some(param) = plan.source.dhcp_param() {
+        let (iface, lease) = net.lease.as_ref().ok_or(SourceError::NoLease { param })?;
+        // Debian: the server is next-server (siaddr) when set, else the DHCP server itself.
+        let server = Host::Ip(lease.next_server.unwrap_or(lease.server_id).into());
+        cmdline::apply_root_path(&mut plan, lease.root_path.as_deref(), Some(server)).map_err(
+            |e| {
+                let (iface, server) = (iface.clone(), lease.server_id.to_string());
+                match e {
+                    CmdlineError::NoRootPath { param } => SourceError::NoRootPath {
+                        iface,
+                        server,
+                        param,
+                    },
+                    source => SourceError::BadRootPath {
+                        iface,
+                        server,
+                        source: Box::new(source),
+                    },
                 }
-                given => given.clone(),
-            };
-            let own_device = match &spec {
-                DebianSpec::Given { device: d, .. } => *d,
-                DebianSpec::FromRootPath => None,
-            };
-            let (nbd, _) = spec
-                .to_nbd(Some(dhcp_server))
-                .expect("a given Debian spec always yields a server");
-            Ok((nbd, device.or(own_device)))
-        }
-        RootSource::Nbd(_) => unreachable!("returned above"),
+            },
+        )?;
     }
+    let spec = plan
+        .source
+        .nbd()
+        .expect("the command line or, through apply_root_path, the lease names the server");
+    Ok((plan, spec))
 }
 
 #[cfg(test)]
@@ -120,46 +88,70 @@ mod tests {
         }
     }
 
+    fn resolve_line(line: &str, net: &NetState) -> Result<(NbdSpec, Option<u32>), SourceError> {
+        let plan = cmdline::parse(line).unwrap();
+        resolve(&plan, net).map(|(plan, spec)| (spec, plan.device))
+    }
+
     #[test]
     fn dracut_root_path() {
         let net = lease(Some("nbd:10.0.2.9:root:ext4:noatime"), None);
-        let (spec, dev) = resolve(&RootSource::Dhcp, None, &net).unwrap();
+        let (spec, dev) = resolve_line("root=dhcp", &net).unwrap();
         assert_eq!(
             (spec.address(), spec.export.as_str(), dev),
             ("10.0.2.9:10809".into(), "root", None)
         );
         assert_eq!(spec.rootflags.as_deref(), Some("noatime"));
-        let err = resolve(&RootSource::Dhcp, None, &lease(None, None)).unwrap_err();
+        let err = resolve_line("root=dhcp", &lease(None, None)).unwrap_err();
         assert_eq!(
             err.to_string(),
             "DHCP on eth0 (server 10.0.2.2) gave no root-path (option 17), which root=dhcp needs"
         );
-        let err =
-            resolve(&RootSource::Dhcp, None, &lease(Some("10.0.2.9:/nfs"), None)).unwrap_err();
-        assert!(err.to_string().starts_with("DHCP root-path \"10.0.2.9:/nfs\" from 10.0.2.2 on eth0: does not start with \"nbd:\"; expected nbd:"), "{err}");
-        let err = resolve(&RootSource::Dhcp, None, &NetState::default()).unwrap_err();
+        let err = resolve_line("root=dhcp", &lease(Some("10.0.2.9:/nfs"), None)).unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "DHCP on eth0 (server 10.0.2.2): root-path \"10.0.2.9:/nfs\": does not start with \"nbd:\"; expected nbd:"
+            ),
+            "{err}"
+        );
+        let err = resolve_line("root=dhcp", &NetState::default()).unwrap_err();
         assert!(matches!(err, SourceError::NoLease { param: "root=dhcp" }));
+        // A root given whole needs no lease, and ignores a root-path.
+        let (spec, _) = resolve_line("root=nbd:srv:disk", &NetState::default()).unwrap();
+        assert_eq!(spec.address(), "srv:10809");
+        let (spec, _) = resolve_line("root=nbd:srv:disk", &net).unwrap();
+        assert_eq!(spec.address(), "srv:10809");
     }
 
     #[test]
     fn debian_root_path_and_server() {
-        let from_rp = RootSource::Debian(DebianSpec::FromRootPath);
         let (spec, dev) =
-            resolve(&from_rp, None, &lease(Some("10.0.2.9,disk,nbd1"), None)).unwrap();
+            resolve_line("nbdroot=dhcp", &lease(Some("10.0.2.9,disk,nbd1"), None)).unwrap();
         assert_eq!(
             (spec.address(), spec.export.as_str(), dev),
             ("10.0.2.9:10809".into(), "disk", Some(1))
         );
-        // Only the server from DHCP: next-server first, else the server identifier.
-        let partial = RootSource::Debian(root::parse_debian("dhcp,disk").unwrap());
-        let (spec, _) = resolve(
-            &partial,
-            Some(0),
-            &lease(None, Some(Ipv4Addr::new(10, 0, 2, 7))),
+        // root=/dev/nbdX wins over the root-path's device.
+        let (_, dev) = resolve_line(
+            "nbdroot=dhcp root=/dev/nbd0",
+            &lease(Some("10.0.2.9,disk,nbd1"), None),
         )
         .unwrap();
+        assert_eq!(dev, Some(0));
+        let err = resolve_line("nbdroot=dhcp", &lease(Some("dhcp"), None)).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("DHCP on eth0 (server 10.0.2.2): root-path \"dhcp\": the port or export name is missing; expected <server>,"),
+            "{err}"
+        );
+        // Only the server from DHCP: next-server first, else the server identifier.
+        let line = "nbdroot=dhcp,disk root=/dev/nbd0";
+        let (spec, _) = resolve_line(line, &lease(None, Some(Ipv4Addr::new(10, 0, 2, 7)))).unwrap();
         assert_eq!(spec.address(), "10.0.2.7:10809");
-        let (spec, dev) = resolve(&partial, Some(0), &lease(None, None)).unwrap();
+        let (spec, dev) = resolve_line(line, &lease(None, None)).unwrap();
         assert_eq!((spec.address(), dev), ("10.0.2.2:10809".into(), Some(0)));
+        // A Debian form that names its server needs no lease.
+        let (spec, dev) = resolve_line("nbdroot=srv,disk,nbd2", &NetState::default()).unwrap();
+        assert_eq!((spec.address(), dev), ("srv:10809".into(), Some(2)));
     }
 }

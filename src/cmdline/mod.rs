@@ -2,7 +2,7 @@
 //!
 //! Understands dracut's `root=nbd:…`/`netroot=`/`root=dhcp`, Debian's `nbdroot=`, the
 //! kernel's and dracut's `ip=`, `BOOTIF=`, `ifname=`, `bootdev=`, `nameserver=`, and nbdroot's
-//! own `rd.nbdroot.*` knobs.
+//! own `rd.nbdroot.*` knobs; [`apply_root_path`] completes the plan with a DHCP root-path.
 
 pub mod ip;
 pub mod mac;
@@ -11,8 +11,9 @@ pub mod root;
 
 use std::time::Duration;
 
+use crate::address::Host;
 use crate::plan::{
-    BootPlan, DebianSpec, MinFree, MountParams, NetPlan, OnFail, RootDevice, RootSource,
+    BootPlan, DebianSpec, FromDhcp, MinFree, MountParams, NetPlan, OnFail, RootDevice, RootSource,
 };
 use crate::settings::{self, ConnectPolicy, Tuning, KEEPALIVE_FORM};
 
@@ -40,6 +41,14 @@ pub enum CmdlineError {
         value: String,
         expected: &'static str,
     },
+    #[error("root-path \"{value}\": {source}; expected {expected}")]
+    RootPath {
+        value: String,
+        source: root::RootError,
+        expected: &'static str,
+    },
+    #[error("the DHCP lease has no root-path (option 17), which {param} needs")]
+    NoRootPath { param: &'static str },
 }
 
 /// Splits a command line into `(key, value)` pairs the way the kernel does: on whitespace,
@@ -91,8 +100,9 @@ impl Params {
 /// Builds the boot plan from the kernel command line.
 pub fn parse(line: &str) -> Result<BootPlan, CmdlineError> {
     let mut tokens = tokenize(line);
+    let mut init_args = Vec::new();
     if let Some(end) = tokens.iter().position(|(k, v)| k == "--" && v.is_none()) {
-        tokens.truncate(end);
+        init_args = tokens.drain(end..).skip(1).map(join).collect();
     }
     let p = Params(tokens);
     let mut warnings = Vec::new();
@@ -223,6 +233,17 @@ pub fn parse(line: &str) -> Result<BootPlan, CmdlineError> {
         )?),
     };
 
+    // A typo in nbdroot's own namespace would otherwise silently leave a default in place.
+    for (key, value) in &p.0 {
+        if key.starts_with(params::NAMESPACE) && !params::known(key) {
+            let written = join((key.clone(), value.clone()));
+            warnings.push(match params::nearest(key) {
+                Some(near) => format!("unknown parameter {written}: did you mean {near}?"),
+                None => format!("unknown parameter {written}: ignored"),
+            });
+        }
+    }
+
     Ok(BootPlan {
         swap,
         min_free_kbytes,
@@ -232,11 +253,76 @@ pub fn parse(line: &str) -> Result<BootPlan, CmdlineError> {
         network,
         mount,
         init,
+        init_args,
         connect,
         tuning,
         onfail,
+        from_dhcp: FromDhcp::default(),
         warnings,
     })
+}
+
+/// A parameter as written: `key=value` or `key`.
+fn join((key, value): (String, Option<String>)) -> String {
+    match value {
+        Some(v) => format!("{key}={v}"),
+        None => key,
+    }
+}
+
+/// Completes a plan whose root comes from DHCP with what the lease says, as the boot does once
+/// the network is up: `root_path` is the lease's root-path (option 17), `dhcp_server` the
+/// server Debian's form falls back to when it names none (next-server, else the DHCP server).
+///
+/// `root=dhcp` reads dracut's `nbd:` form from the root-path, `nbdroot=dhcp` Debian's form;
+/// a device the root-path names yields to `root=/dev/nbdX`. With `dhcp_server`, success
+/// leaves `plan.source` a [`RootSource::Nbd`]; without it, a Debian spec that names no server
+/// stays as it is. A root the command line gives whole ignores the root-path, as dracut does.
+pub fn apply_root_path(
+    plan: &mut BootPlan,
+    root_path: Option<&str>,
+    dhcp_server: Option<Host>,
+) -> Result<(), CmdlineError> {
+    let needed = |param| root_path.ok_or(CmdlineError::NoRootPath { param });
+    let bad = |value: &str, expected| {
+        let value = value.to_string();
+        move |source| CmdlineError::RootPath {
+            value,
+            source,
+            expected,
+        }
+    };
+    let debian = match &plan.source {
+        RootSource::Nbd(_) => return Ok(()),
+        RootSource::Dhcp => {
+            let rp = needed("root=dhcp")?;
+            let spec = root::parse_nbd(rp).map_err(bad(rp, root::NBD_ROOT_FORM))?;
+            plan.source = RootSource::Nbd(spec);
+            plan.from_dhcp.root_path = Some(rp.to_string());
+            return Ok(());
+        }
+        RootSource::Debian(DebianSpec::FromRootPath) => {
+            let rp = needed("nbdroot=dhcp")?;
+            let spec = match root::parse_debian(rp) {
+                // "dhcp" again, or nothing: the root-path cannot defer to itself.
+                Ok(DebianSpec::FromRootPath) => Err(root::RootError::NoPortOrExport),
+                other => other,
+            }
+            .map_err(bad(rp, root::DEBIAN_FORM))?;
+            plan.from_dhcp.root_path = Some(rp.to_string());
+            spec
+        }
+        RootSource::Debian(given) => given.clone(),
+    };
+    if let DebianSpec::Given { host, device, .. } = &debian {
+        plan.device = plan.device.or(*device);
+        plan.from_dhcp.server = host.is_none() && dhcp_server.is_some();
+    }
+    plan.source = match debian.to_nbd(dhcp_server) {
+        Some((spec, _)) => RootSource::Nbd(spec),
+        None => RootSource::Debian(debian),
+    };
+    Ok(())
 }
 
 /// Where the NBD root comes from and what to mount on it, by dracut's precedence: `root=nbd:`

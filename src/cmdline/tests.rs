@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::address::Host;
-use crate::plan::{IpConfig, NbdSpec};
+use crate::plan::{FromDhcp, IpConfig, NbdSpec};
 use crate::settings::{Keepalive, SocketOptions};
 
 const IP: &str = "ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off";
@@ -340,5 +340,173 @@ fn errors_name_parameter_value_and_form() {
             err.starts_with(want),
             "{line}\n  got:  {err}\n  want: {want}…"
         );
+    }
+}
+
+#[test]
+fn arguments_after_the_separator_are_inits() {
+    let plan = parse(r#"root=nbd:s:1 -- single "x=a b" rd.nbdroot.timout=1"#).unwrap();
+    assert_eq!(plan.init_args, ["single", "x=a b", "rd.nbdroot.timout=1"]);
+    assert!(plan.warnings.is_empty(), "init's arguments are not ours");
+    assert!(parse("root=nbd:s:1 --").unwrap().init_args.is_empty());
+}
+
+#[test]
+fn unknown_parameters_in_our_namespace_are_warned_about() {
+    let plan = parse(
+        "root=nbd:s:1 rd.nbdroot.timout=5 rd.nbdroot.frobnicate rd.nbdroot.retry=2 rd.nbdroot.debug rd.other.x=1 nbdroot.timeout=1",
+    )
+    .unwrap();
+    assert_eq!(
+        plan.warnings,
+        [
+            "unknown parameter rd.nbdroot.timout=5: did you mean rd.nbdroot.timeout?",
+            "unknown parameter rd.nbdroot.frobnicate: ignored",
+            "unknown parameter rd.nbdroot.retry=2: did you mean rd.nbdroot.retries?",
+        ]
+    );
+    // The misspelt knob leaves its default in place.
+    assert_eq!(plan.connect, ConnectPolicy::BOOT);
+}
+
+#[test]
+fn the_parameter_table_agrees_with_the_parser() {
+    let base = parse("root=nbd:s:1").unwrap();
+    let ours = params::PARAMS
+        .iter()
+        .filter(|p| p.name.starts_with(params::NAMESPACE));
+    for p in ours {
+        // Every name in the table is one the parser knows: no warning.
+        let plan = parse(&format!("root=nbd:s:1 {}", p.name)).map_err(|e| e.to_string());
+        if let Ok(plan) = &plan {
+            assert!(plan.warnings.is_empty(), "{}: {:?}", p.name, plan.warnings);
+        }
+        // The documented default is the parser's.
+        if let Some(default) = p.default {
+            let explicit = parse(&format!("root=nbd:s:1 {}={default}", p.name)).unwrap();
+            assert_eq!(explicit, base, "{}={default}", p.name);
+        }
+        // And the parser reads it: a nonsense value is refused, naming the parameter (the
+        // debug flag is read by the logger, and takes no value).
+        if p.name != "rd.nbdroot.debug" {
+            let err = parse(&format!("root=nbd:s:1 {}=%", p.name)).unwrap_err();
+            assert!(
+                err.to_string().starts_with(&format!("{}=%", p.name)),
+                "{err}"
+            );
+        }
+    }
+    // Every knob the parser reads is in the table: a line with all of them warns of nothing.
+    let plan = parse(
+        "root=nbd:s:1 rd.nbdroot.timeout=1 rd.nbdroot.retries=1 rd.nbdroot.connections=1 \
+         rd.nbdroot.link_timeout=1 rd.nbdroot.dhcp_timeout=1 rd.nbdroot.keepalive=off \
+         rd.nbdroot.user_timeout=1 rd.nbdroot.dead_timeout=1 rd.nbdroot.onfail=retry \
+         rd.nbdroot.swap=nbd:s:2 rd.nbdroot.min_free_kbytes=off rd.nbdroot.debug rd.debug",
+    )
+    .unwrap();
+    assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+}
+
+/// The plan after a DHCP lease gave `root_path` (and, for Debian's form, `server`).
+fn with_lease(line: &str, root_path: Option<&str>, server: Option<&str>) -> BootPlan {
+    let mut plan = parse(line).unwrap();
+    apply_root_path(&mut plan, root_path, server.map(host)).unwrap();
+    plan
+}
+
+#[test]
+fn a_dhcp_root_path_completes_the_plan() {
+    let rp = "nbd:10.0.0.1:root:ext4:noatime:bs=4096";
+    let plan = with_lease("root=dhcp", Some(rp), Some("10.0.0.9"));
+    let mut want = parse(&format!("root={rp}")).unwrap();
+    want.from_dhcp.root_path = Some(rp.into());
+    assert_eq!(plan, want);
+
+    // Debian's form in the root-path; root=/dev/nbdX wins over its device.
+    let plan = with_lease("nbdroot=dhcp", Some("10.0.0.1,disk,nbd1"), Some("10.0.0.9"));
+    assert_eq!(
+        (
+            nbd(&plan).address(),
+            nbd(&plan).export.as_str(),
+            plan.device
+        ),
+        ("10.0.0.1:10809".into(), "disk", Some(1))
+    );
+    assert_eq!(
+        plan.from_dhcp,
+        FromDhcp {
+            root_path: Some("10.0.0.1,disk,nbd1".into()),
+            server: false
+        }
+    );
+    let plan = with_lease(
+        "nbdroot=dhcp root=/dev/nbd0p2",
+        Some("10.0.0.1,disk,nbd1"),
+        None,
+    );
+    assert_eq!(
+        (plan.device, plan.root.clone()),
+        (Some(0), RootDevice::Partition(2))
+    );
+
+    // Only the server from DHCP, on the command line or in the root-path.
+    let plan = with_lease("nbdroot=dhcp,disk,nbd2", None, Some("10.0.0.9"));
+    assert_eq!(
+        (nbd(&plan).address(), plan.device),
+        ("10.0.0.9:10809".into(), Some(2))
+    );
+    assert_eq!(
+        plan.from_dhcp,
+        FromDhcp {
+            root_path: None,
+            server: true
+        }
+    );
+    let plan = with_lease("nbdroot=dhcp", Some("/disk"), Some("10.0.0.9"));
+    assert_eq!(nbd(&plan).address(), "10.0.0.9:10809");
+    assert_eq!(
+        plan.from_dhcp,
+        FromDhcp {
+            root_path: Some("/disk".into()),
+            server: true
+        }
+    );
+    // Without the lease's server (nbdroot plan --root-path), the spec waits for it.
+    let plan = with_lease("nbdroot=dhcp", Some("/disk"), None);
+    assert!(matches!(
+        plan.source,
+        RootSource::Debian(DebianSpec::Given { host: None, .. })
+    ));
+
+    // A root given whole ignores the root-path; a Debian one naming its server becomes nbd:.
+    let plan = with_lease("root=nbd:srv:1", Some("nbd:other:2"), Some("10.0.0.9"));
+    assert_eq!(plan, parse("root=nbd:srv:1").unwrap());
+    let plan = with_lease("nbdroot=srv,disk", None, None);
+    assert_eq!(nbd(&plan).address(), "srv:10809");
+    assert_eq!(plan.from_dhcp, FromDhcp::default());
+}
+
+#[test]
+fn root_path_errors() {
+    let cases = [
+        ("root=dhcp", None, "the DHCP lease has no root-path (option 17), which root=dhcp needs"),
+        ("nbdroot=dhcp", None, "the DHCP lease has no root-path (option 17), which nbdroot=dhcp needs"),
+        ("root=dhcp", Some("10.0.0.1:/nfs"), "root-path \"10.0.0.1:/nfs\": does not start with \"nbd:\"; expected nbd:<server>:<port|export>"),
+        ("root=dhcp", Some("nbd:srv:1:::frob"), "root-path \"nbd:srv:1:::frob\": nbd option \"frob\": expected"),
+        ("nbdroot=dhcp", Some("srv,0"), "root-path \"srv,0\": port 0 is out of range 1-65535; expected <server>,<port|export>"),
+        ("nbdroot=dhcp", Some("dhcp"), "root-path \"dhcp\": the port or export name is missing"),
+        ("nbdroot=dhcp", Some(""), "root-path \"\": the port or export name is missing"),
+    ];
+    for (line, rp, want) in cases {
+        let mut plan = parse(line).unwrap();
+        let before = plan.clone();
+        let err = apply_root_path(&mut plan, rp, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(want),
+            "{line} {rp:?}\n  got:  {err}\n  want: {want}…"
+        );
+        assert_eq!(plan, before, "a failed apply changes nothing");
     }
 }

@@ -106,11 +106,10 @@ impl Attached {
             format!("export \"{}\"", opts.export)
         };
         format!(
-            "{} {name}: {} bytes, block size {block_size}, {} connection{}{}, on {}",
+            "{} {name}: {} bytes, block size {block_size}, {}{}, on {}",
             self.peer,
             self.export.size,
-            opts.connections,
-            if opts.connections == 1 { "" } else { "s" },
+            crate::text::plural(opts.connections, "connection"),
             if self.read_only { ", read-only" } else { "" },
             self.device
         )

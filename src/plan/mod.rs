@@ -23,6 +23,8 @@ pub struct BootPlan {
     pub mount: MountParams,
     /// `init=`; `None` means the kernel's search order.
     pub init: Option<String>,
+    /// The arguments after `--`, which the kernel passes to /init and /init passes on.
+    pub init_args: Vec<String>,
     pub connect: ConnectPolicy,
     pub tuning: Tuning,
     pub onfail: OnFail,
@@ -31,8 +33,20 @@ pub struct BootPlan {
     /// `rd.nbdroot.min_free_kbytes=<n>|off`: the reserve raised for swap over the network;
     /// `None` leaves the kernel's value.
     pub min_free_kbytes: MinFree,
-    /// Conflicts resolved by precedence, for the log.
+    /// What the DHCP lease contributed to the root, once applied
+    /// ([`crate::cmdline::apply_root_path`]).
+    pub from_dhcp: FromDhcp,
+    /// Conflicts resolved by precedence and unknown `rd.nbdroot.*` parameters, for the log.
     pub warnings: Vec<String>,
+}
+
+/// The parts of the root's description a DHCP lease gave, for people reading the plan.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FromDhcp {
+    /// The root-path (option 17) the server and export were read from.
+    pub root_path: Option<String>,
+    /// The server is the one the lease named (Debian's `nbdroot=dhcp,…`).
+    pub server: bool,
 }
 
 /// Where the NBD root is described.
@@ -44,6 +58,28 @@ pub enum RootSource {
     /// Debian's `nbdroot=dhcp[,…]`: the root-path holds Debian's form, or only the server
     /// comes from DHCP.
     Debian(DebianSpec),
+}
+
+impl RootSource {
+    /// The export to attach, when the command line says all of it.
+    pub fn nbd(&self) -> Option<NbdSpec> {
+        match self {
+            RootSource::Nbd(spec) => Some(spec.clone()),
+            RootSource::Debian(d) => d.to_nbd(None).map(|(spec, _)| spec),
+            RootSource::Dhcp => None,
+        }
+    }
+
+    /// The parameter that waits for a DHCP lease, when one does.
+    pub fn dhcp_param(&self) -> Option<&'static str> {
+        match self {
+            RootSource::Dhcp => Some("root=dhcp"),
+            RootSource::Debian(DebianSpec::Given { host: Some(_), .. }) | RootSource::Nbd(_) => {
+                None
+            }
+            RootSource::Debian(_) => Some("nbdroot=dhcp"),
+        }
+    }
 }
 
 /// What to mount: the attached device, one of its partitions, or a filesystem on it found
@@ -72,14 +108,32 @@ pub struct RootMount {
     /// Mount options without `ro`/`rw`.
     pub options: String,
     pub read_only: bool,
+    /// What chose `read_only`.
+    pub mode_from: ModeFrom,
+}
+
+/// What chose between read-only and read-write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModeFrom {
+    /// `ro` or `rw` on the kernel command line.
+    Kernel,
+    /// `ro` or `rw` among the mount options (the `nbd:` string's, else `rootflags=`).
+    Flags,
+    /// Neither: read-only, as the kernel mounts its root.
+    Default,
 }
 
 impl MountParams {
     /// Kernel `ro`/`rw` win over the flags field, which wins over the default (read-only, as
     /// the kernel mounts its root).
     pub fn resolve(&self, spec: &NbdSpec) -> RootMount {
-        let flags = spec.rootflags.clone().or_else(|| self.rootflags.clone());
-        let mut read_only = true;
+        self.resolve_fields(spec.fstype.as_deref(), spec.rootflags.as_deref())
+    }
+
+    /// [`resolve`](Self::resolve) with the `nbd:` string's fstype and rootflags fields.
+    pub fn resolve_fields(&self, fstype: Option<&str>, rootflags: Option<&str>) -> RootMount {
+        let flags = rootflags.or(self.rootflags.as_deref());
+        let mut flag_ro = None;
         let mut options = Vec::new();
         for opt in flags
             .iter()
@@ -87,15 +141,21 @@ impl MountParams {
             .filter(|o| !o.is_empty())
         {
             match opt {
-                "ro" => read_only = true,
-                "rw" => read_only = false,
+                "ro" => flag_ro = Some(true),
+                "rw" => flag_ro = Some(false),
                 o => options.push(o),
             }
         }
+        let (read_only, mode_from) = match (self.kernel_ro, flag_ro) {
+            (Some(ro), _) => (ro, ModeFrom::Kernel),
+            (None, Some(ro)) => (ro, ModeFrom::Flags),
+            (None, None) => (true, ModeFrom::Default),
+        };
         RootMount {
-            fstype: spec.fstype.clone().or_else(|| self.rootfstype.clone()),
+            fstype: fstype.or(self.rootfstype.as_deref()).map(str::to_string),
             options: options.join(","),
-            read_only: self.kernel_ro.unwrap_or(read_only),
+            read_only,
+            mode_from,
         }
     }
 }

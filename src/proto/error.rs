@@ -94,7 +94,7 @@ pub enum HandshakeError {
     WrongOption { expected: u32, got: u32 },
     #[error("unexpected reply type {ty:#x} to {option}")]
     UnexpectedReply { option: &'static str, ty: u32 },
-    #[error("malformed NBD_INFO reply (type {info}, {len} bytes)")]
+    #[error("malformed NBD_INFO reply (type {info}, {})", crate::text::plural(.len, "byte"))]
     BadInfo { info: u16, len: usize },
     #[error("malformed NBD_REP_SERVER reply: name length {name_len} in a {len}-byte reply")]
     BadServerEntry { name_len: u32, len: usize },

@@ -138,7 +138,7 @@ pub enum TransmissionError {
         flag: &'static str,
     },
     /// Refused locally: the range does not lie within the export.
-    #[error("{command} of {len} bytes at offset {offset} refused locally: beyond the end of the {size}-byte export")]
+    #[error("{command} of {} at offset {offset} refused locally: beyond the end of the {size}-byte export", crate::text::plural(.len, "byte"))]
     OutOfRange {
         command: Command,
         offset: u64,
@@ -146,7 +146,7 @@ pub enum TransmissionError {
         size: u64,
     },
     /// Refused locally: a trim or write-zeroes longer than the server's maximum request.
-    #[error("{command} of {len} bytes at offset {offset} refused locally: longer than the server's {maximum}-byte maximum")]
+    #[error("{command} of {} at offset {offset} refused locally: longer than the server's {maximum}-byte maximum", crate::text::plural(.len, "byte"))]
     TooLong {
         command: Command,
         offset: u64,
@@ -154,7 +154,7 @@ pub enum TransmissionError {
         maximum: u32,
     },
     /// Refused locally: offset or length not a multiple of the server's minimum block size.
-    #[error("{command} of {len} bytes at offset {offset} refused locally: not aligned to the server's {minimum}-byte minimum block size")]
+    #[error("{command} of {} at offset {offset} refused locally: not aligned to the server's {minimum}-byte minimum block size", crate::text::plural(.len, "byte"))]
     Unaligned {
         command: Command,
         offset: u64,
@@ -163,7 +163,7 @@ pub enum TransmissionError {
     },
     /// The server answered with an error; the connection stays usable. ESHUTDOWN means the
     /// server is going away: the caller should disconnect.
-    #[error("server failed {command} of {len} bytes at offset {offset}: {errno}")]
+    #[error("server failed {command} of {} at offset {offset}: {errno}", crate::text::plural(.len, "byte"))]
     Server {
         command: Command,
         offset: u64,
@@ -171,21 +171,21 @@ pub enum TransmissionError {
         errno: Errno,
     },
     /// The server closed the connection (or reset it) before the reply was complete.
-    #[error("server closed the connection during {command} of {len} bytes at offset {offset}")]
+    #[error("server closed the connection during {command} of {} at offset {offset}", crate::text::plural(.len, "byte"))]
     Closed {
         command: Command,
         offset: u64,
         len: u64,
     },
     /// The stream's read or write timeout expired (only with timeouts set on the stream).
-    #[error("timed out waiting for the server during {command} of {len} bytes at offset {offset}")]
+    #[error("timed out waiting for the server during {command} of {} at offset {offset}", crate::text::plural(.len, "byte"))]
     TimedOut {
         command: Command,
         offset: u64,
         len: u64,
     },
     /// Any other error of the stream.
-    #[error("i/o error during {command} of {len} bytes at offset {offset}: {source}")]
+    #[error("i/o error during {command} of {} at offset {offset}: {source}", crate::text::plural(.len, "byte"))]
     Io {
         command: Command,
         offset: u64,
@@ -877,7 +877,7 @@ mod tests {
             (none, Box::new(|c| c.write(0, &[0; 512], true)), "NBD_CMD_WRITE refused locally: the server did not set NBD_FLAG_SEND_FUA"),
             (ALL, Box::new(|c| c.read((1 << 20) - 511, &mut [0; 512])), "NBD_CMD_READ of 512 bytes at offset 1048065 refused locally: beyond the end of the 1048576-byte export"),
             (ALL, Box::new(|c| c.read(u64::MAX, &mut [0; 2])), "NBD_CMD_READ of 2 bytes at offset 18446744073709551615 refused locally: beyond the end of the 1048576-byte export"),
-            (ALL, Box::new(|c| c.write(1 << 20, &[0; 1], false)), "NBD_CMD_WRITE of 1 bytes at offset 1048576 refused locally: beyond the end of the 1048576-byte export"),
+            (ALL, Box::new(|c| c.write(1 << 20, &[0; 1], false)), "NBD_CMD_WRITE of 1 byte at offset 1048576 refused locally: beyond the end of the 1048576-byte export"),
             (ALL, Box::new(|c| c.trim(0, 65536 + 512)), "NBD_CMD_TRIM of 66048 bytes at offset 0 refused locally: longer than the server's 65536-byte maximum"),
             (ALL, Box::new(|c| c.write_zeroes(100, 512, true)), "NBD_CMD_WRITE_ZEROES of 512 bytes at offset 100 refused locally: not aligned to the server's 512-byte minimum block size"),
             (ALL, Box::new(|c| c.read(0, &mut [0; 100])), "NBD_CMD_READ of 100 bytes at offset 0 refused locally: not aligned to the server's 512-byte minimum block size"),

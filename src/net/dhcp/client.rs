@@ -52,9 +52,9 @@ pub trait Transport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("no offer after {tries} tries in {secs:.1} s")]
+    #[error("no offer after {} in {secs:.1} s", crate::text::plural(.tries, "try"))]
     NoOffer { tries: u32, secs: f64 },
-    #[error("server {server} offered {address} but did not acknowledge it ({requests} requests); no lease after {secs:.1} s")]
+    #[error("server {server} offered {address} but did not acknowledge it ({}); no lease after {secs:.1} s", crate::text::plural(.requests, "request"))]
     NoAck {
         server: Ipv4Addr,
         address: Ipv4Addr,

@@ -103,7 +103,7 @@ impl fmt::Display for MessageType {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PacketError {
-    #[error("{0} bytes is too short for a DHCP message (at least 240)")]
+    #[error("{} is too short for a DHCP message (at least 240)", crate::text::plural(.0, "byte"))]
     TooShort(usize),
     #[error("hardware type {htype} with address length {hlen} is not Ethernet (1, 6)")]
     Hardware { htype: u8, hlen: u8 },
@@ -121,7 +121,7 @@ pub enum PacketError {
     NoMessageType,
     #[error("unknown DHCP message type {0}")]
     UnknownMessageType(u8),
-    #[error("option {code} has a bad length ({len} bytes)")]
+    #[error("option {code} has a bad length ({})", crate::text::plural(.len, "byte"))]
     Length { code: u8, len: usize },
     #[error("option {code} is not UTF-8 text")]
     Text { code: u8 },
