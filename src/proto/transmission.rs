@@ -510,7 +510,7 @@ impl<S: Read + Write> Client<S> {
             });
         }
         let minimum = self.alignment();
-        if offset % u64::from(minimum) != 0 || len % u64::from(minimum) != 0 {
+        if !offset.is_multiple_of(u64::from(minimum)) || !len.is_multiple_of(u64::from(minimum)) {
             return Err(TransmissionError::Unaligned {
                 command,
                 offset,

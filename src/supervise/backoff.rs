@@ -22,7 +22,7 @@ pub fn pause(attempt: u32, elapsed: Duration) -> Duration {
 /// Whether the failure of attempt `made` (1 for the first) goes to the console: the first,
 /// then every twentieth, so that a long outage does not flood it.
 pub fn worth_logging(made: u32) -> bool {
-    made == 1 || made % 20 == 0
+    made == 1 || made.is_multiple_of(20)
 }
 
 #[cfg(test)]

@@ -157,7 +157,7 @@ pub fn apply(iface: &str, index: u32, lease: &Lease) -> Result<(), DhcpError> {
     }
     .map_err(err(format!("adding the address {addr}/{len}")))?;
     for (dst, plen, gw) in lease.routes() {
-        let on_link = gw.map_or(true, |g| rtnl::same_subnet(addr, len, g));
+        let on_link = gw.is_none_or(|g| rtnl::same_subnet(addr, len, g));
         let via = gw.map(|g| format!(" via {g}")).unwrap_or_default();
         rtnl.add_route(index, dst, plen, gw, on_link)
             .map_err(err(format!("adding the route {dst}/{plen}{via}")))?;

@@ -485,7 +485,7 @@ fn one_addr(code: u8, v: &[u8]) -> Result<Ipv4Addr, PacketError> {
 
 /// A non-empty list of addresses.
 fn addrs(code: u8, v: &[u8]) -> Result<Vec<Ipv4Addr>, PacketError> {
-    if v.is_empty() || v.len() % 4 != 0 {
+    if v.is_empty() || !v.len().is_multiple_of(4) {
         return Err(bad_length(code, v));
     }
     Ok(v.chunks_exact(4)
