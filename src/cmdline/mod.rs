@@ -34,6 +34,12 @@ pub enum CmdlineError {
     },
     #[error("ip={value}: {source}; expected ip={}", ip::IP_FORM)]
     Ip { value: String, source: ip::IpError },
+    #[error("DHCP root-path \"{value}\": {source}; expected {expected}")]
+    RootPath {
+        value: String,
+        source: root::RootError,
+        expected: &'static str,
+    },
     #[error("{param}={value}: expected {expected}")]
     Value {
         param: &'static str,
@@ -390,6 +396,35 @@ fn number(
             value: value.to_string(),
             expected,
         })
+}
+
+/// The plan as the boot would make it once DHCP sent `root_path` (option 17): `root=dhcp` and
+/// `nbdroot=dhcp` take their export from it; a command line that names its server ignores it.
+pub fn apply_root_path(plan: &mut BootPlan, root_path: &str) -> Result<(), CmdlineError> {
+    let bad = |source, expected| CmdlineError::RootPath {
+        value: root_path.to_string(),
+        source,
+        expected,
+    };
+    match plan.source {
+        RootSource::Dhcp => {
+            let spec = root::parse_nbd(root_path).map_err(|e| bad(e, root::NBD_ROOT_FORM))?;
+            plan.source = RootSource::Nbd(spec);
+        }
+        RootSource::Debian(DebianSpec::FromRootPath) => {
+            let spec = root::parse_debian(root_path).map_err(|e| bad(e, root::DEBIAN_FORM))?;
+            if let DebianSpec::Given { device, .. } = &spec {
+                plan.device = plan.device.or(*device);
+            }
+            plan.source = RootSource::Debian(spec);
+        }
+        RootSource::Nbd(_) | RootSource::Debian(DebianSpec::Given { .. }) => {
+            plan.warnings.push(format!(
+                "the DHCP root-path \"{root_path}\" is not used: the command line names the root"
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
