@@ -49,8 +49,8 @@ Examples:
   nbdroot mkinitramfs -o /boot/nbdroot.img
   nbdroot plan 'root=nbd:10.0.2.2:10809 ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off rw'
 
-Exit status: 0 on success, 1 when the command fails, 2 for bad arguments
-(`nbdroot check` and `nbdroot status` say more in their help).";
+Exit status: 0 on success, 1 when the command fails, 2 for bad arguments; check and status
+tell more with theirs (see their help).";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
