@@ -49,8 +49,8 @@ Examples:
   nbdroot mkinitramfs -o /boot/nbdroot.img
   nbdroot plan 'root=nbd:10.0.2.2:10809 ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off rw'
 
-Exit status: 0 on success, 1 when the command fails, 2 for bad arguments; check and status
-tell more with theirs (see their help).";
+Exit status: 0 on success, 1 on failure, 2 for bad arguments; check answers 1 for \"not
+connected\" and 2 for an error, status 1 when no supervisor runs.";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {

@@ -49,7 +49,8 @@ impl From<address::TargetError> for RunError {
 
 /// Runs `command`; the exit status is the command's own (`check`, `status`) or 0.
 pub fn run(command: Command) -> Result<ExitCode, RunError> {
-    let mut out = io::stdout().lock();
+    // Not locked: serve and supervise run for long, and connect may fork.
+    let mut out = io::stdout();
     match command {
         Command::Connect(c) => connect(&c, &mut out)?,
         Command::Disconnect(d) => commands::disconnect(&d.device)?,
