@@ -77,6 +77,261 @@ fn boot_refuses_to_run_outside_pid_1() {
     );
 }
 
+/// The commands users see, each with its own help.
+const COMMANDS: [&str; 9] = [
+    "connect",
+    "disconnect",
+    "check",
+    "list",
+    "info",
+    "mkinitramfs",
+    "plan",
+    "boot",
+    "status",
+];
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn every_command_has_help_with_examples_and_exit_codes() {
+    for cmd in COMMANDS {
+        for args in [vec![cmd, "--help"], vec![cmd, "-h"], vec!["help", cmd]] {
+            let o = nbdroot(&args);
+            assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+            assert!(o.stderr.is_empty(), "{args:?}: {}", stderr(&o));
+            let out = stdout(&o);
+            for want in [
+                &format!("Usage: nbdroot {cmd}")[..],
+                "Examples:\n  ",
+                "Exit status",
+            ] {
+                assert!(out.contains(want), "{args:?}: no {want:?} in\n{out}");
+            }
+        }
+    }
+}
+
+#[test]
+fn top_level_help_lists_the_commands_but_not_the_internal_ones() {
+    for args in [&["--help"][..], &["-h"], &["help"]] {
+        let o = nbdroot(args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}");
+        let out = stdout(&o);
+        assert!(out.contains("Usage: nbdroot [OPTIONS] <COMMAND>"), "{out}");
+        assert!(out.contains("Examples:"), "{out}");
+        for cmd in COMMANDS {
+            assert!(
+                out.contains(&format!("\n  {cmd} ")),
+                "{cmd} missing in\n{out}"
+            );
+        }
+        for hidden in ["serve", "supervise"] {
+            assert!(
+                !out.contains(&format!("\n  {hidden} ")),
+                "{hidden} shown in\n{out}"
+            );
+        }
+    }
+    // A bare `nbdroot` is a usage error that shows the help.
+    let o = nbdroot(&[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("Usage: nbdroot"), "{}", stderr(&o));
+}
+
+#[test]
+fn version_prints_the_crate_version() {
+    for flag in ["-V", "--version"] {
+        let o = nbdroot(&[flag]);
+        assert_eq!(o.status.code(), Some(0));
+        assert_eq!(
+            stdout(&o),
+            format!("nbdroot {}\n", env!("CARGO_PKG_VERSION"))
+        );
+    }
+}
+
+/// A usage error: exit 2, nothing on stdout, one `error:` line (clap adds the usage when the
+/// command line's shape is wrong, not for a bad value), and the pointer to the help; `want`
+/// in the message.
+fn assert_usage_error(args: &[&str], want: &str) {
+    let o = nbdroot(args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+    assert!(o.stdout.is_empty(), "{args:?}");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{args:?}: {err}"
+    );
+    assert!(err.starts_with("error: "), "{args:?}: {err}");
+    let message = err.split("\nUsage: nbdroot").next().unwrap_or_default();
+    assert!(message.contains(want), "{args:?}: no {want:?} in\n{err}");
+    assert!(
+        err.ends_with("\nFor more information, try '--help'.\n"),
+        "{args:?}: {err}"
+    );
+}
+
+#[test]
+fn bad_arguments_name_the_argument_and_exit_2() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["frob"], "unrecognized subcommand 'frob'"),
+        (&["help", "frob"], "'frob'"),
+        (&["conect", "srv"], "'connect'"),
+        (&["connect"], "<SERVER>"),
+        (&["connect", "srv", "/dev/nbd0", "extra"], "'extra'"),
+        (&["connect", "srv", "-Z"], "'-Z'"),
+        (&["connect", "srv", "--frob"], "'--frob'"),
+        (&["connect", "srv", "-N"], "'--name <EXPORT>'"),
+        (&["-N", "root", "connect", "srv"], "'-N'"),
+        (
+            &["connect", "srv", "-b", "3"],
+            "invalid value '3' for '--block-size <BYTES>': expected 512, 1024, 2048 or 4096",
+        ),
+        (
+            &["connect", "srv", "--connections", "65"],
+            "'65' for '--connections <N>': expected a count from 1 to 64",
+        ),
+        (&["connect", "srv", "-C", "0"], "'--connections <N>'"),
+        (
+            &["connect", "srv", "-t", "0"],
+            "'0' for '--timeout <SECS>': expected whole seconds, at least 1",
+        ),
+        (
+            &["connect", "srv", "--dead-timeout", "1.5"],
+            "'1.5' for '--dead-timeout <SECS>': expected whole seconds",
+        ),
+        (&["connect", "srv", "--dead-timeout", "-1"], "'-1'"),
+        (
+            &["connect", "srv", "--priority", "32768"],
+            "'--priority <N>': expected a swap priority from 0 to 32767",
+        ),
+        (
+            &["connect", "srv", "--keepalive", "10,5"],
+            "'10,5' for '--keepalive <IDLE,INTERVAL,COUNT|off>': expected",
+        ),
+        (&["connect", "srv", "--keepalive", "0,5,3"], "'0,5,3'"),
+        (
+            &["connect", "srv", "--tcp-user-timeout", "x"],
+            "'--tcp-user-timeout <SECS>'",
+        ),
+        (&["connect", "srv", "--foreground"], "--ioctl"),
+        (&["connect", "srv", "-L", "--persist"], "'--persist'"),
+        (&["connect", "srv", "--nonetlink", "--swap"], "'--swap'"),
+        (&["connect", "srv", "-L", "--mkswap"], "'--mkswap'"),
+        (
+            &["connect", "srv", "-L", "-i", "root"],
+            "'--identifier <ID>'",
+        ),
+        (&["disconnect"], "<DEVICE>"),
+        (&["check"], "<DEVICE>"),
+        (&["check", "nbd0", "nbd1"], "'nbd1'"),
+        (&["list"], "<SERVER>"),
+        (&["list", "srv", "-N", "x"], "'-N'"),
+        (
+            &["list", "srv", "--retries", "1001"],
+            "'1001' for '--retries <N>': expected a count from 0 to 1000",
+        ),
+        (
+            &["info", "srv", "--connect-timeout", "0"],
+            "'0' for '--connect-timeout <SECS>': expected whole seconds from 1 to 3600",
+        ),
+        (&["info", "srv", "-N"], "'--name <EXPORT>'"),
+        (&["mkinitramfs", "-o"], "'--output <FILE>'"),
+        (&["mkinitramfs", "--kver", "6.1"], "--output <FILE>"),
+        (
+            &["mkinitramfs", "-o", "x", "--nic-modules", ","],
+            "',' for '--nic-modules <SET>': expected default, none or a comma-separated list",
+        ),
+        (&["plan", "root=dhcp", "rw"], "'rw'"),
+        (&["plan", "--root-path"], "'--root-path <STRING>'"),
+        (&["status", "extra"], "'extra'"),
+        (&["boot", "--now"], "'--now'"),
+    ];
+    for (args, want) in cases {
+        assert_usage_error(args, want);
+    }
+}
+
+#[test]
+fn no_input_makes_it_panic() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    let odd: &[&[&str]] = &[
+        &["--"],
+        &["-"],
+        &[""],
+        &["-v"],
+        &["-vvv", "-V"],
+        &["--help=x"],
+        &["connect", "--block-size="],
+        &["connect", "-C=", "srv"],
+        &["connect", "--", "-srv"],
+        &["connect", "srv", "--keepalive", ",,,"],
+        &["connect", "srv", "--retries", "99999999999999999999999"],
+        &["plan", "--", "--root-path"],
+        &["plan", "root=dhcp", "--root-path", ""],
+        &["mkinitramfs", "-o", ""],
+        &["help", "help", "help"],
+        &["serve"],
+        &["supervise"],
+        &["supervise", "", "x"],
+    ];
+    for args in odd {
+        let o = nbdroot(args);
+        let err = stderr(&o);
+        assert!(matches!(o.status.code(), Some(0..=2)), "{args:?}: {o:?}");
+        assert!(
+            !err.contains("panicked") && !err.contains("internal error"),
+            "{args:?}: {err}"
+        );
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_nbdroot"))
+        .args([OsStr::new("plan"), OsStr::from_bytes(b"root=nbd:\xff:1")])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+#[test]
+fn verbose_is_accepted_before_and_after_the_command() {
+    let line = "root=nbd:10.0.2.2:root";
+    for args in [
+        ["-v", "plan", line],
+        ["plan", "-v", line],
+        ["plan", line, "--verbose"],
+    ] {
+        let o = nbdroot(&args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn plan_with_a_root_path_shows_the_export_dhcp_would_give() {
+    let o = nbdroot(&[
+        "plan",
+        "root=dhcp ip=dhcp",
+        "--root-path",
+        "nbd:10.0.2.2:root:ext4",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("export:           \"root\""), "{out}");
+    assert!(out.contains("type:             ext4"), "{out}");
+
+    let o = nbdroot(&["plan", "root=dhcp", "--root-path", "nbd:srv"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("nbdroot: error: root-path \"nbd:srv\": "),
+        "{err}"
+    );
+}
+
 fn fake_kernel(dir: &Path) {
     let k = dir.join("modules/6.1.0-test/kernel");
     fs::create_dir_all(&k).unwrap();

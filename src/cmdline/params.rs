@@ -19,6 +19,18 @@ pub enum Section {
     Knobs,
 }
 
+impl Section {
+    /// The heading of its table in the documentation.
+    pub fn title(self) -> &'static str {
+        match self {
+            Section::Root => "ROOT FILESYSTEM",
+            Section::NbdOpts => "NBD OPTIONS",
+            Section::Network => "NETWORK",
+            Section::Knobs => "NBDROOT KNOBS",
+        }
+    }
+}
+
 /// One boot parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Param {

@@ -1,0 +1,222 @@
+//! Runs a parsed command line: turns the arguments into the library's options, calls the
+//! command and prints its answer.
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::cli::args::{
+    CheckArgs, Command, ConnectArgs, InfoArgs, ListArgs, MkinitramfsArgs, NetArgs, PlanArgs,
+};
+use crate::cli::commands::{self, Check, CommandError};
+use crate::kernel::attach::{self, AttachError, AttachOptions, Interface};
+use crate::settings::{self, ConnectPolicy, SocketOptions};
+use crate::{address, cmdline, initramfs, plan, supervise};
+
+/// Why a command failed: printed as one line, exit status 1.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error(transparent)]
+    Cmdline(#[from] cmdline::CmdlineError),
+    #[error(transparent)]
+    Initramfs(#[from] initramfs::InitramfsError),
+    #[error(transparent)]
+    Serve(#[from] AttachError),
+    #[error(transparent)]
+    Supervise(#[from] supervise::SuperviseError),
+    #[error("supervise: {0}")]
+    SuperviseConfig(#[from] supervise::config::ConfigError),
+    #[error("cannot read /proc/cmdline: {0}")]
+    ProcCmdline(io::Error),
+    #[error("cannot tell the running kernel's release: {0}; give --kver")]
+    Uname(nix::Error),
+    #[error("cannot find this program's binary: {0}; give --binary")]
+    CurrentExe(io::Error),
+    #[error("boot runs only as PID 1 (the /init of an initramfs)")]
+    NotPid1,
+    /// The only bare I/O errors here are those of writing the answer; others say what failed.
+    #[error("cannot write to standard output: {0}")]
+    Stdout(#[from] io::Error),
+}
+
+impl From<address::TargetError> for RunError {
+    fn from(e: address::TargetError) -> Self {
+        Self::Command(e.into())
+    }
+}
+
+/// Runs `command`; the exit status is the command's own (`check`, `status`) or 0.
+pub fn run(command: Command) -> Result<ExitCode, RunError> {
+    // Not locked: serve and supervise run for long, and connect may fork.
+    let mut out = io::stdout();
+    match command {
+        Command::Connect(c) => connect(&c, &mut out)?,
+        Command::Disconnect(d) => commands::disconnect(&d.device)?,
+        Command::Check(c) => return check(&c, &mut out),
+        Command::List(l) => list(&l, &mut out)?,
+        Command::Info(i) => info(i, &mut out)?,
+        Command::Mkinitramfs(m) => mkinitramfs(m)?,
+        Command::Plan(p) => plan(p, &mut out)?,
+        Command::Boot => return Err(RunError::NotPid1),
+        Command::Status => return status(&mut out),
+        Command::Serve { device } => attach::serve(&device)?,
+        Command::Supervise { config, ready_fd } => {
+            let cfg = supervise::Config::decode(&config)?;
+            supervise::run(cfg, ready_fd.and_then(|fd| fd.parse().ok()))?;
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn policy(net: &NetArgs) -> ConnectPolicy {
+    ConnectPolicy {
+        attempt_timeout: Duration::from_secs(net.connect_timeout),
+        retries: net.retries,
+    }
+}
+
+fn connect(c: &ConnectArgs, out: &mut impl Write) -> Result<(), RunError> {
+    let target = address::parse_target(&c.server)?;
+    let swap = c.swap || c.mkswap || c.priority.is_some();
+    let persist = c.persist || swap;
+    let secs = |s: Option<u64>| s.map(Duration::from_secs);
+    let opts = AttachOptions {
+        export: c.export.clone().or(target.export).unwrap_or_default(),
+        device: c
+            .device
+            .as_deref()
+            .map(commands::device_index)
+            .transpose()?,
+        connections: c.connections.into(),
+        block_size: c.block_size,
+        timeout: secs(c.timeout),
+        dead_conn_timeout: secs(c.dead_timeout).or(persist.then_some(settings::DEAD_TIMEOUT)),
+        read_only: c.readonly,
+        identifier: c.identifier.clone(),
+        policy: policy(&c.net),
+        socket: SocketOptions {
+            keepalive: c.keepalive.0,
+            user_timeout: (c.tcp_user_timeout > 0).then(|| Duration::from_secs(c.tcp_user_timeout)),
+        },
+    };
+    let interface = if c.ioctl {
+        Interface::Ioctl
+    } else {
+        Interface::Netlink
+    };
+    let attached = commands::connect(&target.endpoint, &opts, interface, c.foreground)?;
+    if persist {
+        commands::supervise(&attached, &opts)?;
+    }
+    if swap {
+        commands::swap_on(&attached, c.mkswap, c.priority)?;
+    }
+    writeln!(out, "{}", attached.device)?;
+    Ok(())
+}
+
+fn check(c: &CheckArgs, out: &mut impl Write) -> Result<ExitCode, RunError> {
+    Ok(match commands::check(&c.device) {
+        Check::Connected(pid) => {
+            match pid {
+                Some(pid) => writeln!(out, "{pid}")?,
+                None => writeln!(out, "connected")?,
+            }
+            ExitCode::SUCCESS
+        }
+        Check::NotConnected => ExitCode::from(1),
+        Check::Error(e) => {
+            log::error!("{e}");
+            ExitCode::from(2)
+        }
+    })
+}
+
+fn list(l: &ListArgs, out: &mut impl Write) -> Result<(), RunError> {
+    for entry in commands::list(&l.server, &policy(&l.net))? {
+        if entry.description.is_empty() {
+            writeln!(out, "{}", entry.name)?;
+        } else {
+            writeln!(out, "{}\t{}", entry.name, entry.description)?;
+        }
+    }
+    Ok(())
+}
+
+fn info(i: InfoArgs, out: &mut impl Write) -> Result<(), RunError> {
+    let policy = policy(&i.net);
+    write!(out, "{}", commands::info(&i.server, i.export, &policy)?)?;
+    Ok(())
+}
+
+fn mkinitramfs(m: MkinitramfsArgs) -> Result<(), RunError> {
+    let kver = match m.kver {
+        Some(kver) => kver,
+        None => nix::sys::utsname::uname()
+            .map_err(RunError::Uname)?
+            .release()
+            .to_string_lossy()
+            .into_owned(),
+    };
+    let binary = match m.binary {
+        Some(binary) => binary,
+        None => std::env::current_exe().map_err(RunError::CurrentExe)?,
+    };
+    let mut modules: Vec<String> = m.modules.into_iter().filter(|m| !m.is_empty()).collect();
+    if modules.is_empty() {
+        modules = initramfs::DEFAULT_MODULES.map(String::from).to_vec();
+    }
+    let opts = initramfs::Options {
+        output: m.output,
+        kver,
+        kmoddir: m.kmoddir,
+        modules,
+        nic_modules: m.nic_modules,
+        binary,
+    };
+    let s = initramfs::build(&opts)?;
+    log::info!(
+        "wrote {} ({} bytes, {} module files for {})",
+        opts.output.display(),
+        s.bytes,
+        s.module_files,
+        opts.kver
+    );
+    Ok(())
+}
+
+fn plan(p: PlanArgs, out: &mut impl Write) -> Result<(), RunError> {
+    let line = match p.cmdline {
+        Some(line) => line,
+        None => std::fs::read_to_string("/proc/cmdline").map_err(RunError::ProcCmdline)?,
+    };
+    let mut plan = cmdline::parse(&line)?;
+    if let Some(root_path) = &p.root_path {
+        cmdline::apply_root_path(&mut plan, Some(root_path), None)?;
+    }
+    write!(out, "{}", plan::render::render(&plan))?;
+    Ok(())
+}
+
+fn status(out: &mut impl Write) -> Result<ExitCode, RunError> {
+    let all = supervise::status::read_all(supervise::status_dir());
+    if all.is_empty() {
+        writeln!(
+            out,
+            "no nbdroot supervisor is running (no {}/*.status)",
+            supervise::STATUS_DIR
+        )?;
+        return Ok(ExitCode::from(1));
+    }
+    for (name, text) in all {
+        writeln!(out, "{}:", name.trim_end_matches(".status"))?;
+        for line in text.lines() {
+            writeln!(out, "  {line}")?;
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
