@@ -73,7 +73,12 @@ pub fn resolve(
             let spec = match spec {
                 DebianSpec::FromRootPath => {
                     let rp = root_path()?;
-                    root::parse_debian(&rp).map_err(|e| bad(&rp, e, root::DEBIAN_FORM))?
+                    match root::parse_debian(&rp) {
+                        // "dhcp" sends us back to the root-path itself: it names no export.
+                        Ok(DebianSpec::FromRootPath) => Err(RootError::NoPortOrExport),
+                        parsed => parsed,
+                    }
+                    .map_err(|e| bad(&rp, e, root::DEBIAN_FORM))?
                 }
                 given => given.clone(),
             };
@@ -137,6 +142,21 @@ mod tests {
         assert!(err.to_string().starts_with("DHCP root-path \"10.0.2.9:/nfs\" from 10.0.2.2 on eth0: does not start with \"nbd:\"; expected nbd:"), "{err}");
         let err = resolve(&RootSource::Dhcp, None, &NetState::default()).unwrap_err();
         assert!(matches!(err, SourceError::NoLease { param: "root=dhcp" }));
+    }
+
+    /// Found by the `root_path` fuzz target: a root-path of "dhcp" under `nbdroot=dhcp` made
+    /// PID 1 panic, so any DHCP server on the segment could stop the boot.
+    #[test]
+    fn a_root_path_of_dhcp_is_refused() {
+        let from_rp = RootSource::Debian(DebianSpec::FromRootPath);
+        let err = resolve(&from_rp, None, &lease(Some("dhcp"), None)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "DHCP root-path \"dhcp\" from 10.0.2.2 on eth0: the port or export name is missing; expected {}",
+                root::DEBIAN_FORM
+            )
+        );
     }
 
     #[test]
