@@ -285,10 +285,15 @@ impl Packet {
             return Err(PacketError::Cookie(cookie));
         }
         let mut options = Vec::new();
-        let overload = scan_options(buf, OPTIONS, buf.len(), &mut options)?;
+        scan_options(buf, OPTIONS, buf.len(), &mut options)?;
         // Option 52 moves more options into the file (1), sname (2) or both (3) fields, read
-        // in that order (RFC 3396).
-        let overload = overload.unwrap_or(0);
+        // in that order (RFC 3396). Its value is the first byte of the option as a whole, as
+        // `options` holds it, whichever instances it came in.
+        let overload = options
+            .iter()
+            .find(|(c, _)| *c == OPT_OVERLOAD)
+            .and_then(|(_, v)| v.first().copied())
+            .unwrap_or(0);
         if overload & 1 != 0 {
             scan_options(buf, FILE, COOKIE, &mut options)?;
         }
@@ -338,15 +343,13 @@ fn c_text(field: &[u8]) -> Option<String> {
     (!s.is_empty()).then(|| s.to_string())
 }
 
-/// Reads the options in `buf[start..end]` into `out`, concatenating repeated codes. Returns
-/// the overload option's value if it was there.
+/// Reads the options in `buf[start..end]` into `out`, concatenating repeated codes.
 fn scan_options(
     buf: &[u8],
     start: usize,
     end: usize,
     out: &mut Vec<(u8, Vec<u8>)>,
-) -> Result<Option<u8>, PacketError> {
-    let mut overload = None;
+) -> Result<(), PacketError> {
     let mut at = start;
     while at < end {
         let code = buf[at];
@@ -364,16 +367,13 @@ fn scan_options(
             .filter(|r| r.end <= end)
             .map(|r| &buf[r])
             .ok_or(PacketError::Truncated { code, at })?;
-        if code == OPT_OVERLOAD {
-            overload = value.first().copied();
-        }
         match out.iter_mut().find(|(c, _)| *c == code) {
             Some((_, v)) => v.extend_from_slice(value),
             None => out.push((code, value.to_vec())),
         }
         at += 2 + value.len();
     }
-    Ok(overload)
+    Ok(())
 }
 
 /// A server's answer to us, checked and typed.
@@ -839,6 +839,25 @@ mod tests {
         b.extend_from_slice(&[OPT_ROOT_PATH, 3, b's', b':', b'e', OPT_END]);
         let r = Reply::decode(&b, XID, MAC).unwrap();
         assert_eq!(r.root_path.as_deref(), Some("nbd:s:e"));
+    }
+
+    /// Found by the `dhcp_packet` fuzz target: option 52 sent in two instances was taken from
+    /// the last one, so the same packet encoded again (in one instance) overloaded other
+    /// fields, or none.
+    #[test]
+    fn overload_is_the_first_byte_of_the_whole_option() {
+        let mut b = reply(MessageType::Ack, vec![]).encode();
+        let end = b.iter().rposition(|&x| x == OPT_END).unwrap();
+        b.truncate(end);
+        // Together the value is [0, 3]: no overload, and sname and file keep their text.
+        b.extend_from_slice(&[OPT_OVERLOAD, 1, 0, OPT_OVERLOAD, 1, 3, OPT_END]);
+        let p = Packet::parse(&b).unwrap();
+        assert_eq!(p.option(OPT_OVERLOAD), Some(&[0, 3][..]));
+        assert_eq!(
+            (p.sname.as_deref(), p.file.as_deref()),
+            (Some("boot-server"), Some("pxelinux.0"))
+        );
+        assert_eq!(Packet::parse(&p.encode()).unwrap(), p);
     }
 
     #[test]
