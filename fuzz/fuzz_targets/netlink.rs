@@ -1,5 +1,6 @@
 //! Netlink replies, as the kernel (or whatever holds the other end) sends them: one datagram,
-//! split into messages and attributes by `netlink::message`, the generic netlink family
+//! split into messages and attributes by `netlink::message`, gathered into the answer to a
+//! request by `message::absorb` (as `NetlinkSocket::request` does), the generic netlink family
 //! lookup (`genl::parse_family`) and the nbd family's answers (`kernel::netlink`: the device
 //! index CONNECT names, STATUS's device list, LINK_DEAD events).
 //!
@@ -12,7 +13,9 @@
 use libfuzzer_sys::fuzz_target;
 use nbdroot::kernel::netlink::{connected_index, dead_links, device_status};
 use nbdroot::netlink::genl::{self, Family};
-use nbdroot::netlink::message::{self, Message, MessageBuilder, NLMSG_ERROR, NLMSG_HDRLEN};
+use nbdroot::netlink::message::{
+    self, Answer, Message, MessageBuilder, NLMSG_DONE, NLMSG_ERROR, NLMSG_HDRLEN, NLM_F_MULTI,
+};
 
 /// Kernel ABI numbers (linux/genetlink.h, linux/nbd-netlink.h).
 const GENL_ID_CTRL: u16 = 0x10;
@@ -59,6 +62,8 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
+    check_answer(data, &msgs);
+
     let replies: Vec<(u16, Vec<u8>)> = msgs.iter().map(|m| (m.ty, m.payload.to_vec())).collect();
     let index_attrs = |p: &[u8]| -> Vec<u32> {
         message::attrs(genl::payload(p))
@@ -84,6 +89,35 @@ fuzz_target!(|data: &[u8]| {
         assert!(events.iter().any(|(_, p)| index_attrs(p).contains(&i)));
     }
 });
+
+/// The answer to the request the first message answers: the replies are that request's
+/// messages, in order, up to an acknowledgement, an error or NLMSG_DONE, which end it.
+fn check_answer(data: &[u8], msgs: &[Message]) {
+    let seq = msgs.first().map_or(0, |m| m.seq);
+    let mut replies = Vec::new();
+    let answer = message::absorb(data, seq, &mut replies);
+    let ours: Vec<&Message> = msgs.iter().filter(|m| m.seq == seq).collect();
+    for (reply, m) in replies.iter().zip(&ours) {
+        assert_eq!((reply.0, reply.1.as_slice()), (m.ty, m.payload));
+        assert!(m.error_code().is_none() && m.ty != NLMSG_DONE);
+    }
+    assert!(replies.len() <= ours.len());
+    let end = ours.get(replies.len());
+    match answer {
+        Answer::Error(errno) => {
+            let code = end.and_then(|m| m.error_code()).expect("an error message");
+            assert!(code != 0 && code.wrapping_neg() == errno);
+        }
+        Answer::Done => assert!(
+            end.is_some_and(|m| m.ty == NLMSG_DONE || m.error_code() == Some(0))
+                || (!replies.is_empty() && replies.len() == ours.len())
+        ),
+        Answer::More => {
+            assert_eq!(replies.len(), ours.len());
+            assert!(replies.is_empty() || ours.iter().any(|m| m.flags & NLM_F_MULTI != 0));
+        }
+    }
+}
 
 /// Attributes lie within `buf`, and read back the same once built again.
 fn check_attrs(buf: &[u8]) {

@@ -5,7 +5,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
-use super::message::{self, MessageBuilder, NLMSG_DONE, NLM_F_MULTI};
+use super::message::{self, Answer, MessageBuilder};
 
 pub const NETLINK_ROUTE: i32 = libc::NETLINK_ROUTE;
 pub const NETLINK_GENERIC: i32 = libc::NETLINK_GENERIC;
@@ -183,26 +183,12 @@ impl NetlinkSocket {
                 }
                 return Err(NetlinkError::Receive(e));
             }
-            let mut more = false;
-            for m in message::messages(&self.buf[..n as usize]) {
-                if m.seq != seq {
-                    continue; // a stale answer to an earlier request
+            match message::absorb(&self.buf[..n as usize], seq, &mut replies) {
+                Answer::More => {}
+                Answer::Done => return Ok(replies),
+                Answer::Error(errno) => {
+                    return Err(NetlinkError::Kernel(io::Error::from_raw_os_error(errno)))
                 }
-                if let Some(code) = m.error_code() {
-                    if code == 0 {
-                        return Ok(replies);
-                    }
-                    return Err(NetlinkError::Kernel(io::Error::from_raw_os_error(-code)));
-                }
-                if m.ty == NLMSG_DONE {
-                    return Ok(replies);
-                }
-                more |= m.flags & NLM_F_MULTI != 0;
-                replies.push((m.ty, m.payload.to_vec()));
-            }
-            // A single reply without ACK request ends here; multipart ones end with DONE.
-            if !replies.is_empty() && !more {
-                return Ok(replies);
             }
         }
     }
