@@ -213,7 +213,7 @@ fn check_client(server: &[u8], written: &[u8], query: Query, export: &str) {
         sent.push(option);
         rest = &rest[16 + len..];
     }
-    // List and info never enter transmission by NBD_OPT_GO; negotiate asks for it once.
+    // One NBD_OPT_GO at most: its failure is final, or falls back to NBD_OPT_EXPORT_NAME.
     assert!(sent.iter().filter(|&&o| o == OPT_GO).count() <= 1);
 }
 

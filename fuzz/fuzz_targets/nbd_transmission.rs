@@ -24,7 +24,8 @@ use nbdroot::proto::{BlockSizes, Client, Export, Style, TransmissionError};
 #[derive(Debug, Arbitrary)]
 struct Input {
     size: u32,
-    /// Offsets and sizes scaled by 512, so that aligned ranges are common.
+    /// The export size and request offsets in 512-byte sectors, so that aligned ranges are
+    /// common.
     sectors: bool,
     flags: u16,
     block_sizes: Option<(u32, u32, u32)>,
