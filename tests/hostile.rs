@@ -14,6 +14,7 @@ use nbdroot::proto::{
     self, BlockSizes, Client, Export, HandshakeError, RepError, Style, TransmissionError,
 };
 use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
 
 /// The client's read timeout in these tests.
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -573,7 +574,7 @@ fn a_client_that_lost_step_refuses_further_requests() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Property tests: arbitrary and mutated bytes
+// Property tests: what the client makes of arbitrary, generated and mutated server bytes
 
 /// A stream that replays `input` and swallows writes.
 struct Replay(Cursor<Vec<u8>>);
@@ -597,66 +598,317 @@ fn replay(bytes: &[u8]) -> Replay {
     Replay(Cursor::new(bytes.to_vec()))
 }
 
-/// Checks what every handshake entry point must guarantee on any input: an in-memory stream
-/// can only end, so the only failures are typed protocol errors or a close, never `Io`.
-fn check_handshake(bytes: &[u8]) {
-    match proto::negotiate(&mut replay(bytes), "root") {
-        Ok(export) => {
-            if let Some(b) = export.block_sizes {
-                assert_valid(b);
-            }
-            assert!((512..=4096).contains(&export.kernel_block_size()));
+fn be64(b: &[u8]) -> u64 {
+    u64::from_be_bytes(b[..8].try_into().unwrap())
+}
+
+/// An in-memory stream can only end: the only failures are protocol errors or a close.
+fn assert_typed(e: &HandshakeError) -> Result<(), TestCaseError> {
+    prop_assert!(
+        !matches!(
+            e,
+            HandshakeError::Io { .. } | HandshakeError::TimedOut { .. }
+        ),
+        "{e:?}"
+    );
+    prop_assert!(!e.to_string().is_empty());
+    Ok(())
+}
+
+/// What every handshake entry point must report for any server bytes: a typed error, or an
+/// export whose size and flags the server sent (in NBD_INFO_EXPORT, after
+/// NBD_OPT_EXPORT_NAME or in an oldstyle greeting) and whose block sizes are valid.
+fn check_handshake(bytes: &[u8]) -> Result<(), TestCaseError> {
+    let sent = |e: &Export| -> Result<(), TestCaseError> {
+        let mut field = e.size.to_be_bytes().to_vec();
+        field.extend_from_slice(&e.flags.to_be_bytes());
+        let oldstyle = e.style == Style::Oldstyle
+            && bytes.get(16..24) == Some(&e.size.to_be_bytes()[..])
+            && bytes.get(26..28) == Some(&e.flags.to_be_bytes()[..]);
+        prop_assert!(
+            oldstyle || bytes.windows(10).any(|w| w == field.as_slice()),
+            "size {} and flags {:#x} are not in the server's bytes",
+            e.size,
+            e.flags
+        );
+        if let Some(b) = e.block_sizes {
+            prop_assert_eq!(b.validate(e.size).ok(), Some(b));
         }
-        Err(e) => assert_typed(&e),
+        prop_assert!([512, 1024, 2048, 4096].contains(&e.kernel_block_size()));
+        Ok(())
+    };
+    for export in ["", "root"] {
+        match proto::negotiate(&mut replay(bytes), export) {
+            Ok(e) => sent(&e)?,
+            Err(e) => assert_typed(&e)?,
+        }
+        match proto::info(&mut replay(bytes), export) {
+            Ok(info) => sent(&info.export)?,
+            Err(e) => assert_typed(&e)?,
+        }
     }
     match proto::list(&mut replay(bytes)) {
-        Ok(entries) => assert!(entries.len() <= MAX_LIST_ENTRIES),
-        Err(e) => assert_typed(&e),
+        // Each entry is a reply of at least 24 bytes.
+        Ok(entries) => {
+            prop_assert!(entries.len() <= MAX_LIST_ENTRIES && entries.len() * 24 <= bytes.len())
+        }
+        Err(e) => assert_typed(&e)?,
     }
-    match proto::info(&mut replay(bytes), "root") {
-        Ok(info) => {
-            if let Some(b) = info.export.block_sizes {
-                assert_valid(b);
+    Ok(())
+}
+
+/// One reply a server may send to NBD_OPT_GO.
+#[derive(Debug, Clone)]
+enum GoReply {
+    Export {
+        size: u64,
+        flags: u16,
+    },
+    BlockSizes(BlockSizes),
+    Name(String),
+    /// An information type this client does not know: ignored.
+    OtherInfo(u16, Vec<u8>),
+    /// NBD_INFO_EXPORT (0) or NBD_INFO_BLOCK_SIZE (3) of the wrong length.
+    BadInfo(u16, usize),
+    /// A reply type this client does not know, without the error bit: ignored.
+    Unknown(u32, Vec<u8>),
+    /// An error reply; NBD_REP_ERR_UNSUP (1, which falls back to NBD_OPT_EXPORT_NAME) aside.
+    Error(u32, String),
+    Ack,
+}
+
+fn go_reply() -> impl Strategy<Value = GoReply> {
+    let sizes = (
+        0u32..8,
+        0u32..16,
+        prop_oneof![Just(u32::MAX), 0u32..(1 << 26)],
+    );
+    prop_oneof![
+        3 => (any::<u64>(), any::<u16>()).prop_map(|(size, flags)| GoReply::Export { size, flags }),
+        2 => sizes.prop_map(|(min, pref, maximum)| GoReply::BlockSizes(BlockSizes {
+            minimum: 1 << (min * 2),
+            preferred: 1 << pref,
+            maximum,
+        })),
+        1 => "\\PC{0,20}".prop_map(GoReply::Name),
+        1 => (4u16.., prop::collection::vec(any::<u8>(), 0..20))
+            .prop_map(|(ty, data)| GoReply::OtherInfo(ty, data)),
+        1 => (prop::sample::select(vec![INFO_EXPORT, INFO_BLOCK_SIZE]), 2usize..30)
+            .prop_filter("a wrong length", |&(ty, len)| len != if ty == INFO_EXPORT { 12 } else { 14 })
+            .prop_map(|(ty, len)| GoReply::BadInfo(ty, len)),
+        1 => (4u32..REP_FLAG_ERROR, prop::collection::vec(any::<u8>(), 0..20))
+            .prop_map(|(ty, data)| GoReply::Unknown(ty, data)),
+        1 => (prop::sample::select(vec![2u32, 3, 4, 5, 6, 7, 8, 9, 10, 100]), "[ -~]{0,30}")
+            .prop_map(|(code, text)| GoReply::Error(code, text)),
+        2 => Just(GoReply::Ack),
+    ]
+}
+
+fn go_bytes(replies: &[GoReply]) -> Vec<u8> {
+    let mut b = Bytes::greeting();
+    for r in replies {
+        b = match r {
+            GoReply::Export { size, flags } => b.info_export(OPT_GO, *size, *flags),
+            GoReply::BlockSizes(s) => b.info_block_size(OPT_GO, s.minimum, s.preferred, s.maximum),
+            GoReply::Name(n) => {
+                let data = Bytes::default().u16(INFO_NAME).raw(n.as_bytes());
+                b.reply(OPT_GO, REP_INFO, &data.0)
+            }
+            GoReply::OtherInfo(ty, data) => {
+                b.reply(OPT_GO, REP_INFO, &Bytes::default().u16(*ty).raw(data).0)
+            }
+            GoReply::BadInfo(ty, len) => {
+                let data = Bytes::default().u16(*ty).raw(&vec![0; len - 2]);
+                b.reply(OPT_GO, REP_INFO, &data.0)
+            }
+            GoReply::Unknown(ty, data) => b.reply(OPT_GO, *ty, data),
+            GoReply::Error(code, text) => b.reply(OPT_GO, REP_FLAG_ERROR | code, text.as_bytes()),
+            GoReply::Ack => b.reply(OPT_GO, REP_ACK, b""),
+        };
+    }
+    b.0
+}
+
+/// How NBD_OPT_GO must end for these replies: the protocol, stated on its own.
+#[derive(Debug, PartialEq)]
+enum GoOutcome {
+    Export(u64, u16, Option<BlockSizes>),
+    Closed,
+    BadInfo(u16),
+    NoExportInfo,
+    BadBlockSizes,
+    UnknownExport(String),
+    TlsRequired(String),
+    Refused(RepError, String),
+}
+
+fn go_outcome(replies: &[GoReply]) -> GoOutcome {
+    let (mut export, mut sizes) = (None, None);
+    let message = |m: &str| {
+        let m = m.trim();
+        if m.is_empty() {
+            "(no message from the server)".to_string()
+        } else {
+            m.to_string()
+        }
+    };
+    for r in replies {
+        match r {
+            GoReply::Export { size, flags } => export = Some((*size, *flags)),
+            GoReply::BlockSizes(s) => sizes = Some(*s),
+            GoReply::Name(_) | GoReply::OtherInfo(..) | GoReply::Unknown(..) => {}
+            GoReply::BadInfo(ty, _) => return GoOutcome::BadInfo(*ty),
+            GoReply::Error(5, m) => return GoOutcome::TlsRequired(message(m)),
+            GoReply::Error(6, m) => return GoOutcome::UnknownExport(message(m)),
+            GoReply::Error(code, m) => {
+                let codes = [
+                    (2, RepError::Policy),
+                    (3, RepError::Invalid),
+                    (4, RepError::Platform),
+                    (7, RepError::Shutdown),
+                    (8, RepError::BlockSizeReqd),
+                    (9, RepError::TooBig),
+                ];
+                let rep = codes
+                    .iter()
+                    .find(|(c, _)| c == code)
+                    .map_or(RepError::Other(*code), |r| r.1);
+                return GoOutcome::Refused(rep, message(m));
+            }
+            GoReply::Ack => {
+                let Some((size, flags)) = export else {
+                    return GoOutcome::NoExportInfo;
+                };
+                return match sizes.map(|s| s.validate(size)).transpose() {
+                    Ok(sizes) => GoOutcome::Export(size, flags, sizes),
+                    Err(_) => GoOutcome::BadBlockSizes,
+                };
             }
         }
-        Err(e) => assert_typed(&e),
     }
+    GoOutcome::Closed
 }
 
-fn assert_valid(b: BlockSizes) {
-    assert!(b.minimum.is_power_of_two() && b.minimum <= 4096, "{b:?}");
-    assert!(b.preferred >= b.minimum && b.maximum >= b.minimum, "{b:?}");
-}
-
-fn assert_typed(e: &HandshakeError) {
-    assert!(!matches!(e, HandshakeError::Io { .. }), "{e:?}");
-    assert!(!e.to_string().is_empty());
-}
-
-/// Runs every transmission command against `bytes` as the server's replies.
-fn check_transmission(bytes: &[u8], block_sizes: Option<BlockSizes>) {
-    let export = Export {
+/// The export the transmission properties run against.
+fn transmission_export(block_sizes: Option<BlockSizes>) -> Export {
+    Export {
         size: SIZE,
         flags: FLAGS | TFLAG_SEND_FUA | TFLAG_SEND_TRIM | TFLAG_SEND_WRITE_ZEROES,
         block_sizes,
         style: Style::FixedNewstyle,
-    };
-    let mut c = Client::new(replay(bytes), export);
+    }
+}
+
+/// What a request sequence must come to.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    /// With the data a read returned.
+    Done(Vec<u8>),
+    Server(u32),
+    BadMagic(u32),
+    WrongCookie {
+        expected: u64,
+        got: u64,
+    },
+    Closed,
+    Broken,
+}
+
+fn outcome(r: Result<Vec<u8>, TransmissionError>) -> Outcome {
+    match r {
+        Ok(data) => Outcome::Done(data),
+        Err(TransmissionError::Server { errno, .. }) => Outcome::Server(errno.0),
+        Err(TransmissionError::BadMagic { found, .. }) => Outcome::BadMagic(found),
+        Err(TransmissionError::WrongCookie { expected, got, .. }) => {
+            Outcome::WrongCookie { expected, got }
+        }
+        Err(TransmissionError::Closed { .. }) => Outcome::Closed,
+        Err(TransmissionError::Broken { .. }) => Outcome::Broken,
+        Err(e) => panic!("not a reply outcome: {e:?}"),
+    }
+}
+
+/// Reads, writes, flushes, trims and zeroes on `bytes` as the server's replies.
+fn run_transmission(bytes: &[u8], block_sizes: Option<BlockSizes>) -> Vec<Outcome> {
+    let mut c = Client::new(replay(bytes), transmission_export(block_sizes));
     let mut buf = vec![0u8; 3 * 512];
-    let results = [
-        c.read(0, &mut buf),
+    let read = c.read(0, &mut buf).map(|()| buf);
+    let mut out = vec![outcome(read)];
+    for r in [
         c.write(512, &[1; 1024], true),
         c.flush(),
         c.trim(0, 512),
         c.write_zeroes(1024, 512, false),
-    ];
-    for r in results {
-        if let Err(e) = r {
-            assert!(!matches!(e, TransmissionError::Io { .. }), "{e:?}");
-            assert!(!e.to_string().is_empty());
-        }
+    ] {
+        out.push(outcome(r.map(|()| Vec::new())));
     }
-    let _ = c.disconnect();
+    out
+}
+
+/// Per operation of `run_transmission`, how much data each of its requests' replies carries:
+/// reads and writes are split at the server's maximum request.
+fn reply_data(block_sizes: Option<BlockSizes>) -> Vec<Vec<usize>> {
+    let chunk = block_sizes.map_or(32 << 20, |b| {
+        let max = b.maximum.min(32 << 20);
+        (max - max % b.minimum).max(b.minimum) as usize
+    });
+    let chunks = |len: usize| (0..len).step_by(chunk).map(move |at| chunk.min(len - at));
+    vec![
+        chunks(1536).collect(),
+        chunks(1024).map(|_| 0).collect(),
+        vec![0],
+        vec![0],
+        vec![0],
+    ]
+}
+
+/// What the same requests must come to, from the simple reply format alone: each request
+/// takes a 16-byte reply with its cookie, then a read's data unless the reply is an error.
+fn transmission_outcome(bytes: &[u8], block_sizes: Option<BlockSizes>) -> Vec<Outcome> {
+    let ops = reply_data(block_sizes);
+    let (mut at, mut cookie, mut broken) = (0, 1u64, false);
+    let mut out = Vec::new();
+    'ops: for replies in ops {
+        if broken {
+            out.push(Outcome::Broken);
+            continue;
+        }
+        let mut data = Vec::new();
+        for len in replies {
+            let Some(h) = bytes.get(at..at + 16) else {
+                broken = true;
+                out.push(Outcome::Closed);
+                continue 'ops;
+            };
+            at += 16;
+            let magic = u32::from_be_bytes(h[..4].try_into().unwrap());
+            let error = u32::from_be_bytes(h[4..8].try_into().unwrap());
+            let got = be64(&h[8..]);
+            let expected = cookie;
+            cookie += 1;
+            let end = if magic != SIMPLE_REPLY_MAGIC {
+                Some(Outcome::BadMagic(magic))
+            } else if got != expected {
+                Some(Outcome::WrongCookie { expected, got })
+            } else if error != 0 {
+                out.push(Outcome::Server(error));
+                continue 'ops;
+            } else if let Some(d) = bytes.get(at..at + len) {
+                data.extend_from_slice(d);
+                at += len;
+                None
+            } else {
+                Some(Outcome::Closed)
+            };
+            if let Some(end) = end {
+                broken = true;
+                out.push(end);
+                continue 'ops;
+            }
+        }
+        out.push(Outcome::Done(data));
+    }
+    out
 }
 
 /// Valid exchanges to mutate.
@@ -670,10 +922,11 @@ fn valid_handshakes() -> Vec<Vec<u8>> {
     vec![full_go().0, full_list().0 .0, full_info().0 .0, oldstyle.0]
 }
 
-fn valid_replies() -> Vec<u8> {
+/// Valid replies to every request of `run_transmission`.
+fn valid_replies(block_sizes: Option<BlockSizes>) -> Vec<u8> {
     let mut b = Bytes::default();
-    for cookie in 1..=7 {
-        b = b.simple_reply(0, cookie, if cookie <= 3 { &[7; 512] } else { &[] });
+    for (cookie, len) in (1..).zip(reply_data(block_sizes).into_iter().flatten()) {
+        b = b.simple_reply(0, cookie, &vec![7; len]);
     }
     b.0
 }
@@ -694,46 +947,125 @@ fn mutate(
     bytes
 }
 
+/// Arbitrary bytes, or arbitrary bytes after the first magic.
+fn greeting_bytes() -> impl Strategy<Value = Vec<u8>> {
+    let tail = prop::collection::vec(any::<u8>(), 0..64);
+    prop_oneof![
+        tail.clone(),
+        tail.prop_map(|t| Bytes::default().u64(NBDMAGIC).raw(&t).0),
+    ]
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
+    /// Without NBDMAGIC and IHAVEOPT (or the oldstyle magic), every entry point stops at the
+    /// greeting: bad magic when 8 bytes came, closed when fewer.
     #[test]
-    fn arbitrary_bytes_never_panic_the_handshake(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-        check_handshake(&bytes);
+    fn anything_but_a_greeting_is_bad_magic_or_closed(bytes in greeting_bytes()) {
+        let second = bytes.get(8..16).map(be64);
+        prop_assume!(second != Some(IHAVEOPT) && second != Some(OLDSTYLE_MAGIC));
+        let first_bad = bytes.get(..8).map(be64).filter(|&m| m != NBDMAGIC);
+        let want = match (first_bad, second) {
+            (Some(found), _) | (None, Some(found)) => Some(found),
+            (None, None) => None,
+        };
+        let results = [
+            proto::negotiate(&mut replay(&bytes), "root").map(drop),
+            proto::list(&mut replay(&bytes)).map(drop),
+            proto::info(&mut replay(&bytes), "root").map(drop),
+        ];
+        for r in results {
+            match (r, want) {
+                (Err(HandshakeError::BadMagic { step, found }), Some(want)) => {
+                    prop_assert_eq!((step, found), ("reading the server greeting", want))
+                }
+                (Err(HandshakeError::Closed { step }), None) => {
+                    prop_assert_eq!(step, "reading the server greeting")
+                }
+                (r, want) => prop_assert!(false, "{r:?} for magic {want:?}"),
+            }
+        }
     }
 
+    /// NBD_OPT_GO against any sequence of well-framed replies ends as the protocol says: the
+    /// export the last NBD_INFO_EXPORT before the ACK described, or the error the replies call
+    /// for.
     #[test]
-    fn arbitrary_bytes_after_a_valid_greeting(tail in prop::collection::vec(any::<u8>(), 0..512)) {
-        let mut bytes = Bytes::greeting().0;
-        bytes.extend_from_slice(&tail);
-        check_handshake(&bytes);
+    fn go_yields_the_export_the_server_described_or_a_typed_error(
+        replies in prop::collection::vec(go_reply(), 0..8),
+    ) {
+        let want = go_outcome(&replies);
+        let got = match proto::negotiate(&mut replay(&go_bytes(&replies)), "root") {
+            Ok(e) => {
+                prop_assert_eq!(e.style, Style::FixedNewstyle);
+                GoOutcome::Export(e.size, e.flags, e.block_sizes)
+            }
+            Err(HandshakeError::Closed { .. }) => GoOutcome::Closed,
+            Err(HandshakeError::BadInfo { info, .. }) => GoOutcome::BadInfo(info),
+            Err(HandshakeError::NoExportInfo { .. }) => GoOutcome::NoExportInfo,
+            Err(HandshakeError::BadBlockSizes { .. } | HandshakeError::BlockSizeUnsupported { .. }) => {
+                GoOutcome::BadBlockSizes
+            }
+            Err(HandshakeError::UnknownExport { export, message }) => {
+                prop_assert_eq!(export, "root");
+                GoOutcome::UnknownExport(message)
+            }
+            Err(HandshakeError::TlsRequired { message }) => GoOutcome::TlsRequired(message),
+            Err(HandshakeError::Refused { export, code, message }) => {
+                prop_assert_eq!(export, "root");
+                GoOutcome::Refused(code, message)
+            }
+            Err(e) => return Err(TestCaseError::fail(format!("{e:?}"))),
+        };
+        prop_assert_eq!(got, want);
     }
 
+    /// Valid exchanges with a few bytes replaced or cut off: a typed error, or values the
+    /// server sent.
     #[test]
-    fn mutated_handshakes_never_panic(
+    fn mutated_handshakes_fail_typed_or_report_what_was_sent(
         which in 0..4usize,
         edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
         cut in prop::option::of(any::<prop::sample::Index>()),
     ) {
-        let bytes = mutate(valid_handshakes()[which].clone(), &edits, cut);
-        check_handshake(&bytes);
+        check_handshake(&mutate(valid_handshakes()[which].clone(), &edits, cut))?;
     }
 
+    /// Arbitrary reply bytes, the first reply's magic and cookie made right at random: every
+    /// request comes to what the simple reply format says.
     #[test]
-    fn arbitrary_bytes_never_panic_the_transmission_reader(
+    fn transmission_replies_are_read_as_the_format_says(
         bytes in prop::collection::vec(any::<u8>(), 0..2048),
+        magic: bool,
+        cookie: bool,
+        error: bool,
     ) {
-        check_transmission(&bytes, None);
+        let mut bytes = bytes;
+        if bytes.len() >= 16 {
+            if magic {
+                bytes[..4].copy_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
+            }
+            if cookie {
+                bytes[8..16].copy_from_slice(&1u64.to_be_bytes());
+            }
+            if !error {
+                bytes[4..8].fill(0);
+            }
+        }
+        prop_assert_eq!(run_transmission(&bytes, None), transmission_outcome(&bytes, None));
     }
 
+    /// Valid replies with a few bytes replaced or cut off, whatever the server's maximum
+    /// request (which splits reads and writes): the same.
     #[test]
-    fn mutated_replies_never_panic_the_transmission_reader(
-        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+    fn mutated_transmission_replies_are_read_as_the_format_says(
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
         cut in prop::option::of(any::<prop::sample::Index>()),
         maximum in prop::sample::select(vec![512u32, 1024, 4096, u32::MAX]),
     ) {
-        let bytes = mutate(valid_replies(), &edits, cut);
-        let sizes = BlockSizes { minimum: 512, preferred: 4096, maximum };
-        check_transmission(&bytes, Some(sizes));
+        let sizes = Some(BlockSizes { minimum: 512, preferred: 4096, maximum });
+        let bytes = mutate(valid_replies(sizes), &edits, cut);
+        prop_assert_eq!(run_transmission(&bytes, sizes), transmission_outcome(&bytes, sizes));
     }
 }

@@ -152,7 +152,8 @@ pub fn parse_ip(value: &str) -> Result<IpConfig, IpError> {
     }
     // `<device>:<autoconf>[:<mtu>[:<mac>]]`: the second field is an autoconf keyword.
     if (2..=4).contains(&f.len()) && is_keyword(f[1]) && f[0].parse::<IpAddr>().is_err() {
-        let device = Some(f[0].to_string());
+        // An empty device is none, as in the kernel's form: DHCP wherever a link comes up.
+        let device = Some(f[0]).filter(|d| !d.is_empty()).map(str::to_string);
         return match autoconf(f.get(1).copied().unwrap_or(""))? {
             Auto::Off => Err(IpError::NoClient),
             Auto::Dhcp => {
@@ -343,6 +344,10 @@ mod tests {
             "{with_mac:?}"
         );
         assert_eq!(parse_ip(":::::eth1:dhcp"), Ok(dhcp(Some("eth1"), None)));
+        // Found by the cmdline fuzz target: an empty device was Some(""), and the boot
+        // then waited for an interface named "".
+        assert_eq!(parse_ip(":dhcp"), Ok(dhcp(None, None)));
+        assert_eq!(parse_ip(":dhcp:1500"), Ok(dhcp(None, Some(1500))));
     }
 
     #[test]

@@ -135,12 +135,19 @@ pub fn connect(a: &Attach<'_>) -> Result<u32, KernelError> {
         step: "NBD_CMD_CONNECT",
         source,
     })?;
-    let index = replies
+    connected_index(&replies)
+        .or(a.index)
+        .ok_or(KernelError::NoIndex)
+}
+
+/// The device index the replies to NBD_CMD_CONNECT name, if they name one. Public, as are
+/// [`device_status`] and [`dead_links`], for the fuzz targets: the kernel's answers are input.
+pub fn connected_index(replies: &[(u16, Vec<u8>)]) -> Option<u32> {
+    replies
         .iter()
         .flat_map(|(_, r)| message::attrs(genl::payload(r)))
         .find(|(ty, _)| *ty == ATTR_INDEX)
-        .and_then(|(_, p)| message::as_u32(p));
-    index.or(a.index).ok_or(KernelError::NoIndex)
+        .and_then(|(_, p)| message::as_u32(p))
 }
 
 /// Disconnects `/dev/nbd<index>`.
@@ -174,7 +181,13 @@ pub fn is_configured(index: u32) -> Result<Option<bool>, KernelError> {
         }
         Err(source) => return Err(KernelError::Netlink { step, source }),
     };
-    for (_, r) in &replies {
+    Ok(device_status(&replies, index))
+}
+
+/// Whether the NBD_CMD_STATUS replies say `/dev/nbd<index>` is connected: `None` when they do
+/// not list the device, or list it without saying.
+pub fn device_status(replies: &[(u16, Vec<u8>)], index: u32) -> Option<bool> {
+    for (_, r) in replies {
         for (ty, list) in message::attrs(genl::payload(r)) {
             if ty != ATTR_DEVICE_LIST {
                 continue;
@@ -190,12 +203,12 @@ pub fn is_configured(index: u32) -> Result<Option<bool>, KernelError> {
                     }
                 }
                 if idx == Some(index) {
-                    return Ok(connected);
+                    return connected;
                 }
             }
         }
     }
-    Ok(None)
+    None
 }
 
 /// Hands replacement sockets to `/dev/nbd<index>`. The kernel only replaces sockets it has
@@ -268,14 +281,19 @@ impl Events {
                 step: "receiving nbd events",
                 source,
             })?;
-        Ok(msgs
-            .iter()
-            .filter(|(ty, p)| *ty == self.family && p.first() == Some(&CMD_LINK_DEAD))
-            .filter_map(|(_, p)| {
-                message::attrs(genl::payload(p))
-                    .find(|(t, _)| *t == ATTR_INDEX)
-                    .and_then(|(_, v)| message::as_u32(v))
-            })
-            .collect())
+        Ok(dead_links(&msgs, self.family))
     }
+}
+
+/// The device indexes that the NBD_CMD_LINK_DEAD events among `msgs` (generic netlink
+/// messages as (type, payload)) from the nbd family `family` announce.
+pub fn dead_links(msgs: &[(u16, Vec<u8>)], family: u16) -> Vec<u32> {
+    msgs.iter()
+        .filter(|(ty, p)| *ty == family && p.first() == Some(&CMD_LINK_DEAD))
+        .filter_map(|(_, p)| {
+            message::attrs(genl::payload(p))
+                .find(|(t, _)| *t == ATTR_INDEX)
+                .and_then(|(_, v)| message::as_u32(v))
+        })
+        .collect()
 }

@@ -40,7 +40,9 @@ pub fn resolve(sock: &mut NetlinkSocket, name: &str) -> Result<Option<Family>, N
     Ok(replies.iter().find_map(|(_, r)| parse_family(payload(r))))
 }
 
-fn parse_family(attrs: &[u8]) -> Option<Family> {
+/// The family a CTRL_CMD_GETFAMILY reply describes (its attributes, after `genlmsghdr`);
+/// `None` without a family id. Public for the fuzz targets: the kernel's answer is input.
+pub fn parse_family(attrs: &[u8]) -> Option<Family> {
     let mut id = None;
     let mut groups = Vec::new();
     for (ty, p) in message::attrs(attrs) {

@@ -148,6 +148,43 @@ pub fn messages(mut buf: &[u8]) -> impl Iterator<Item = Message<'_>> {
     })
 }
 
+/// Where the answer to a request stands after one datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// More datagrams are to come.
+    More,
+    /// Complete: an acknowledgement, NLMSG_DONE, or a single reply.
+    Done,
+    /// The kernel refused the request with this errno.
+    Error(i32),
+}
+
+/// Adds to `replies` the messages of one datagram that answer request `seq` (type and
+/// payload), and says whether the answer is complete.
+pub fn absorb(datagram: &[u8], seq: u32, replies: &mut Vec<(u16, Vec<u8>)>) -> Answer {
+    let mut more = false;
+    for m in messages(datagram) {
+        if m.seq != seq {
+            continue; // a stale answer to an earlier request
+        }
+        match m.error_code() {
+            Some(0) => return Answer::Done,
+            // Errors come negated; wrapping, as the value is the sender's word.
+            Some(code) => return Answer::Error(code.wrapping_neg()),
+            None if m.ty == NLMSG_DONE => return Answer::Done,
+            None => {}
+        }
+        more |= m.flags & NLM_F_MULTI != 0;
+        replies.push((m.ty, m.payload.to_vec()));
+    }
+    // A single reply without ACK request ends here; multipart ones end with DONE.
+    if !replies.is_empty() && !more {
+        Answer::Done
+    } else {
+        Answer::More
+    }
+}
+
 /// Iterates `(type, payload)` attributes. Stops at the first truncated one.
 pub fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     std::iter::from_fn(move || {
@@ -215,6 +252,36 @@ mod tests {
             Some((1, Some(5)))
         );
         assert_eq!((a[2].0, as_str(a[2].1)), (10, Some("root")));
+    }
+
+    #[test]
+    fn absorb_collects_the_answer_to_one_request() {
+        let reply = |ty, flags, seq| MessageBuilder::new(ty, flags).attr_u32(1, 7).finish(seq);
+        // A stale answer is skipped; a single reply is the whole answer.
+        let mut replies = Vec::new();
+        let datagram = [reply(16, 0, 4), reply(16, 0, 5)].concat();
+        assert_eq!(absorb(&datagram, 5, &mut replies), Answer::Done);
+        assert_eq!(replies.len(), 1);
+        // A multipart answer goes on until NLMSG_DONE.
+        let mut replies = Vec::new();
+        let part = reply(16, NLM_F_MULTI, 5);
+        assert_eq!(absorb(&part, 5, &mut replies), Answer::More);
+        let done = reply(NLMSG_DONE, NLM_F_MULTI, 5);
+        assert_eq!(absorb(&done, 5, &mut replies), Answer::Done);
+        assert_eq!(replies.len(), 1);
+        // An acknowledgement, and errors negated back to errnos, whatever their value: -x of
+        // i32::MIN overflowed (a panic in debug builds) before the negation wrapped.
+        let error = |code: i32| {
+            MessageBuilder::new(NLMSG_ERROR, 0)
+                .header(&code.to_ne_bytes())
+                .finish(5)
+        };
+        assert_eq!(absorb(&error(0), 5, &mut Vec::new()), Answer::Done);
+        assert_eq!(absorb(&error(-19), 5, &mut Vec::new()), Answer::Error(19));
+        assert_eq!(
+            absorb(&error(i32::MIN), 5, &mut Vec::new()),
+            Answer::Error(i32::MIN)
+        );
     }
 
     #[test]

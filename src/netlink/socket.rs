@@ -13,7 +13,7 @@ use nix::sys::socket::{
 };
 use nix::sys::time::TimeVal;
 
-use super::message::{self, MessageBuilder, NLMSG_DONE, NLM_F_MULTI};
+use super::message::{self, Answer, MessageBuilder};
 
 pub const NETLINK_ROUTE: SockProtocol = SockProtocol::NetlinkRoute;
 pub const NETLINK_GENERIC: SockProtocol = SockProtocol::NetlinkGeneric;
@@ -131,26 +131,12 @@ impl NetlinkSocket {
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(NetlinkError::Receive(e.into())),
             };
-            let mut more = false;
-            for m in message::messages(&self.buf[..n]) {
-                if m.seq != seq {
-                    continue; // a stale answer to an earlier request
+            match message::absorb(&self.buf[..n], seq, &mut replies) {
+                Answer::More => {}
+                Answer::Done => return Ok(replies),
+                Answer::Error(errno) => {
+                    return Err(NetlinkError::Kernel(io::Error::from_raw_os_error(errno)))
                 }
-                if let Some(code) = m.error_code() {
-                    if code == 0 {
-                        return Ok(replies);
-                    }
-                    return Err(NetlinkError::Kernel(io::Error::from_raw_os_error(-code)));
-                }
-                if m.ty == NLMSG_DONE {
-                    return Ok(replies);
-                }
-                more |= m.flags & NLM_F_MULTI != 0;
-                replies.push((m.ty, m.payload.to_vec()));
-            }
-            // A single reply without ACK request ends here; multipart ones end with DONE.
-            if !replies.is_empty() && !more {
-                return Ok(replies);
             }
         }
     }

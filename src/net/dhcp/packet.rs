@@ -285,10 +285,15 @@ impl Packet {
             return Err(PacketError::Cookie(cookie));
         }
         let mut options = Vec::new();
-        let overload = scan_options(buf, OPTIONS, buf.len(), &mut options)?;
+        scan_options(buf, OPTIONS, buf.len(), &mut options)?;
         // Option 52 moves more options into the file (1), sname (2) or both (3) fields, read
-        // in that order (RFC 3396).
-        let overload = overload.unwrap_or(0);
+        // in that order (RFC 3396). Its value is the first byte of the option as a whole, as
+        // `options` holds it, whichever instances it came in.
+        let overload = options
+            .iter()
+            .find(|(c, _)| *c == OPT_OVERLOAD)
+            .and_then(|(_, v)| v.first().copied())
+            .unwrap_or(0);
         if overload & 1 != 0 {
             scan_options(buf, FILE, COOKIE, &mut options)?;
         }
@@ -338,15 +343,13 @@ fn c_text(field: &[u8]) -> Option<String> {
     (!s.is_empty()).then(|| s.to_string())
 }
 
-/// Reads the options in `buf[start..end]` into `out`, concatenating repeated codes. Returns
-/// the overload option's value if it was there.
+/// Reads the options in `buf[start..end]` into `out`, concatenating repeated codes.
 fn scan_options(
     buf: &[u8],
     start: usize,
     end: usize,
     out: &mut Vec<(u8, Vec<u8>)>,
-) -> Result<Option<u8>, PacketError> {
-    let mut overload = None;
+) -> Result<(), PacketError> {
     let mut at = start;
     while at < end {
         let code = buf[at];
@@ -364,16 +367,13 @@ fn scan_options(
             .filter(|r| r.end <= end)
             .map(|r| &buf[r])
             .ok_or(PacketError::Truncated { code, at })?;
-        if code == OPT_OVERLOAD {
-            overload = value.first().copied();
-        }
         match out.iter_mut().find(|(c, _)| *c == code) {
             Some((_, v)) => v.extend_from_slice(value),
             None => out.push((code, value.to_vec())),
         }
         at += 2 + value.len();
     }
-    Ok(overload)
+    Ok(())
 }
 
 /// A server's answer to us, checked and typed.
@@ -532,7 +532,9 @@ fn classless_routes(mut v: &[u8]) -> Result<Vec<(Ipv4Addr, u8, Ipv4Addr)>, Packe
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::dhcp::Lease;
     use proptest::prelude::*;
+    use proptest::test_runner::TestCaseError;
 
     const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
     const XID: u32 = 0xdead_beef;
@@ -841,6 +843,25 @@ mod tests {
         assert_eq!(r.root_path.as_deref(), Some("nbd:s:e"));
     }
 
+    /// Found by the `dhcp_packet` fuzz target: option 52 sent in two instances was taken from
+    /// the last one, so the same packet encoded again (in one instance) overloaded other
+    /// fields, or none.
+    #[test]
+    fn overload_is_the_first_byte_of_the_whole_option() {
+        let mut b = reply(MessageType::Ack, vec![]).encode();
+        let end = b.iter().rposition(|&x| x == OPT_END).unwrap();
+        b.truncate(end);
+        // Together the value is [0, 3]: no overload, and sname and file keep their text.
+        b.extend_from_slice(&[OPT_OVERLOAD, 1, 0, OPT_OVERLOAD, 1, 3, OPT_END]);
+        let p = Packet::parse(&b).unwrap();
+        assert_eq!(p.option(OPT_OVERLOAD), Some(&[0, 3][..]));
+        assert_eq!(
+            (p.sname.as_deref(), p.file.as_deref()),
+            (Some("boot-server"), Some("pxelinux.0"))
+        );
+        assert_eq!(Packet::parse(&p.encode()).unwrap(), p);
+    }
+
     #[test]
     fn long_text_fields_are_cut_and_terminated() {
         let mut p = reply(MessageType::Offer, vec![]);
@@ -850,26 +871,277 @@ mod tests {
         assert_eq!(back.file.as_deref(), Some("pxelinux.0"));
     }
 
+    /// Makes arbitrary bytes pass the framing checks that `hardware` and `cookie` name.
+    fn framed(mut b: Vec<u8>, hardware: bool, cookie: bool) -> Vec<u8> {
+        if hardware && b.len() > 2 {
+            b[1..3].copy_from_slice(&[HTYPE_ETHER, HLEN_ETHER]);
+        }
+        if cookie && b.len() >= OPTIONS {
+            b[COOKIE..OPTIONS].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
+        }
+        b
+    }
+
+    /// A parse error names the first framing rule `buf` breaks; a packet that parses comes
+    /// back the same from its encoding (when its name fields fit), and decodes the same.
+    fn check_parse(buf: &[u8]) -> Result<(), TestCaseError> {
+        let p = match Packet::parse(buf) {
+            Err(PacketError::TooShort(n)) => {
+                prop_assert!(n == buf.len() && n < OPTIONS);
+                return Ok(());
+            }
+            Err(PacketError::Hardware { htype, hlen }) => {
+                prop_assert!((htype, hlen) == (buf[1], buf[2]) && (htype, hlen) != (1, 6));
+                return Ok(());
+            }
+            Err(PacketError::Cookie(c)) => {
+                prop_assert!(c == be32(&buf[COOKIE..]) && c != MAGIC_COOKIE);
+                return Ok(());
+            }
+            Err(PacketError::Truncated { code, at }) => {
+                prop_assert!(buf[at] == code && code != OPT_PAD && code != OPT_END);
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(TestCaseError::fail(format!(
+                    "parse checks framing only: {e}"
+                )))
+            }
+            Ok(p) => p,
+        };
+        prop_assert!(p
+            .options
+            .iter()
+            .all(|(c, _)| *c != OPT_PAD && *c != OPT_END));
+        let fits = |t: &Option<String>, width: usize| t.as_ref().is_none_or(|t| t.len() < width);
+        if fits(&p.sname, FILE - SNAME) && fits(&p.file, COOKIE - FILE) {
+            let wire = p.encode();
+            prop_assert_eq!(&Packet::parse(&wire).unwrap(), &p);
+            prop_assert_eq!(
+                Reply::decode(&wire, p.xid, p.chaddr),
+                Reply::decode(buf, p.xid, p.chaddr)
+            );
+        }
+        Ok(())
+    }
+
+    /// A decoding error names an option whose value is malformed; a decoded reply holds the
+    /// options' values.
+    fn check_decode(buf: &[u8]) -> Result<(), TestCaseError> {
+        let Ok(p) = Packet::parse(buf) else {
+            return Ok(());
+        };
+        let raw = |code| p.option(code);
+        match Reply::decode(buf, p.xid, p.chaddr) {
+            Err(PacketError::NotReply(op)) => prop_assert!(op == p.op && op != BOOTREPLY),
+            Err(PacketError::NoMessageType) => prop_assert_eq!(raw(OPT_MESSAGE_TYPE), None),
+            Err(PacketError::UnknownMessageType(t)) => {
+                prop_assert_eq!(raw(OPT_MESSAGE_TYPE), Some(&[t][..]));
+                prop_assert_eq!(MessageType::from_u8(t), None);
+            }
+            Err(PacketError::Length { code, len }) => {
+                prop_assert_eq!(raw(code).map(<[u8]>::len), Some(len))
+            }
+            Err(PacketError::Text { code }) => {
+                prop_assert!(std::str::from_utf8(raw(code).unwrap()).is_err())
+            }
+            Err(PacketError::RouteWidth(w)) => {
+                prop_assert!(w > 32 && raw(OPT_CLASSLESS_ROUTES).is_some_and(|v| v.contains(&w)))
+            }
+            Err(e) => return Err(TestCaseError::fail(format!("{e} from its own xid and MAC"))),
+            Ok(r) => {
+                prop_assert_eq!(Some(r.kind), p.message_type());
+                let text = |v: Option<&[u8]>| {
+                    v.map(|v| {
+                        String::from_utf8(v.to_vec())
+                            .unwrap()
+                            .trim_end_matches('\0')
+                            .to_string()
+                    })
+                };
+                prop_assert_eq!(r.root_path, text(raw(OPT_ROOT_PATH)));
+                prop_assert_eq!(r.hostname, text(raw(OPT_HOSTNAME)));
+                let addrs = |v: &[Ipv4Addr]| v.iter().flat_map(|a| a.octets()).collect::<Vec<_>>();
+                prop_assert_eq!(addrs(&r.routers), raw(OPT_ROUTER).unwrap_or(&[]));
+                prop_assert_eq!(addrs(&r.dns), raw(OPT_DNS).unwrap_or(&[]));
+                prop_assert_eq!(
+                    r.mtu.map(u16::to_be_bytes),
+                    raw(OPT_MTU).map(|v| [v[0], v[1]])
+                );
+                for &(dst, width, _) in &r.classless_routes {
+                    let mask = u32::MAX.checked_shl(32 - u32::from(width)).unwrap_or(0);
+                    prop_assert!(width <= 32 && u32::from(dst) & !mask == 0, "{dst}/{width}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Well-framed options with the codes nbdroot reads, their values mostly well-formed.
+    fn framed_options() -> impl Strategy<Value = Vec<u8>> {
+        let codes = REQUESTED_PARAMETERS
+            .iter()
+            .copied()
+            .chain([OPT_MESSAGE, 99]);
+        let option = proptest::sample::select(codes.collect::<Vec<_>>()).prop_flat_map(|code| {
+            fn bytes(n: std::ops::RangeInclusive<usize>) -> BoxedStrategy<Vec<u8>> {
+                proptest::collection::vec(any::<u8>(), n).boxed()
+            }
+            let good = match code {
+                OPT_SUBNET_MASK | OPT_BROADCAST | OPT_SERVER_ID | OPT_LEASE_TIME => bytes(4..=4),
+                OPT_ROUTER | OPT_DNS => (1..4usize).prop_flat_map(|n| bytes(4 * n..=4 * n)).boxed(),
+                OPT_MTU => bytes(2..=2),
+                OPT_CLASSLESS_ROUTES => (0u8..=32, bytes(8..=8))
+                    .prop_map(|(w, b)| [&[w][..], &b[..usize::from(w.div_ceil(8)) + 4]].concat())
+                    .boxed(),
+                OPT_HOSTNAME | OPT_DOMAIN | OPT_ROOT_PATH | OPT_MESSAGE => {
+                    "[ -~]{0,20}".prop_map(String::into_bytes).boxed()
+                }
+                _ => bytes(0..=11),
+            };
+            let value = prop_oneof![6 => good, 1 => bytes(0..=11)];
+            value.prop_map(move |v| [&[code, v.len() as u8][..], &v].concat())
+        });
+        proptest::collection::vec(option, 0..8).prop_map(|o| o.concat())
+    }
+
+    fn addr() -> impl Strategy<Value = Ipv4Addr> {
+        any::<u32>().prop_map(Ipv4Addr::from)
+    }
+
+    /// Text as servers send it: anything printable, long enough to need several instances.
+    fn text() -> impl Strategy<Value = Option<String>> {
+        proptest::option::of("\\PC{0,100}")
+    }
+
+    prop_compose! {
+        /// Any reply a server can send, with every option nbdroot reads.
+        fn any_reply()(
+            kind in proptest::sample::select((1..=8).filter_map(MessageType::from_u8).collect::<Vec<_>>()),
+            (yiaddr, siaddr) in (addr(), addr()),
+            sname in proptest::option::of("[a-z0-9.-]{1,63}"),
+            file in proptest::option::of("[a-z0-9./]{1,127}"),
+            (subnet_mask, broadcast, server_id) in (
+                proptest::option::of(addr()),
+                proptest::option::of(addr()),
+                proptest::option::of(addr()),
+            ),
+            routers in proptest::collection::vec(addr(), 0..4),
+            dns in proptest::collection::vec(addr(), 0..4),
+            (hostname, domain, root_path, message) in (text(), text(), text(), text()),
+            mtu: Option<u16>,
+            lease_secs: Option<u32>,
+            routes in proptest::collection::vec((addr(), 0u8..=32, addr()), 0..4),
+        ) -> Reply {
+            let classless_routes = routes
+                .into_iter()
+                .map(|(dst, width, gw)| {
+                    let mask = u32::MAX.checked_shl(32 - u32::from(width)).unwrap_or(0);
+                    (Ipv4Addr::from(u32::from(dst) & mask), width, gw)
+                })
+                .collect();
+            Reply {
+                kind, xid: XID, yiaddr, siaddr, sname, file, subnet_mask, routers, dns, hostname,
+                domain, mtu, root_path, broadcast, lease_secs, server_id, message, classless_routes,
+            }
+        }
+    }
+
+    /// The packet a server sends for `r`.
+    fn encode_reply(r: &Reply) -> Vec<u8> {
+        let mut options = vec![(OPT_MESSAGE_TYPE, vec![r.kind as u8])];
+        let mut put = |code, value: Option<Vec<u8>>| options.extend(value.map(|v| (code, v)));
+        let octets = |a: &[Ipv4Addr]| {
+            (!a.is_empty()).then(|| a.iter().flat_map(|a| a.octets()).collect::<Vec<u8>>())
+        };
+        let text = |t: &Option<String>| t.as_ref().map(|t| t.as_bytes().to_vec());
+        put(OPT_SUBNET_MASK, r.subnet_mask.map(|a| a.octets().to_vec()));
+        put(OPT_ROUTER, octets(&r.routers));
+        put(OPT_DNS, octets(&r.dns));
+        put(OPT_HOSTNAME, text(&r.hostname));
+        put(OPT_DOMAIN, text(&r.domain));
+        put(OPT_ROOT_PATH, text(&r.root_path));
+        put(OPT_MTU, r.mtu.map(|m| m.to_be_bytes().to_vec()));
+        put(OPT_BROADCAST, r.broadcast.map(|a| a.octets().to_vec()));
+        put(
+            OPT_LEASE_TIME,
+            r.lease_secs.map(|s| s.to_be_bytes().to_vec()),
+        );
+        put(OPT_SERVER_ID, r.server_id.map(|a| a.octets().to_vec()));
+        put(OPT_MESSAGE, text(&r.message));
+        let routes = r.classless_routes.iter().flat_map(|&(dst, width, gw)| {
+            let significant = usize::from(width.div_ceil(8));
+            [&[width][..], &dst.octets()[..significant], &gw.octets()].concat()
+        });
+        put(
+            OPT_CLASSLESS_ROUTES,
+            Some(routes.collect()).filter(|v: &Vec<u8>| !v.is_empty()),
+        );
+        Packet {
+            op: BOOTREPLY,
+            xid: r.xid,
+            secs: 0,
+            flags: 0,
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+            yiaddr: r.yiaddr,
+            siaddr: r.siaddr,
+            giaddr: Ipv4Addr::UNSPECIFIED,
+            chaddr: MAC,
+            sname: r.sname.clone(),
+            file: r.file.clone(),
+            options,
+        }
+        .encode()
+    }
+
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Arbitrary bytes, let past the hardware and cookie checks at random.
         #[test]
-        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..700)) {
-            let _ = Reply::decode(&bytes, XID, MAC);
+        fn arbitrary_bytes_fail_framing_by_its_rules_or_round_trip(
+            bytes in proptest::collection::vec(any::<u8>(), 0..700),
+            hardware: bool,
+            cookie: bool,
+        ) {
+            let b = framed(bytes, hardware, cookie);
+            check_parse(&b)?;
+            check_decode(&b)?;
         }
 
-        /// Arbitrary bytes after a valid header: the options scanner and every typed option.
+        /// Arbitrary options after a valid header: the options scanner and every typed option.
         #[test]
-        fn decoding_arbitrary_options_never_panics(
-            opts in proptest::collection::vec(any::<u8>(), 0..400),
+        fn arbitrary_options_decode_to_their_values_or_name_the_bad_one(
+            opts in prop_oneof![proptest::collection::vec(any::<u8>(), 0..400), framed_options()],
             overload in 0u8..4,
-            sname in proptest::collection::vec(any::<u8>(), 64),
-            file in proptest::collection::vec(any::<u8>(), 128),
+            sname in prop_oneof![proptest::collection::vec(any::<u8>(), 64), Just(vec![0; 64])],
+            file in prop_oneof![proptest::collection::vec(any::<u8>(), 128), Just(vec![0; 128])],
         ) {
             let mut b = reply(MessageType::Ack, vec![(OPT_OVERLOAD, vec![overload])]).encode();
             b[SNAME..FILE].copy_from_slice(&sname);
             b[FILE..COOKIE].copy_from_slice(&file);
             b.truncate(OPTIONS + 6); // message type and overload
             b.extend_from_slice(&opts);
-            let _ = Reply::decode(&b, XID, MAC);
+            check_parse(&b)?;
+            check_decode(&b)?;
+        }
+
+        /// What a server encodes, nbdroot decodes, whatever the values; and the lease keeps them.
+        #[test]
+        fn replies_decode_to_what_was_encoded(r in any_reply()) {
+            prop_assert_eq!(Reply::decode(&encode_reply(&r), XID, MAC), Ok(r.clone()));
+            match Lease::from_ack(&r) {
+                Ok(lease) => {
+                    prop_assert!(lease.prefix_len <= 32);
+                    prop_assert_eq!(lease.netmask(), r.subnet_mask.unwrap_or(lease.netmask()));
+                    prop_assert_eq!(lease.root_path, r.root_path.filter(|p| !p.is_empty()));
+                }
+                Err(mask) => {
+                    prop_assert_eq!(Some(mask), r.subnet_mask);
+                    let m = u32::from(mask);
+                    prop_assert!(m.leading_ones() + m.trailing_zeros() < 32, "{mask} is a prefix");
+                }
+            }
         }
 
         #[test]
