@@ -543,6 +543,11 @@ fn main() -> ExitCode {
         boot::run(boot::init_args_from_env());
     }
     std::panic::set_hook(Box::new(|info| log::error!("internal error: {info}")));
+    // dracut's hooks (src/hooks/entry.rs): the generator (argv[0]), the netroot handler
+    // (`<netif> nbd:… <NEWROOT>`), `attach`, `mount <NEWROOT>`, `dracut-cmdline`.
+    if let Some(code) = nbdroot::hooks::entry::run(&std::env::args_os().collect::<Vec<_>>()) {
+        return code;
+    }
     let (verbose, command) = match parse_args(std::env::args_os().skip(1).collect()) {
         Ok(parsed) => parsed,
         Err(Usage(msg)) => {

@@ -1,0 +1,244 @@
+//! `nbdroot attach`: the boot pipeline's network and NBD stages outside PID 1, for dracut's
+//! initqueue; and the same as dracut's netroot handler, `nbdroot <netif> nbd:… <NEWROOT>`,
+//! when dracut's own network modules configured the interface.
+//!
+//! Idempotent: dracut may call the handler once per interface that comes up, and the
+//! initqueue runs its hooks until the root is there. Attaches are serialised by a lock, and an
+//! attach that finds the recorded device connected does nothing.
+
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io;
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::Command;
+
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::boot::{self, source, BootError};
+use crate::cmdline::{self, root, CmdlineError};
+use crate::kernel::device;
+use crate::net::{self, NetState};
+use crate::plan::{BootPlan, DebianSpec, IpConfig, RootSource};
+
+use super::rootenv::{self, RootEnv, RootEnvError};
+
+const LOCK: &str = "/run/nbdroot/attach.lock";
+
+/// dracut's netroot handler call: `nbdroot <netif> <netroot> <NEWROOT>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handler {
+    pub netif: String,
+    /// The `nbd:…` string (from `netroot=`, `root=`, or the DHCP root-path).
+    pub netroot: String,
+    pub new_root: String,
+}
+
+impl Handler {
+    /// The handler form of the arguments after argv[0]: exactly three, the second `nbd:…`.
+    /// No subcommand looks like that.
+    pub fn from_args(args: &[OsString]) -> Option<Self> {
+        let [netif, netroot, new_root] = args else {
+            return None;
+        };
+        let (netif, netroot, new_root) = (netif.to_str()?, netroot.to_str()?, new_root.to_str()?);
+        (netroot.starts_with("nbd:") && !netif.is_empty() && !netif.starts_with('-')).then(|| {
+            Handler {
+                netif: netif.to_string(),
+                netroot: netroot.to_string(),
+                new_root: new_root.to_string(),
+            }
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AttachStepError {
+    #[error("cannot read the command line: {0}")]
+    ReadCmdline(io::Error),
+    #[error(transparent)]
+    Cmdline(#[from] CmdlineError),
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    #[error(transparent)]
+    Env(#[from] RootEnvError),
+    #[error("cannot take {LOCK}: {0}")]
+    Lock(io::Error),
+}
+
+impl From<net::NetError> for AttachStepError {
+    fn from(e: net::NetError) -> Self {
+        AttachStepError::Boot(e.into())
+    }
+}
+
+/// What an attach did.
+#[derive(Debug)]
+pub enum Outcome {
+    Attached(RootEnv),
+    /// An earlier call attached the root; nothing was done.
+    Already(RootEnv),
+}
+
+/// Attaches the root the command line (or `handler`) describes, records it in
+/// [`rootenv::PATH`], leaves the network hints and starts the supervisor.
+pub fn attach(handler: Option<&Handler>) -> Result<Outcome, AttachStepError> {
+    let _lock = lock()?;
+    let record = Path::new(rootenv::PATH);
+    if let Some(env) = RootEnv::read(record)? {
+        if device::is_connected(env.index) == Some(true) {
+            return Ok(Outcome::Already(env));
+        }
+    }
+    let line = super::read_cmdline().map_err(AttachStepError::ReadCmdline)?;
+    let mut plan = cmdline::parse(&line)?;
+    for w in &plan.warnings {
+        log::warn!("{w}");
+    }
+    if let Some(h) = handler {
+        let spec = root::parse_nbd(&h.netroot).map_err(|source| CmdlineError::Root {
+            param: "netroot",
+            value: h.netroot.clone(),
+            source,
+        })?;
+        plan.source = RootSource::Nbd(spec);
+    }
+    // The supervisor inherits the working directory: never one under the new root.
+    let _ = std::env::set_current_dir("/");
+    let net = network(&plan, handler)?;
+    let (spec, index) =
+        source::resolve(&plan.source, plan.device, &net).map_err(BootError::from)?;
+    let index = index.unwrap_or(super::DEFAULT_INDEX);
+    let attached = boot::attach(&plan, &spec, Some(index))?;
+    if plan.swap.is_some() {
+        log::warn!("rd.nbdroot.swap= is not supported in a dracut initramfs: no swap attached");
+    }
+    let env = RootEnv {
+        index: attached.index,
+        root: plan.root.clone(),
+        mount: plan.mount.resolve(&spec),
+        device_read_only: attached.read_only,
+        link_timeout: plan.tuning.link_timeout,
+        server: spec.address(),
+        export: spec.export.clone(),
+    };
+    env.write(record)?;
+    let dhcp = !plan
+        .network
+        .configs
+        .iter()
+        .any(|c| matches!(c, IpConfig::Static(_)));
+    for iface in &net.configured {
+        if let Err(e) = super::handoff::write(Path::new("/"), iface, dhcp) {
+            log::warn!("cannot leave the network hints for {iface}: {e}");
+        }
+    }
+    if !matches!(plan.source, RootSource::Nbd(_)) && Path::new("/run/systemd/system").is_dir() {
+        // The fstype and options came from DHCP: the generator reads them from the record.
+        reload_systemd();
+    }
+    Ok(Outcome::Attached(env))
+}
+
+fn lock() -> Result<Flock<File>, AttachStepError> {
+    let file = fs::create_dir_all("/run/nbdroot")
+        .and_then(|_| File::options().create(true).append(true).open(LOCK))
+        .map_err(AttachStepError::Lock)?;
+    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| AttachStepError::Lock(e.into()))
+}
+
+/// The network as the root needs it: dracut's interface in handler mode; an interface that
+/// is configured already, unless the root comes from a DHCP lease; else nbdroot's own.
+fn network(plan: &BootPlan, handler: Option<&Handler>) -> Result<NetState, AttachStepError> {
+    if let Some(h) = handler {
+        return Ok(NetState {
+            configured: vec![h.netif.clone()],
+            lease: None,
+        });
+    }
+    if !needs_lease(&plan.source) {
+        if let Some(iface) = configured_interface() {
+            log::info!("{iface} is configured already: using it");
+            return Ok(NetState {
+                configured: vec![iface],
+                lease: None,
+            });
+        }
+    }
+    Ok(net::bring_up(&plan.network, &plan.tuning)?)
+}
+
+fn needs_lease(source: &RootSource) -> bool {
+    match source {
+        RootSource::Nbd(_) => false,
+        RootSource::Dhcp => true,
+        RootSource::Debian(DebianSpec::Given { host, .. }) => host.is_none(),
+        RootSource::Debian(DebianSpec::FromRootPath) => true,
+    }
+}
+
+/// The first interface (not loopback) that is up with a routable address.
+fn configured_interface() -> Option<String> {
+    let addrs = nix::ifaddrs::getifaddrs().ok()?;
+    for a in addrs {
+        if a.interface_name == "lo" || !a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP) {
+            continue;
+        }
+        let ip: Option<IpAddr> = a.address.as_ref().and_then(|s| {
+            s.as_sockaddr_in()
+                .map(|v4| IpAddr::V4(v4.ip()))
+                .or_else(|| s.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+        });
+        let routable = match ip {
+            Some(IpAddr::V4(v4)) => !v4.is_loopback() && !v4.is_link_local(),
+            Some(IpAddr::V6(v6)) => !v6.is_loopback() && (v6.segments()[0] & 0xffc0) != 0xfe80,
+            None => false,
+        };
+        if routable {
+            return Some(a.interface_name);
+        }
+    }
+    None
+}
+
+/// `systemctl --no-block daemon-reload`: generators run again and see the record.
+fn reload_systemd() {
+    match Command::new("systemctl")
+        .args(["--no-block", "daemon-reload"])
+        .status()
+    {
+        Ok(s) if s.success() => {}
+        Ok(s) => log::warn!("systemctl daemon-reload: {s}"),
+        Err(e) => log::warn!("cannot run systemctl daemon-reload: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<OsString> {
+        a.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn handler_form_is_three_arguments_with_nbd_in_the_middle() {
+        assert_eq!(
+            Handler::from_args(&args(&["eth0", "nbd:10.0.0.1:root", "/sysroot"])),
+            Some(Handler {
+                netif: "eth0".into(),
+                netroot: "nbd:10.0.0.1:root".into(),
+                new_root: "/sysroot".into()
+            })
+        );
+        assert_eq!(
+            Handler::from_args(&args(&["connect", "10.0.0.1", "/dev/nbd0"])),
+            None
+        );
+        assert_eq!(Handler::from_args(&args(&["eth0", "nbd:x"])), None);
+        assert_eq!(
+            Handler::from_args(&args(&["-v", "nbd:x:y", "/sysroot"])),
+            None
+        );
+    }
+}
