@@ -201,11 +201,10 @@ fn configured_interface() -> Option<String> {
     None
 }
 
-/// `systemctl --no-block daemon-reload`: generators run again and see the record.
+/// `systemctl daemon-reload`: generators run again and see the record. Waited for, so that
+/// sysroot.mount (ordered after the initqueue) starts with the new options.
 fn reload_systemd() {
-    match Command::new("systemctl")
-        .args(["--no-block", "daemon-reload"])
-        .status()
+    match Command::new("systemctl").arg("daemon-reload").status()
     {
         Ok(s) if s.success() => {}
         Ok(s) => log::warn!("systemctl daemon-reload: {s}"),

@@ -22,7 +22,10 @@ pub fn sysroot_mount(what: &str, mount: &RootMount) -> String {
     options.extend(mount.options.split(',').filter(|o| !o.is_empty()));
     let mut s = format!(
         "# Written by nbdroot-generator: the root filesystem on NBD.\n\
-         [Unit]\nDescription=Root on NBD ({what})\nBefore=initrd-root-fs.target\n\n\
+         [Unit]\nDescription=Root on NBD ({what})\nBefore=initrd-root-fs.target\n\
+         # nbdroot attach runs in the initqueue and may reload this unit with a DHCP root-path's\n\
+         # fstype and options: mount only after it.\n\
+         After=dracut-initqueue.service\n\n\
          [Mount]\nWhat={what}\nWhere=/sysroot\n"
     );
     if let Some(t) = &mount.fstype {
