@@ -44,9 +44,9 @@ pub struct VmConfig {
     pub guestfwd: Vec<(String, u16, u16)>,
     /// Copy the console to stdout while the guest runs (for people watching).
     pub echo: bool,
-    /// End the guest as soon as the console shows this text (for guests that halt instead
-    /// of powering off, such as systemd after dracut's `die`).
-    pub stop_on: Option<String>,
+    /// End the guest as soon as the console shows one of these texts (for guests that halt
+    /// instead of powering off, such as systemd after dracut's `die`).
+    pub stop_on: Vec<String>,
 }
 
 impl VmConfig {
@@ -67,7 +67,7 @@ impl VmConfig {
             log_path: None,
             guestfwd: Vec::new(),
             echo: false,
-            stop_on: None,
+            stop_on: Vec::new(),
         }
     }
 
@@ -231,9 +231,10 @@ pub fn run(cfg: &VmConfig) -> Result<VmOutcome> {
         }
         polls += 1;
         // Every half second: reading the whole log is cheap, but not every 20 ms.
-        if let Some(text) = cfg.stop_on.as_deref().filter(|_| polls % 25 == 0) {
+        if !cfg.stop_on.is_empty() && polls.is_multiple_of(25) {
             let log = std::fs::read(&log_path).unwrap_or_default();
-            if String::from_utf8_lossy(&log).contains(text) {
+            let log = String::from_utf8_lossy(&log);
+            if cfg.stop_on.iter().any(|text| log.contains(text.as_str())) {
                 // A moment for the lines after it.
                 std::thread::sleep(Duration::from_millis(500));
                 child.kill().step(|| format!("{step}: kill"))?;

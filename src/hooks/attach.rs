@@ -123,6 +123,9 @@ pub fn attach(handler: Option<&Handler>) -> Result<Outcome, AttachStepError> {
         export: spec.export.clone(),
     };
     env.write(record)?;
+    if root_param(&line) == Some("/dev/root") {
+        link_dev_root(&env.what());
+    }
     let dhcp = !plan
         .network
         .configs
@@ -138,6 +141,25 @@ pub fn attach(handler: Option<&Handler>) -> Result<Outcome, AttachStepError> {
         reload_systemd();
     }
     Ok(Outcome::Attached(env))
+}
+
+/// The last `root=` on the command line.
+fn root_param(line: &str) -> Option<&str> {
+    line.split_whitespace()
+        .rev()
+        .find_map(|w| w.strip_prefix("root="))
+        .map(|r| r.strip_prefix("block:").unwrap_or(r))
+}
+
+/// `root=/dev/root` (dracut's name for "the root device, whichever it is"): dracut waits for
+/// that node, which nothing else creates.
+fn link_dev_root(what: &str) {
+    let target = what.strip_prefix("/dev/").unwrap_or(what);
+    match std::os::unix::fs::symlink(target, "/dev/root") {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => log::warn!("cannot link /dev/root to {what}: {e}"),
+    }
 }
 
 fn lock() -> Result<Flock<File>, AttachStepError> {
@@ -204,8 +226,7 @@ fn configured_interface() -> Option<String> {
 /// `systemctl daemon-reload`: generators run again and see the record. Waited for, so that
 /// sysroot.mount (ordered after the initqueue) starts with the new options.
 fn reload_systemd() {
-    match Command::new("systemctl").arg("daemon-reload").status()
-    {
+    match Command::new("systemctl").arg("daemon-reload").status() {
         Ok(s) if s.success() => {}
         Ok(s) => log::warn!("systemctl daemon-reload: {s}"),
         Err(e) => log::warn!("cannot run systemctl daemon-reload: {e}"),
@@ -239,5 +260,15 @@ mod tests {
             Handler::from_args(&args(&["-v", "nbd:x:y", "/sysroot"])),
             None
         );
+    }
+
+    #[test]
+    fn the_last_root_counts() {
+        assert_eq!(
+            root_param("root=x netroot=dhcp root=/dev/root rw"),
+            Some("/dev/root")
+        );
+        assert_eq!(root_param("root=block:/dev/root"), Some("/dev/root"));
+        assert_eq!(root_param("rootfstype=ext4"), None);
     }
 }
