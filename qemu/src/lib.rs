@@ -13,6 +13,7 @@ pub mod netns;
 pub mod reference;
 pub mod scenario;
 pub mod server;
+pub mod stats;
 pub mod sysroot;
 pub mod vm;
 

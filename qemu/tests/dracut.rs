@@ -378,3 +378,90 @@ variants!(
     bad_input,
     server_restart,
 );
+
+/// Prints the `@nbdroot` supervisor, systemd's state and its failed units, then powers off.
+const REAL_PROBE: &str = r#"#!/bin/sh
+found=none
+for p in /proc/[0-9]*; do
+  c=$(tr '\0' ' ' < $p/cmdline 2>/dev/null)
+  case "$c" in @nbdroot*) found="alive pid=${p#/proc/}";; esac
+done
+echo "NBDT-DRACUT supervisor=$found" > /dev/console
+echo "NBDT-DRACUT state=$(systemctl is-active multi-user.target)" > /dev/console
+echo "NBDT-DRACUT failed=$(systemctl --failed --no-legend --plain | tr '\n' ' ')" > /dev/console
+echo "NBDT-DRACUT root=$(grep ' / ' /proc/mounts)" > /dev/console
+systemctl --no-block poweroff
+"#;
+
+/// A real system: Debian 12 (debootstrap) with systemd as init boots through dracut and
+/// nbdroot to multi-user.target with no failed unit, and powers off cleanly.
+fn real_system(v: Variant) {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let root = nbdroot_qemu::sysroot::debian_systemd_root().expect("Debian root (debootstrap)");
+    let write = |rel: &str, text: &str, mode: u32| {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    write("usr/local/bin/nbdroot-dracut-probe", REAL_PROBE, 0o755);
+    write(
+        "etc/systemd/system/nbdroot-dracut-probe.service",
+        "[Unit]\nDescription=nbdroot dracut probe\nAfter=multi-user.target\n\n[Service]\nType=oneshot\nExecStart=/usr/local/bin/nbdroot-dracut-probe\n\n[Install]\nWantedBy=multi-user.target\n",
+        0o644,
+    );
+    let wants =
+        root.join("etc/systemd/system/multi-user.target.wants/nbdroot-dracut-probe.service");
+    std::fs::create_dir_all(wants.parent().unwrap()).unwrap();
+    let _ = std::fs::remove_file(&wants);
+    symlink("../nbdroot-dracut-probe.service", &wants).unwrap();
+
+    let dir = scratch(v, "real");
+    let img = dir.join("root.ext4");
+    nbdroot_qemu::ext4_from_dir(&root, &img, 1024, None).expect("mkfs.ext4");
+    let srv = qemu_nbd(&img, None, false).expect("qemu-nbd");
+    let mut cfg = vm(v, &format!("root=nbd:10.0.2.2:{} rw", srv.port));
+    cfg.deadline = Duration::from_secs(600);
+    let out = boot(&cfg);
+    drop(srv);
+    let value = |k: &str| {
+        out.lines_with(&format!("NBDT-DRACUT {k}="))
+            .first()
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|| panic!("no {k}:\n{out}"))
+    };
+    assert!(value("supervisor").starts_with("alive"), "{out}");
+    assert!(value("root").starts_with("/dev/nbd0 / ext4 rw"), "{out}");
+    assert_eq!(value("failed"), "", "failed units:\n{out}");
+    assert_eq!(value("state"), "active", "multi-user.target:\n{out}");
+    assert!(
+        out.contains("reboot: Power down"),
+        "no clean power-off:\n{out}"
+    );
+    e2fsck_clean(&img).expect("the image is clean after the power-off");
+}
+
+mod real_system {
+    use super::*;
+    #[test]
+    fn dracut059_systemd() {
+        super::real_system(Variant {
+            release: Release::Debian059,
+            systemd: true,
+        });
+    }
+    #[test]
+    fn dracut059_shell() {
+        super::real_system(Variant {
+            release: Release::Debian059,
+            systemd: false,
+        });
+    }
+    #[test]
+    fn ng111_systemd() {
+        super::real_system(Variant {
+            release: Release::Ng111,
+            systemd: true,
+        });
+    }
+}

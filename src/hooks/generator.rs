@@ -52,8 +52,7 @@ pub fn device_unit(path: &str) -> String {
 }
 
 /// What to mount and how, from the attach's record, else from the command line `line`.
-/// `None` when the root is not on NBD (or the line is malformed: the command-line hook
-/// reports that).
+/// `None` when the root is not on NBD.
 pub fn decide(line: &str, record: Option<RootEnv>) -> Option<(String, RootMount)> {
     if let Some(env) = record {
         return Some((env.what(), env.mount));
@@ -61,9 +60,19 @@ pub fn decide(line: &str, record: Option<RootEnv>) -> Option<(String, RootMount)
     let plan = match cmdline::parse(line) {
         Ok(p) => p,
         Err(CmdlineError::NoRoot) => return None,
+        // Malformed: the command-line hook ends the boot with nbdroot's line. Until then
+        // sysroot.mount must wait for the device instead of failing at once on the unit
+        // systemd-fstab-generator writes for root=nbd:… (which would end the boot first,
+        // without the reason).
         Err(e) => {
             log::warn!("{e}");
-            return None;
+            let index = super::DEFAULT_INDEX;
+            let mount = RootMount {
+                fstype: None,
+                options: String::new(),
+                read_only: true,
+            };
+            return Some((crate::kernel::device_path(index), mount));
         }
     };
     let spec = match &plan.source {
@@ -129,7 +138,8 @@ mod tests {
         let (_, mount) = decide("root=dhcp rootfstype=xfs", None).unwrap();
         assert_eq!(mount.fstype.as_deref(), Some("xfs"));
         assert_eq!(decide("root=/dev/sda1", None), None);
-        assert_eq!(decide("root=nbd:", None), None);
+        let (what, mount) = decide("root=nbd:", None).unwrap();
+        assert_eq!((what.as_str(), mount.read_only), ("/dev/nbd0", true));
     }
 
     #[test]
