@@ -8,7 +8,7 @@
 # shellcheck source=/dev/null # dracut's library, in the image
 type die > /dev/null 2>&1 || . /lib/dracut-lib.sh
 
-if [ -e /run/nbdroot/wanted ] && [ ! -e /run/nbdroot/root.env ] && [ ! -e /etc/nbdroot/dracut-network ]; then
+if [ -e /run/nbdroot/wanted ] && [ ! -e /run/nbdroot/root.env ]; then
     if ! /usr/sbin/nbdroot attach; then
         die "$(cat /run/nbdroot/error 2> /dev/null || echo 'nbdroot: attaching the root failed')"
     fi

@@ -5,7 +5,8 @@
 #
 # nbdroot itself reads the command line (/etc/cmdline.d/*.conf, then /proc/cmdline) with the
 # grammar its own /init uses, and answers with shell assignments: rootok=1,
-# nbdroot_device=/dev/nbdN and, unless root= names a label or UUID, root=block:/dev/nbdN[pM].
+# nbdroot_device=/dev/nbdN, netroot=nbd:… when the root is in such a string and, unless root=
+# names a label or UUID, root=block:/dev/nbdN[pM].
 
 # shellcheck source=/dev/null # dracut's library, in the image
 type die > /dev/null 2>&1 || . /lib/dracut-lib.sh
@@ -23,8 +24,17 @@ unset nbdroot_vars
 
 [ -d /sys/module/nbd ] || modprobe -q nbd || die "nbdroot: the kernel has no nbd driver (modprobe nbd failed)"
 
+# Who attaches: nbdroot's own initqueue hook, unless the image leaves the network to dracut
+# (nbdroot_network=dracut) and dracut's netroot has an nbd: string to call nbdroot with.
 mkdir -p /run/nbdroot
-: > /run/nbdroot/wanted
+nbdroot_by_dracut=
+if [ -e /etc/nbdroot/dracut-network ]; then
+    case " $netroot $(getarg root=) $(getarg netroot=) " in
+        *" nbd:"* | *" dhcp "*) nbdroot_by_dracut=1 ;;
+    esac
+fi
+[ -n "$nbdroot_by_dracut" ] || : > /run/nbdroot/wanted
+unset nbdroot_by_dracut
 
 # Finished only once the device is attached: its node exists as soon as the driver loads.
 echo "/usr/sbin/nbdroot check $nbdroot_device > /dev/null 2>&1" > "$hookdir/initqueue/finished/90-nbdroot.sh"

@@ -21,10 +21,32 @@ pub enum Answer {
 /// Answers for the command line `line`.
 pub fn answer(line: &str) -> Result<Answer, CmdlineError> {
     match cmdline::parse(line) {
-        Ok(plan) => Ok(Answer::Ours(assignments(&plan))),
+        Ok(plan) => {
+            let mut vars = assignments(&plan);
+            if let Some(n) = nbd_string(line) {
+                // For dracut's netroot, which calls the handler with it.
+                let _ = writeln!(vars, "netroot={}", sh_quote(n));
+            }
+            Ok(Answer::Ours(vars))
+        }
         Err(CmdlineError::NoRoot) => Ok(Answer::NotOurs),
         Err(e) => Err(e),
     }
+}
+
+/// The `nbd:` string the root is in, by dracut's precedence: `root=nbd:…`, else the first
+/// `netroot=nbd:…`.
+fn nbd_string(line: &str) -> Option<&str> {
+    let words = || line.split_whitespace().take_while(|w| *w != "--");
+    words()
+        .filter_map(|w| w.strip_prefix("root="))
+        .last()
+        .filter(|r| r.starts_with("nbd:"))
+        .or_else(|| {
+            words()
+                .filter_map(|w| w.strip_prefix("netroot="))
+                .find(|r| r.starts_with("nbd:"))
+        })
 }
 
 /// `rootok=1`, the device the finished-check waits for, and dracut's `root=`: the NBD device
@@ -60,15 +82,16 @@ mod tests {
     fn root_becomes_the_device_dracut_waits_for() {
         assert_eq!(
             ours("root=nbd:10.0.0.1:exp:ext4 rw"),
-            "rootok=1\nnbdroot_device='/dev/nbd0'\nroot='block:/dev/nbd0'\n"
+            "rootok=1\nnbdroot_device='/dev/nbd0'\nroot='block:/dev/nbd0'\nnetroot='nbd:10.0.0.1:exp:ext4'\n"
         );
         assert!(ours("root=/dev/nbd2p1 nbdroot=10.0.0.1,exp,nbd2")
             .ends_with("nbdroot_device='/dev/nbd2'\nroot='block:/dev/nbd2p1'\n"));
         assert!(ours("root=/dev/root netroot=dhcp").contains("root='block:/dev/nbd0'"));
         assert_eq!(
             ours("root=LABEL=r netroot=nbd:10.0.0.1:exp"),
-            "rootok=1\nnbdroot_device='/dev/nbd0'\n"
+            "rootok=1\nnbdroot_device='/dev/nbd0'\nnetroot='nbd:10.0.0.1:exp'\n"
         );
+        assert!(!ours("root=dhcp").contains("netroot="));
     }
 
     #[test]

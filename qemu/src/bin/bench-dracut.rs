@@ -1,7 +1,8 @@
 //! dracut benchmark: guest uptime when the root's init runs, nbdroot's dracut module against
 //! dracut's own `nbd` module with Debian's nbd-client 3.24 (and dracut's network-legacy with
-//! dhclient, the backend that calls its netroot handler on 059), in each initrd kind, same
-//! dracut, kernel, server and root, booted alternately in one run. Prints a Markdown table for
+//! dhclient, the backend that calls its netroot handler on 059), and nbdroot as that netroot
+//! handler (`nbdroot_network=dracut`), in each initrd kind, same dracut, kernel, server and
+//! root, booted alternately in one run. Prints a Markdown table for
 //! BENCHMARKS.md. Figures, not pass/fail.
 
 use std::path::{Path, PathBuf};
@@ -87,25 +88,34 @@ fn bench(rounds: usize, releases: &[Release]) -> nbdroot_qemu::Result<()> {
         let dracut = Dracut::get(release)?;
         for systemd in [false, true] {
             let kind = if systemd { "systemd" } else { "shell" };
-            for stock in [false, true] {
-                let spec = if stock {
+            let mut handler = ImageSpec::nbdroot(systemd)?;
+            handler.extra_modules.push("network-legacy".into());
+            handler.conf.push("nbdroot_network=dracut".into());
+            let specs = [
+                (
+                    "nbdroot",
+                    "nbdroot's module (its own DHCP)",
+                    ImageSpec::nbdroot(systemd)?,
+                ),
+                (
+                    "stock",
+                    "dracut's nbd + nbd-client 3.24 + network-legacy (dhclient)",
                     ImageSpec {
                         nbd: NbdModule::Stock,
                         systemd,
                         extra_modules: vec!["network-legacy".into()],
                         conf: Vec::new(),
-                    }
-                } else {
-                    ImageSpec::nbdroot(systemd)?
-                };
-                let tag = if stock { "stock" } else { "nbdroot" };
+                    },
+                ),
+                (
+                    "handler",
+                    "nbdroot as netroot handler of network-legacy (dhclient)",
+                    handler,
+                ),
+            ];
+            for (tag, what, spec) in specs {
                 let initrd = dir.join(format!("{release:?}-{kind}-{tag}.img"));
                 let bytes = build_image(&dracut, &kernel, &spec, &initrd)?;
-                let what = if stock {
-                    "dracut's nbd + nbd-client 3.24 + network-legacy (dhclient)"
-                } else {
-                    "nbdroot's module (its own DHCP)"
-                };
                 rows.push(Row {
                     name: format!("{release}, {kind} initrd: {what}"),
                     initrd,
@@ -129,16 +139,14 @@ fn bench(rounds: usize, releases: &[Release]) -> nbdroot_qemu::Result<()> {
         "Guest uptime when the root's init runs (QEMU TCG, 1 vCPU, {} kernel, qemu-nbd on 127.0.0.1, `{append}`, {rounds} boots each, alternating):\n",
         kernel.version
     );
-    println!("| image | initramfs bytes | median s | min – max s | nbdroot / stock |");
+    println!("| image | initramfs bytes | median s | min – max s | / stock |");
     println!("|---|---|---|---|---|");
-    for pair in rows.chunks(2) {
-        for (i, row) in pair.iter().enumerate() {
+    // Rows come in threes per dracut and initrd kind: nbdroot, stock, handler.
+    for group in rows.chunks(3) {
+        let stock = group.get(1).map(|r| r.stats.median());
+        for row in group {
             let (min, max) = row.stats.range();
-            let ratio = if i == 0 && pair.len() == 2 {
-                format!("{:.2}×", row.stats.median() / pair[1].stats.median())
-            } else {
-                String::new()
-            };
+            let ratio = stock.map_or(String::new(), |s| format!("{:.2}×", row.stats.median() / s));
             println!(
                 "| {} | {} | {:.2} | {min:.2} – {max:.2} | {ratio} |",
                 row.name,
