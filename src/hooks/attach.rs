@@ -109,6 +109,10 @@ pub fn attach(handler: Option<&Handler>) -> Result<Outcome, AttachStepError> {
     let (spec, index) =
         source::resolve(&plan.source, plan.device, &net).map_err(BootError::from)?;
     let index = index.unwrap_or(super::DEFAULT_INDEX);
+    let dev_root = root_param(&line) == Some("/dev/root");
+    if dev_root {
+        dev_root_rule(&rootenv::what(index, &plan.root));
+    }
     let attached = boot::attach(&plan, &spec, Some(index))?;
     if plan.swap.is_some() {
         log::warn!("rd.nbdroot.swap= is not supported in a dracut initramfs: no swap attached");
@@ -123,7 +127,7 @@ pub fn attach(handler: Option<&Handler>) -> Result<Outcome, AttachStepError> {
         export: spec.export.clone(),
     };
     env.write(record)?;
-    if root_param(&line) == Some("/dev/root") {
+    if dev_root {
         link_dev_root(&env.what());
     }
     let dhcp = !plan
@@ -151,9 +155,33 @@ fn root_param(line: &str) -> Option<&str> {
         .map(|r| r.strip_prefix("block:").unwrap_or(r))
 }
 
+/// Where udev reads rules in the initramfs (gone with it at switch_root).
+const DEV_ROOT_RULE: &str = "/etc/udev/rules.d/99-nbdroot-root.rules";
+
 /// `root=/dev/root` (dracut's name for "the root device, whichever it is"): dracut waits for
-/// that node, which nothing else creates.
+/// that node, and under systemd for its device unit, so udev must make it. The rule is in
+/// place before the attach, whose change event applies it.
+fn dev_root_rule(what: &str) {
+    let name = what.strip_prefix("/dev/").unwrap_or(what);
+    let rule = format!(
+        "# Written by nbdroot attach: root=/dev/root is the NBD root.\n\
+         KERNEL==\"{name}\", SUBSYSTEM==\"block\", SYMLINK+=\"root\"\n"
+    );
+    let dir = Path::new(DEV_ROOT_RULE).parent().unwrap_or(Path::new("/"));
+    if let Err(e) = fs::create_dir_all(dir).and_then(|_| fs::write(DEV_ROOT_RULE, rule)) {
+        log::warn!("cannot write {DEV_ROOT_RULE}: {e}");
+    }
+}
+
+/// Without udev (or before it acted), /dev/root as a plain link, so dracut's own wait ends.
 fn link_dev_root(what: &str) {
+    // udev makes the link on the attach's change event; give it a moment first.
+    for _ in 0..50 {
+        if Path::new("/dev/root").exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let target = what.strip_prefix("/dev/").unwrap_or(what);
     match std::os::unix::fs::symlink(target, "/dev/root") {
         Ok(()) => {}
