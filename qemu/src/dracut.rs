@@ -12,6 +12,8 @@
 //!   tree as `dracutbasedir=<tree> bash <tree>/dracut.sh`.
 //!
 //! dracut takes systemd, udev, kmod and the rest from the host, as it does on a real system.
+//! Where dracut-ng relies on files its `make install` puts on the host, the image gets them
+//! with `--include` (see [`build_image`]).
 //! Each build copies the repository's `dracut/50nbdroot` into the tree's `modules.d` under a
 //! lock, so builds see the module as it is in the working tree.
 
@@ -244,6 +246,19 @@ pub fn build_image(dracut: &Dracut, kernel: &Kernel, spec: &ImageSpec, out: &Pat
         .step(|| format!("write {}", conf_path.display()))?;
     let tmp = work.join("tmp");
     fs::create_dir_all(&tmp).step(|| format!("create {}", tmp.display()))?;
+    // What `make install` of dracut-ng puts on the host and a build tree lacks: the initqueue
+    // service's wants link (its unit has no [Install] section, so `systemctl enable` in the
+    // module does nothing). Without it the initqueue never runs under systemd.
+    let include = work.join("include");
+    if spec.systemd && dracut.release == Release::Ng111 {
+        let wants = include.join("usr/lib/systemd/system/initrd.target.wants");
+        fs::create_dir_all(&wants).step(|| format!("create {}", wants.display()))?;
+        std::os::unix::fs::symlink(
+            "../dracut-initqueue.service",
+            wants.join("dracut-initqueue.service"),
+        )
+        .step(|| format!("link in {}", wants.display()))?;
+    }
 
     let mut cmd = Command::new("bash");
     cmd.arg(&dracut.script)
@@ -264,8 +279,11 @@ pub fn build_image(dracut: &Dracut, kernel: &Kernel, spec: &ImageSpec, out: &Pat
         .args(["--kver", &kernel.version])
         .arg("--kmoddir")
         .arg(kernel.moddir.join(&kernel.version))
-        .args(["-m", &spec.modules().join(" ")])
-        .arg(out);
+        .args(["-m", &spec.modules().join(" ")]);
+    if include.exists() {
+        cmd.arg("--include").arg(&include).arg("/");
+    }
+    cmd.arg(out);
     let step = format!("build an initramfs with {}", dracut.release);
     let output = command::run(&step, &mut cmd)?;
     let log = work.join("dracut.log");
