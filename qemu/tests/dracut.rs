@@ -256,7 +256,10 @@ fn label_and_partition(v: Variant) {
 /// root-path from dnsmasq, plain and with fstype and options.
 fn dhcp_root_path(v: Variant) {
     let dir = scratch(v, "dhcp");
-    let img = probe_image(&dir, None, &[]);
+    let hints = r#"for f in /run/systemd/network/*.network /run/NetworkManager/conf.d/*.conf; do
+  [ -f "$f" ] && while read -r l; do echo "NBDROOT-HINT ${f##*/} $l"; done < "$f"
+done"#;
+    let img = probe_image(&dir, None, &[hints]);
     for (tail, want) in [
         ("", "/dev/nbd0 / ext4 rw,relatime"),
         (":ext4:noatime", "/dev/nbd0 / ext4 rw,noatime"),
@@ -292,6 +295,15 @@ fn dhcp_root_path(v: Variant) {
         let out = boot(&cfg);
         drop(ns);
         assert_root(&out, want);
+        // The root's network managers are told to keep the boot interface as it is.
+        let hints = out.lines_with("NBDROOT-HINT ");
+        for want in [
+            "10-nbdroot-eth0.network KeepConfiguration=yes",
+            "10-nbdroot-eth0.network ClientIdentifier=mac",
+            "50-nbdroot-eth0.conf keep-configuration=yes",
+        ] {
+            assert!(hints.contains(&want), "no hint {want:?} in {hints:?}");
+        }
     }
     assert_written(&img);
 }
