@@ -140,8 +140,14 @@ pub fn attach(handler: Option<&Handler>) -> Result<Outcome, AttachStepError> {
             log::warn!("cannot leave the network hints for {iface}: {e}");
         }
     }
-    if !matches!(plan.source, RootSource::Nbd(_)) && Path::new("/run/systemd/system").is_dir() {
-        // The fstype and options came from DHCP: the generator reads them from the record.
+    let from_lease = matches!(plan.source, RootSource::Dhcp);
+    if from_lease
+        && (spec.fstype.is_some() || spec.rootflags.is_some())
+        && Path::new("/run/systemd/system").is_dir()
+    {
+        // The DHCP root-path gave the fstype or options, which sysroot.mount (written from
+        // the command line) lacks: the generator reads them from the record. A reload costs
+        // seconds under emulation, so only then.
         reload_systemd();
     }
     Ok(Outcome::Attached(env))
