@@ -400,7 +400,7 @@ for p in /proc/[0-9]*; do
 done
 echo "NBDT-DRACUT supervisor=$found" > /dev/console
 echo "NBDT-DRACUT state=$(systemctl is-active multi-user.target)" > /dev/console
-echo "NBDT-DRACUT failed=$(systemctl --failed --no-legend --plain | tr '\n' ' ')" > /dev/console
+echo "NBDT-DRACUT failed=$(systemctl --failed --no-legend --plain | cut -d' ' -f1 | tr '\n' ' ')" > /dev/console
 echo "NBDT-DRACUT root=$(grep ' / ' /proc/mounts)" > /dev/console
 systemctl --no-block poweroff
 "#;
@@ -444,7 +444,15 @@ fn real_system(v: Variant) {
     };
     assert!(value("supervisor").starts_with("alive"), "{out}");
     assert!(value("root").starts_with("/dev/nbd0 / ext4 rw"), "{out}");
-    assert_eq!(value("failed"), "", "failed units:\n{out}");
+    // No failed unit, except binfmt_misc's automount after a shell initrd: the test root has
+    // no modules for the test kernel (no kernel package in the debootstrap root), and only
+    // systemd's initrd loads autofs4 before the switch.
+    let failed = value("failed");
+    let failed: Vec<&str> = failed
+        .split_whitespace()
+        .filter(|u| v.systemd || *u != "proc-sys-fs-binfmt_misc.automount")
+        .collect();
+    assert!(failed.is_empty(), "failed units {failed:?}:\n{out}");
     assert_eq!(value("state"), "active", "multi-user.target:\n{out}");
     assert!(
         out.contains("reboot: Power down"),
