@@ -3,6 +3,7 @@
 //! every claim the project makes about booting is checked against a real kernel.
 
 pub mod command;
+pub mod dracut;
 pub mod error;
 pub mod floor;
 pub mod image;
@@ -12,6 +13,7 @@ pub mod netns;
 pub mod reference;
 pub mod scenario;
 pub mod server;
+pub mod stats;
 pub mod sysroot;
 pub mod vm;
 

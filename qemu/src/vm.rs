@@ -44,6 +44,9 @@ pub struct VmConfig {
     pub guestfwd: Vec<(String, u16, u16)>,
     /// Copy the console to stdout while the guest runs (for people watching).
     pub echo: bool,
+    /// End the guest as soon as the console shows one of these texts (for guests that halt
+    /// instead of powering off, such as systemd after dracut's `die`).
+    pub stop_on: Vec<String>,
 }
 
 impl VmConfig {
@@ -64,6 +67,7 @@ impl VmConfig {
             log_path: None,
             guestfwd: Vec::new(),
             echo: false,
+            stop_on: Vec::new(),
         }
     }
 
@@ -142,6 +146,8 @@ pub struct VmOutcome {
     pub elapsed: Duration,
     /// QEMU was killed at the deadline.
     pub timed_out: bool,
+    /// QEMU was ended because the console showed [`VmConfig::stop_on`].
+    pub stopped: bool,
 }
 
 impl VmOutcome {
@@ -208,7 +214,8 @@ pub fn run(cfg: &VmConfig) -> Result<VmOutcome> {
     let started = Instant::now();
     let mut child = cmd.spawn().step(|| step.clone())?;
     let mut echo = Echo::default();
-    let (status, timed_out) = loop {
+    let mut polls = 0u32;
+    let (status, timed_out, stopped) = loop {
         if cfg.echo {
             echo.copy_new(&log_path);
         }
@@ -216,11 +223,23 @@ pub fn run(cfg: &VmConfig) -> Result<VmOutcome> {
             if cfg.echo {
                 echo.copy_new(&log_path);
             }
-            break (status, false);
+            break (status, false, false);
         }
         if started.elapsed() >= cfg.deadline {
             child.kill().step(|| format!("{step}: kill"))?;
-            break (child.wait().step(|| format!("{step}: reap"))?, true);
+            break (child.wait().step(|| format!("{step}: reap"))?, true, false);
+        }
+        polls += 1;
+        // Every half second: reading the whole log is cheap, but not every 20 ms.
+        if !cfg.stop_on.is_empty() && polls.is_multiple_of(25) {
+            let log = std::fs::read(&log_path).unwrap_or_default();
+            let log = String::from_utf8_lossy(&log);
+            if cfg.stop_on.iter().any(|text| log.contains(text.as_str())) {
+                // A moment for the lines after it.
+                std::thread::sleep(Duration::from_millis(500));
+                child.kill().step(|| format!("{step}: kill"))?;
+                break (child.wait().step(|| format!("{step}: reap"))?, false, true);
+            }
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -235,6 +254,7 @@ pub fn run(cfg: &VmConfig) -> Result<VmOutcome> {
         status,
         elapsed,
         timed_out,
+        stopped,
     })
 }
 
