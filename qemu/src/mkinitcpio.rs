@@ -77,7 +77,9 @@ impl Mkinitcpio {
         };
         fs::create_dir_all(&root).step(|| format!("create {}", root.display()))?;
         let _lock = FileLock::exclusive(&root.join(".lock"))?;
-        if fs::read_to_string(tree.join(".done")).is_ok_and(|s| s == TREE_STAMP) && mk.busybox.is_file() {
+        if fs::read_to_string(tree.join(".done")).is_ok_and(|s| s == TREE_STAMP)
+            && mk.busybox.is_file()
+        {
             return Ok(mk);
         }
         if !command_exists("bsdtar") {
@@ -234,7 +236,12 @@ pub struct Built {
 }
 
 /// Runs mkinitcpio for `kernel` with `spec`, writing `out`.
-pub fn build_image(mk: &Mkinitcpio, kernel: &Kernel, spec: &ImageSpec, out: &Path) -> Result<Built> {
+pub fn build_image(
+    mk: &Mkinitcpio,
+    kernel: &Kernel,
+    spec: &ImageSpec,
+    out: &Path,
+) -> Result<Built> {
     let work = out.with_extension("mkinitcpio");
     let _ = fs::remove_dir_all(&work);
     let tmp = work.join("tmp");
@@ -291,7 +298,9 @@ pub fn build_image(mk: &Mkinitcpio, kernel: &Kernel, spec: &ImageSpec, out: &Pat
     let log = String::from_utf8_lossy(&[output.stdout, output.stderr].concat()).into_owned();
     let _ = fs::write(work.join("mkinitcpio.log"), &log);
     let _ = fs::remove_dir_all(&tmp);
-    let bytes = fs::metadata(out).step(|| format!("stat {}", out.display()))?.len();
+    let bytes = fs::metadata(out)
+        .step(|| format!("stat {}", out.display()))?
+        .len();
     Ok(Built {
         path: out.to_path_buf(),
         bytes,

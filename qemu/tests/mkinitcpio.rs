@@ -81,10 +81,28 @@ fn mkinitcpio_install_hook_adds_module_nics_binary_and_runscript() {
     let img = image(ImageSpec::BUSYBOX_HOOKS);
     let listing = list_image(&img).expect("list image");
     let mods = modules_in(&listing);
-    for want in ["nbd", "virtio_net", "ena", "gve", "vmxnet3", "hv_netvsc", "xen-netfront", "mlx4_en"] {
+    for want in [
+        "nbd",
+        "virtio_net",
+        "ena",
+        "gve",
+        "vmxnet3",
+        "hv_netvsc",
+        "xen-netfront",
+        "mlx4_en",
+    ] {
         assert!(mods.iter().any(|m| m == want), "no {want} in {mods:?}");
     }
-    for not in ["vxlan", "wireguard", "bonding", "wwan", "iosm", "veth", "tun", "dummy"] {
+    for not in [
+        "vxlan",
+        "wireguard",
+        "bonding",
+        "wwan",
+        "iosm",
+        "veth",
+        "tun",
+        "dummy",
+    ] {
         assert!(!mods.iter().any(|m| m == not), "{not} in {mods:?}");
     }
     let bin = read_from_image(&img, "usr/bin/nbdroot").expect("usr/bin/nbdroot");
@@ -110,11 +128,22 @@ fn mkinitcpio_install_hook_adds_module_nics_binary_and_runscript() {
 #[test]
 fn mkinitcpio_install_hook_nics_narrowed_by_autodetect() {
     let host_virtio = Path::new("/sys/bus/virtio/drivers/virtio_net").is_dir();
-    let img = image(&["base", "udev", "autodetect", "modconf", "block", "nbdroot", "filesystems"]);
+    let img = image(&[
+        "base",
+        "udev",
+        "autodetect",
+        "modconf",
+        "block",
+        "nbdroot",
+        "filesystems",
+    ]);
     let mods = modules_in(&list_image(&img).expect("list image"));
     assert!(mods.iter().any(|m| m == "nbd"), "{mods:?}");
     for not in ["ena", "gve", "vmxnet3", "mlx4_en", "hv_netvsc"] {
-        assert!(!mods.iter().any(|m| m == not), "{not} survived autodetect: {mods:?}");
+        assert!(
+            !mods.iter().any(|m| m == not),
+            "{not} survived autodetect: {mods:?}"
+        );
     }
     if host_virtio {
         assert!(mods.iter().any(|m| m == "virtio_net"), "{mods:?}");
@@ -132,7 +161,9 @@ fn mkinitcpio_install_hook_help() {
             "MKINITCPIO_INSTALL",
             format!(
                 "{}:{}",
-                nbdroot_qemu::repo_root().join("mkinitcpio/install").display(),
+                nbdroot_qemu::repo_root()
+                    .join("mkinitcpio/install")
+                    .display(),
                 mk.tree.join("install").display()
             ),
         )
@@ -140,8 +171,20 @@ fn mkinitcpio_install_hook_help() {
         .output()
         .expect("mkinitcpio -H");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    for want in ["HOOKS=(base udev", "root=nbd:", "netroot=nbd:", "nbdroot=", "ip=", "rd.nbdroot.retries", "encrypt"] {
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "HOOKS=(base udev",
+        "root=nbd:",
+        "netroot=nbd:",
+        "nbdroot=",
+        "ip=",
+        "rd.nbdroot.retries",
+        "encrypt",
+    ] {
         assert!(text.contains(want), "no {want:?} in:\n{text}");
     }
 }
@@ -182,7 +225,9 @@ echo "handler-returned=$?"
         init_functions = mk.init_functions().display(),
         dir = dir.display(),
         stub = stub.display(),
-        hook = nbdroot_qemu::repo_root().join("mkinitcpio/hooks/nbdroot").display(),
+        hook = nbdroot_qemu::repo_root()
+            .join("mkinitcpio/hooks/nbdroot")
+            .display(),
     );
     std::fs::write(dir.join("test.sh"), &script).unwrap();
     // A private /tmp (getarg's cache) and /run (nbdroot's error line).
@@ -226,11 +271,18 @@ fn mkinitcpio_runtime_hook_selects_the_mount_handler() {
     ];
     for line in takeover {
         let out = run_hook(line, 0);
-        assert!(out.contains("handler=nbdroot_mount_handler"), "{line}:\n{out}");
+        assert!(
+            out.contains("handler=nbdroot_mount_handler"),
+            "{line}:\n{out}"
+        );
         assert!(out.contains("MODPROBE -q nbd"), "{line}:\n{out}");
         // Attach, then mount on /new_root, only when /init calls the handler.
         let calls: Vec<&str> = out.lines().filter(|l| l.starts_with("CALL ")).collect();
-        assert_eq!(calls, ["CALL attach --mkinitcpio", "CALL mount /new_root"], "{line}:\n{out}");
+        assert_eq!(
+            calls,
+            ["CALL attach --mkinitcpio", "CALL mount /new_root"],
+            "{line}:\n{out}"
+        );
         let attach_at = out.find("CALL attach").unwrap();
         assert!(out.find("handler=").unwrap() < attach_at, "{line}:\n{out}");
     }
@@ -242,16 +294,30 @@ fn mkinitcpio_runtime_hook_selects_the_mount_handler() {
     ];
     for line in attach_now {
         let out = run_hook(line, 0);
-        assert!(out.contains("handler=default_mount_handler"), "{line}:\n{out}");
+        assert!(
+            out.contains("handler=default_mount_handler"),
+            "{line}:\n{out}"
+        );
         let calls: Vec<&str> = out.lines().filter(|l| l.starts_with("CALL ")).collect();
         assert_eq!(calls, ["CALL attach --mkinitcpio"], "{line}:\n{out}");
         // Attached before /init mounts.
-        assert!(out.find("CALL attach").unwrap() < out.find("handler=").unwrap(), "{out}");
+        assert!(
+            out.find("CALL attach").unwrap() < out.find("handler=").unwrap(),
+            "{out}"
+        );
         assert!(out.contains("DEFAULT-MOUNT root="), "{line}:\n{out}");
     }
-    for line in ["root=/dev/sda2 rw", "root=UUID=0a1b ro", "netroot=iscsi:10.0.0.1::::iqn root=/dev/sda1", ""] {
+    for line in [
+        "root=/dev/sda2 rw",
+        "root=UUID=0a1b ro",
+        "netroot=iscsi:10.0.0.1::::iqn root=/dev/sda1",
+        "",
+    ] {
         let out = run_hook(line, 0);
-        assert!(out.contains("handler=default_mount_handler"), "{line}:\n{out}");
+        assert!(
+            out.contains("handler=default_mount_handler"),
+            "{line}:\n{out}"
+        );
         assert!(!out.contains("CALL "), "{line}:\n{out}");
         assert!(!out.contains("MODPROBE"), "{line}:\n{out}");
     }
@@ -262,10 +328,259 @@ fn mkinitcpio_runtime_hook_selects_the_mount_handler() {
 #[test]
 fn mkinitcpio_runtime_hook_failure_reports_nbdroots_line() {
     let out = run_hook("root=nbd:10.0.0.1:wrong rw", 1);
-    assert!(out.contains("ERROR: nbdroot: export \"wrong\" not found"), "{out}");
+    assert!(
+        out.contains("ERROR: nbdroot: export \"wrong\" not found"),
+        "{out}"
+    );
     assert!(out.contains("EMERGENCY-SHELL"), "{out}");
     assert!(!out.contains("CALL mount"), "{out}");
     let out = run_hook("netroot=nbd:10.0.0.1:wrong root=LABEL=x", 1);
-    assert!(out.contains("ERROR: nbdroot: export \"wrong\" not found"), "{out}");
-    assert!(out.find("EMERGENCY-SHELL").unwrap() < out.find("handler=").unwrap(), "{out}");
+    assert!(
+        out.contains("ERROR: nbdroot: export \"wrong\" not found"),
+        "{out}"
+    );
+    assert!(
+        out.find("EMERGENCY-SHELL").unwrap() < out.find("handler=").unwrap(),
+        "{out}"
+    );
+}
+
+// VM boots of a real mkinitcpio busybox image (base udev modconf block nbdroot filesystems).
+
+/// Prints the @nbdroot supervisor's command line, if one runs in the booted root.
+const SUPERVISOR_STEP: &str = r#"for p in /proc/[0-9]*; do c=$($bb tr '\0' ' ' < $p/cmdline 2>/dev/null); case "$c" in @nbdroot*) echo "NBDROOT-SUPERVISOR $c";; esac; done"#;
+
+/// A probe root (ext4, optionally labelled) for one test.
+fn probe_image(dir: &Path, label: Option<&str>, steps: &[&str]) -> PathBuf {
+    let mut root = RootFs::new(dir.join("root")).expect("stage root");
+    root.with_probe();
+    root.add_probe_step(SUPERVISOR_STEP);
+    for s in steps {
+        root.add_probe_step(s);
+    }
+    let img = dir.join("root.ext4");
+    root.build_ext4(&img, 64, label).expect("mkfs.ext4");
+    img
+}
+
+fn vm(append: &str) -> VmConfig {
+    let mut cfg = VmConfig::new(&kernel().vmlinuz, image(ImageSpec::BUSYBOX_HOOKS));
+    cfg.append = append.to_string();
+    cfg.memory_mib = 512;
+    cfg.deadline = Duration::from_secs(300);
+    // mkinitcpio's emergency shell would wait on the console for ever.
+    cfg.stop_on = Some("dropped into an emergency shell".into());
+    cfg
+}
+
+fn boot(cfg: &VmConfig) -> VmOutcome {
+    let out = run(cfg).expect("run QEMU");
+    assert!(!out.timed_out, "the guest hung:\n{out}");
+    out
+}
+
+fn root_mount(out: &VmOutcome) -> String {
+    out.lines_with("NBDROOT-MOUNT ")
+        .into_iter()
+        .find(|m| m.split(' ').nth(1) == Some("/"))
+        .unwrap_or_else(|| panic!("no / mount:\n{out}"))
+        .to_string()
+}
+
+/// mkinitcpio's init switched to the root, whose init ran with `want` mounted on / and the
+/// supervisor alive.
+fn assert_root(out: &VmOutcome, want: &str) {
+    assert!(out.contains(":: running hook [nbdroot]"), "{out}");
+    assert!(
+        out.contains("NBDROOT-PROBE-DONE"),
+        "the root's init did not finish:\n{out}"
+    );
+    let root = root_mount(out);
+    assert!(
+        root.starts_with(want),
+        "/ is {root:?}, expected {want:?}:\n{out}"
+    );
+    assert!(
+        out.contains("NBDROOT-SUPERVISOR @nbdroot"),
+        "no supervisor after switch_root:\n{out}"
+    );
+}
+
+/// The file the guest wrote is on the server's image, and the image is clean.
+fn assert_written(img: &Path) {
+    let result = debugfs_cat(img, "/probe-result").expect("read /probe-result");
+    assert!(
+        String::from_utf8_lossy(&result).starts_with("ok uptime="),
+        "{}",
+        String::from_utf8_lossy(&result)
+    );
+    e2fsck_clean(img).expect("the image is clean");
+}
+
+/// One boot of `img` served by qemu-nbd (export `export`) through the forward.
+fn boot_served(img: &Path, export: Option<&str>, append: impl Fn(u16) -> String) -> VmOutcome {
+    let srv = qemu_nbd(img, export, false).expect("qemu-nbd");
+    let mut cfg = vm(&append(srv.port));
+    cfg.guestfwd.push((FWD_IP.into(), 10809, srv.port));
+    let out = boot(&cfg);
+    drop(srv);
+    out
+}
+
+/// `root=nbd:<ip>:<export>` with a static `ip=`; the nbdroot handler mounts it.
+#[test]
+fn mkinitcpio_boot_static_ip() {
+    let dir = scratch("static");
+    let img = probe_image(&dir, None, &[]);
+    let out = boot_served(&img, Some("raw"), |_| {
+        format!("root=nbd:{FWD_IP}:raw {STATIC_IP} rw")
+    });
+    assert_root(&out, "/dev/nbd0 / ext4 rw");
+    assert!(
+        out.contains(":: mounting the NBD root on /new_root"),
+        "{out}"
+    );
+    assert_written(&img);
+}
+
+/// No `ip=`: nbdroot's DHCP client (QEMU's DHCP server); and `root=dhcp` with the whole
+/// `nbd:` string, fstype and options from dnsmasq's root-path.
+#[test]
+fn mkinitcpio_boot_dhcp() {
+    let dir = scratch("dhcp");
+    let img = probe_image(&dir, None, &[]);
+    let out = boot_served(&img, None, |port| format!("root=nbd:10.0.2.2:{port} rw"));
+    assert_root(&out, "/dev/nbd0 / ext4 rw");
+    assert!(out.contains("NBDROOT-CMDLINE"), "{out}");
+
+    let port = free_port().expect("free port");
+    let mut ns = NetNs::new("mkrp").expect("network namespace");
+    ns.dnsmasq(&[format!(
+        "dhcp-option=option:root-path,nbd:{HOST_IP}:{port}:ext4:noatime"
+    )])
+    .expect("dnsmasq");
+    let (port_s, img_s) = (port.to_string(), img.display().to_string());
+    ns.spawn(
+        "start qemu-nbd in the namespace",
+        &[
+            "qemu-nbd",
+            "-f",
+            "raw",
+            "--persistent",
+            "--shared=4",
+            "-b",
+            HOST_IP,
+            "-p",
+            &port_s,
+            &img_s,
+        ],
+    )
+    .expect("qemu-nbd");
+    ns.wait_listening(HOST_IP, port)
+        .expect("qemu-nbd listening");
+    let mut cfg = vm("root=dhcp rw");
+    cfg.netns = Some(ns.name.clone());
+    let out = boot(&cfg);
+    drop(ns);
+    assert_root(&out, "/dev/nbd0 / ext4 rw,noatime");
+    assert_written(&img);
+}
+
+/// Debian's `nbdroot=<server>,<port>,nbd1` with `root=/dev/nbd1`.
+#[test]
+fn mkinitcpio_boot_debian_nbdroot() {
+    let dir = scratch("debian");
+    let img = probe_image(&dir, None, &[]);
+    let out = boot_served(&img, None, |port| {
+        format!("nbdroot=10.0.2.2,{port},nbd1 root=/dev/nbd1 {STATIC_IP} rw")
+    });
+    assert_root(&out, "/dev/nbd1 / ext4 rw");
+    assert_written(&img);
+}
+
+/// `netroot=nbd:…` with `root=LABEL=…`: attached in run_hook, mounted by mkinitcpio's own
+/// default handler through udev's by-label link.
+#[test]
+fn mkinitcpio_boot_netroot_label() {
+    let dir = scratch("label");
+    let img = probe_image(&dir, Some("archroot"), &[]);
+    let out = boot_served(&img, Some("raw"), |_| {
+        format!("netroot=nbd:{FWD_IP}:raw root=LABEL=archroot {STATIC_IP} rw")
+    });
+    assert_root(&out, "/dev/nbd0 / ext4 rw");
+    assert!(
+        out.contains(":: mounting 'LABEL=archroot' on real root"),
+        "{out}"
+    );
+    assert_written(&img);
+}
+
+/// fstype and rootflags from the `nbd:` string; `ro` mounts read-only.
+#[test]
+fn mkinitcpio_boot_fstype_and_rootflags() {
+    let dir = scratch("fsopts");
+    let img = probe_image(&dir, None, &[]);
+    let out = boot_served(&img, Some("raw"), |_| {
+        format!("root=nbd:{FWD_IP}:raw:ext4:noatime,errors=remount-ro {STATIC_IP} rw")
+    });
+    assert_root(&out, "/dev/nbd0 / ext4 rw,noatime");
+    assert!(
+        root_mount(&out).contains("errors=remount-ro"),
+        "{}",
+        root_mount(&out)
+    );
+    assert_written(&img);
+    let out = boot_served(&img, Some("raw"), |_| {
+        format!("root=nbd:{FWD_IP}:raw:ext4 {STATIC_IP} ro")
+    });
+    assert_root(&out, "/dev/nbd0 / ext4 ro,relatime");
+    assert!(out.contains("NBDROOT-PROBE-WRITE-FAILED"), "{out}");
+}
+
+/// A wrong export: mkinitcpio's ERROR line carrying nbdroot's, then its emergency shell.
+#[test]
+fn mkinitcpio_boot_wrong_export() {
+    let dir = scratch("wrong");
+    let img = probe_image(&dir, None, &[]);
+    let out = boot_served(&img, Some("raw"), |_| {
+        format!("root=nbd:{FWD_IP}:wrong {STATIC_IP} rd.nbdroot.retries=0 rw")
+    });
+    assert!(
+        out.log
+            .lines()
+            .any(|l| l.contains("ERROR: nbdroot: export \"wrong\" not found")),
+        "no ERROR line with nbdroot's:\n{out}"
+    );
+    assert!(out.contains("dropped into an emergency shell"), "{out}");
+    assert!(!out.contains("NBDROOT-PROBE"), "{out}");
+}
+
+/// The server restarts after switch_root while the guest writes: no I/O error, the
+/// supervisor reconnected.
+#[test]
+fn mkinitcpio_boot_server_restart() {
+    let dir = scratch("restart");
+    let img = probe_image(&dir, None, &[&scenario::writer_script()]);
+    let mut server: NbdServer = qemu_nbd(&img, None, false).expect("qemu-nbd");
+    let mut cfg = vm(&format!("root=nbd:10.0.2.2:{} {STATIC_IP} rw", server.port));
+    let log = dir.join("console.log");
+    cfg.log_path = Some(log.clone());
+    let (restarted, out) = std::thread::scope(|s| {
+        let server = &mut server;
+        let ctl = s.spawn(|| scenario::restart_server(&log, server, Duration::from_secs(3)));
+        let out = boot(&cfg);
+        (ctl.join().expect("control thread"), out)
+    });
+    assert!(
+        restarted,
+        "the restart happened while the guest wrote:\n{out}"
+    );
+    assert_root(&out, "/dev/nbd0 / ext4 rw");
+    assert!(
+        !out.contains("NBDT io-error"),
+        "I/O errors in the guest:\n{out}"
+    );
+    assert!(out.contains("NBDT errors=0"), "{out}");
+    drop(server);
+    assert_written(&img);
 }
