@@ -231,7 +231,7 @@ pub fn run(cfg: &VmConfig) -> Result<VmOutcome> {
         }
         polls += 1;
         // Every half second: reading the whole log is cheap, but not every 20 ms.
-        if let Some(text) = cfg.stop_on.as_deref().filter(|_| polls % 25 == 0) {
+        if let Some(text) = cfg.stop_on.as_deref().filter(|_| polls.is_multiple_of(25)) {
             let log = std::fs::read(&log_path).unwrap_or_default();
             if String::from_utf8_lossy(&log).contains(text) {
                 // A moment for the lines after it.
