@@ -351,3 +351,81 @@ pub fn read_from_image(image: &Path, path: &str) -> Result<Vec<u8>> {
     cmd.arg("-xOf").arg(&main).arg(path);
     Ok(command::run(&format!("read {path} from {}", image.display()), &mut cmd)?.stdout)
 }
+
+/// The tests' own hooks, for what Debian cannot supply: `net`, a stand-in for Arch's `net`
+/// hook (mkinitcpio-nfs-utils, built on klibc's ipconfig) that configures a static `ip=`
+/// with busybox; and `nbdclient`, the AUR NBD hook's shape (`add_module nbd`, `add_binary
+/// nbd-client`, a run_hook calling `nbd-client … -persist` for `root=/dev/nbd0`), the
+/// benchmark's reference. Written once into `<cache>/mkinitcpio-41/test-hooks`, which goes in
+/// [`ImageSpec::hook_dirs`].
+pub fn test_hooks() -> Result<PathBuf> {
+    let root = crate::cache_dir()?.join("mkinitcpio-41");
+    let dir = root.join("test-hooks");
+    fs::create_dir_all(&root).step(|| format!("create {}", root.display()))?;
+    let _lock = FileLock::exclusive(&root.join(".test-hooks.lock"))?;
+    let files = [
+        ("install/net", NET_INSTALL),
+        ("hooks/net", NET_RUNTIME),
+        ("install/nbdclient", NBDCLIENT_INSTALL),
+        ("hooks/nbdclient", NBDCLIENT_RUNTIME),
+    ];
+    for (rel, text) in files {
+        let p = dir.join(rel);
+        if fs::read_to_string(&p).is_ok_and(|t| t == text) {
+            continue;
+        }
+        if let Some(parent) = p.parent() {
+            fs::create_dir_all(parent).step(|| format!("create {}", parent.display()))?;
+        }
+        fs::write(&p, text).step(|| format!("write {}", p.display()))?;
+    }
+    Ok(dir)
+}
+
+const NET_INSTALL: &str = r#"#!/bin/bash
+# Test stand-in for Arch's net hook: busybox's ifconfig and route do the work.
+build() {
+    add_runscript
+}
+"#;
+
+const NET_RUNTIME: &str = r#"#!/usr/bin/ash
+# Test stand-in for Arch's net hook: ip=<client>:<server>:<gw>:<netmask>:<host>:<dev>:off.
+run_hook() {
+    local spec client gw mask dev n
+    spec=$(getarg ip)
+    client=${spec%%:*}; spec=${spec#*:}
+    spec=${spec#*:}
+    gw=${spec%%:*}; spec=${spec#*:}
+    mask=${spec%%:*}; spec=${spec#*:}
+    spec=${spec#*:}
+    dev=${spec%%:*}
+    [ -n "$client" ] && [ -n "$dev" ] || return 0
+    n=0
+    while [ ! -e "/sys/class/net/$dev" ] && [ "$n" -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+    ifconfig "$dev" "$client" netmask "$mask" up
+    [ -n "$gw" ] && route add default gw "$gw"
+    echo "net: $dev $client/$mask via $gw"
+}
+"#;
+
+const NBDCLIENT_INSTALL: &str = r#"#!/bin/bash
+# The AUR NBD hook's shape, for the benchmark: nbd module, nbd-client, a runtime script.
+build() {
+    add_module nbd
+    add_binary nbd-client
+    add_runscript
+}
+"#;
+
+const NBDCLIENT_RUNTIME: &str = r#"#!/usr/bin/ash
+# nbd_host=<ip> nbd_port=<port> with the net hook before it and root=/dev/nbd0.
+run_hook() {
+    local host port
+    host=$(getarg nbd_host)
+    port=$(getarg nbd_port 10809)
+    [ -n "$host" ] || return 0
+    modprobe -q nbd
+    nbd-client "$host" "$port" /dev/nbd0 -persist -systemd-mark || err "nbd-client failed"
+}
+"#;

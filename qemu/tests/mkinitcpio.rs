@@ -49,7 +49,9 @@ fn image(hooks: &[&str]) -> PathBuf {
             let out = nbdroot_qemu::cache_dir()
                 .unwrap()
                 .join(format!("mkinitcpio-{key}-{stem}.img"));
-            let spec = ImageSpec::nbdroot(hooks).expect("nbdroot binary");
+            let mut spec = ImageSpec::nbdroot(hooks).expect("nbdroot binary");
+            spec.hook_dirs
+                .push(nbdroot_qemu::mkinitcpio::test_hooks().expect("test hooks"));
             build_image(mk, kernel(), &spec, &out).expect("mkinitcpio image");
             out
         })
@@ -483,6 +485,25 @@ fn mkinitcpio_boot_dhcp() {
     let out = boot(&cfg);
     drop(ns);
     assert_root(&out, "/dev/nbd0 / ext4 rw,noatime");
+    assert_written(&img);
+}
+
+/// With a network hook before nbdroot's (a stand-in for Arch's `net`): nbdroot adopts the
+/// configured interface instead of configuring it again.
+#[test]
+fn mkinitcpio_boot_after_net_hook() {
+    let dir = scratch("net-hook");
+    let img = probe_image(&dir, None, &[]);
+    let srv = qemu_nbd(&img, Some("raw"), false).expect("qemu-nbd");
+    let mut cfg = vm(&format!("root=nbd:{FWD_IP}:raw {STATIC_IP} rw"));
+    cfg.initrd = image(&["base", "udev", "modconf", "block", "net", "nbdroot", "filesystems"]);
+    cfg.guestfwd.push((FWD_IP.into(), 10809, srv.port));
+    let out = boot(&cfg);
+    drop(srv);
+    assert_root(&out, "/dev/nbd0 / ext4 rw");
+    assert!(out.contains("net: eth0 10.0.2.15/255.255.255.0"), "{out}");
+    assert!(out.contains("eth0 is configured already: using it"), "{out}");
+    assert!(!out.contains("nbdroot: eth0: 10.0.2.15/24"), "{out}");
     assert_written(&img);
 }
 
