@@ -9,7 +9,9 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use nbdroot_qemu::mkinitcpio::{build_image, list_image, read_from_image, ImageSpec, Mkinitcpio};
+use nbdroot_qemu::mkinitcpio::{
+    build_image, list_image, read_from_image, Built, ImageSpec, Mkinitcpio, NEWER_SYSTEMD,
+};
 use nbdroot_qemu::netns::{NetNs, HOST_IP};
 use nbdroot_qemu::{
     debian_cloud_kernel, debugfs_cat, e2fsck_clean, free_port, qemu_nbd, run, scenario, Kernel,
@@ -37,7 +39,13 @@ fn scratch(name: &str) -> PathBuf {
 
 /// An image with `hooks`, built once per test process.
 fn image(hooks: &[&str]) -> PathBuf {
-    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    built(hooks).path
+}
+
+/// The build of an image with `hooks` (a systemd image when they hold `systemd`), once per
+/// test process.
+fn built(hooks: &[&str]) -> Built {
+    static BUILT: OnceLock<Mutex<HashMap<String, Built>>> = OnceLock::new();
     let key = hooks.join("-");
     let mk = mkinitcpio();
     let mut built = BUILT.get_or_init(Default::default).lock().unwrap();
@@ -49,11 +57,15 @@ fn image(hooks: &[&str]) -> PathBuf {
             let out = nbdroot_qemu::cache_dir()
                 .unwrap()
                 .join(format!("mkinitcpio-{key}-{stem}.img"));
-            let mut spec = ImageSpec::nbdroot(hooks).expect("nbdroot binary");
+            let mut spec = if hooks.contains(&"systemd") {
+                ImageSpec::systemd(hooks)
+            } else {
+                ImageSpec::nbdroot(hooks)
+            }
+            .expect("nbdroot binary");
             spec.hook_dirs
                 .push(nbdroot_qemu::mkinitcpio::test_hooks().expect("test hooks"));
-            build_image(mk, kernel(), &spec, &out).expect("mkinitcpio image");
-            out
+            build_image(mk, kernel(), &spec, &out).expect("mkinitcpio image")
         })
         .clone()
 }
@@ -356,6 +368,9 @@ const SUPERVISOR_STEP: &str = r#"for p in /proc/[0-9]*; do c=$($bb tr '\0' ' ' <
 fn probe_image(dir: &Path, label: Option<&str>, steps: &[&str]) -> PathBuf {
     let mut root = RootFs::new(dir.join("root")).expect("stage root");
     root.with_probe();
+    // systemd's switch-root wants an OS tree.
+    root.add_file("etc/os-release", "ID=nbdroot-probe\n", 0o644)
+        .expect("os-release");
     root.add_probe_step(SUPERVISOR_STEP);
     for s in steps {
         root.add_probe_step(s);
@@ -496,13 +511,24 @@ fn mkinitcpio_boot_after_net_hook() {
     let img = probe_image(&dir, None, &[]);
     let srv = qemu_nbd(&img, Some("raw"), false).expect("qemu-nbd");
     let mut cfg = vm(&format!("root=nbd:{FWD_IP}:raw {STATIC_IP} rw"));
-    cfg.initrd = image(&["base", "udev", "modconf", "block", "net", "nbdroot", "filesystems"]);
+    cfg.initrd = image(&[
+        "base",
+        "udev",
+        "modconf",
+        "block",
+        "net",
+        "nbdroot",
+        "filesystems",
+    ]);
     cfg.guestfwd.push((FWD_IP.into(), 10809, srv.port));
     let out = boot(&cfg);
     drop(srv);
     assert_root(&out, "/dev/nbd0 / ext4 rw");
     assert!(out.contains("net: eth0 10.0.2.15/255.255.255.0"), "{out}");
-    assert!(out.contains("eth0 is configured already: using it"), "{out}");
+    assert!(
+        out.contains("eth0 is configured already: using it"),
+        "{out}"
+    );
     assert!(!out.contains("nbdroot: eth0: 10.0.2.15/24"), "{out}");
     assert_written(&img);
 }
@@ -603,5 +629,96 @@ fn mkinitcpio_boot_server_restart() {
     );
     assert!(out.contains("NBDT errors=0"), "{out}");
     drop(server);
+    assert_written(&img);
+}
+
+// systemd images: install/sd-nbdroot after `systemd`.
+
+const SD_HOOKS: &[&str] = &[
+    "base",
+    "systemd",
+    "modconf",
+    "block",
+    "sd-nbdroot",
+    "filesystems",
+];
+
+/// The real mkinitcpio builds a systemd image with sd-nbdroot on Debian 12, missing only
+/// what systemd 252 does not have: nbd and the NICs, the binary, the generator link, the
+/// unit, nbd in modules-load.d, systemctl.
+#[test]
+fn mkinitcpio_sd_install_hook_build() {
+    let b = built(SD_HOOKS);
+    for m in &b.missed {
+        assert!(NEWER_SYSTEMD.contains(&m.as_str()), "{m}");
+    }
+    let listing = list_image(&b.path).expect("list image");
+    for want in [
+        "usr/bin/nbdroot",
+        "usr/lib/systemd/system-generators/nbdroot-generator",
+        "usr/lib/systemd/system/nbdroot.service",
+        "etc/modules-load.d/nbdroot.conf",
+        "usr/bin/systemctl",
+        "usr/lib/systemd/systemd",
+    ] {
+        assert!(listing.iter().any(|p| p == want), "no {want}");
+    }
+    let mods = modules_in(&listing);
+    for want in ["nbd", "virtio_net", "ena"] {
+        assert!(mods.iter().any(|m| m == want), "no {want} in {mods:?}");
+    }
+    let conf = read_from_image(&b.path, "etc/modules-load.d/nbdroot.conf").unwrap();
+    assert_eq!(conf, b"nbd\n");
+    let unit = read_from_image(&b.path, "usr/lib/systemd/system/nbdroot.service").unwrap();
+    assert!(
+        String::from_utf8_lossy(&unit).contains("ExecStart=/usr/bin/nbdroot attach --mkinitcpio")
+    );
+    // Without the systemd hook before it, the build says so.
+    let out = nbdroot_qemu::cache_dir()
+        .unwrap()
+        .join("mkinitcpio-sd-alone.img");
+    let spec = ImageSpec::nbdroot(&["base", "sd-nbdroot"]).unwrap();
+    let err = build_image(mkinitcpio(), kernel(), &spec, &out)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("sd-nbdroot needs the 'systemd' hook before it"),
+        "{err}"
+    );
+}
+
+fn sd_vm(append: &str) -> VmConfig {
+    let mut cfg = vm(&format!(
+        "{append} systemd.show_status=1 systemd.log_target=console"
+    ));
+    cfg.initrd = image(SD_HOOKS);
+    // The emergency target with a locked root account.
+    cfg.stop_on = Some("emergency".into());
+    cfg
+}
+
+/// The real mkinitcpio's systemd image boots `root=nbd:` with a static `ip=`: the generator
+/// pulls in nbdroot.service and writes sysroot.mount, the supervisor survives the switch.
+#[test]
+fn mkinitcpio_sd_boot_static_ip() {
+    let dir = scratch("sd-static");
+    let img = probe_image(&dir, None, &[]);
+    let srv = qemu_nbd(&img, Some("raw"), false).expect("qemu-nbd");
+    let mut cfg = sd_vm(&format!(
+        "root=nbd:{FWD_IP}:raw:ext4:noatime {STATIC_IP} rw"
+    ));
+    cfg.guestfwd.push((FWD_IP.into(), 10809, srv.port));
+    let out = boot(&cfg);
+    drop(srv);
+    assert!(
+        out.contains("NBDROOT-PROBE-DONE"),
+        "the root's init did not finish:\n{out}"
+    );
+    let root = root_mount(&out);
+    assert!(
+        root.starts_with("/dev/nbd0 / ext4 rw,noatime"),
+        "{root}\n{out}"
+    );
+    assert!(out.contains("NBDROOT-SUPERVISOR @nbdroot"), "{out}");
     assert_written(&img);
 }

@@ -97,7 +97,7 @@ pub fn attach(handler: Option<&Handler>) -> Result<Outcome, AttachStepError> {
 }
 
 /// The command line as a flavour reads it.
-fn parse(line: &str, flavour: Flavour) -> Result<BootPlan, CmdlineError> {
+pub(crate) fn parse(line: &str, flavour: Flavour) -> Result<BootPlan, CmdlineError> {
     match cmdline::parse(line) {
         Err(CmdlineError::Value { param: "root", .. }) if flavour == Flavour::Mkinitcpio => {
             let rest: Vec<&str> = line
