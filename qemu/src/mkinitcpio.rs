@@ -379,6 +379,15 @@ fn main_archive(image: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// Unpacks an image's main archive into `dir`.
+pub fn unpack_image(image: &Path, dir: &Path) -> Result<()> {
+    let main = main_archive(image)?;
+    fs::create_dir_all(dir).step(|| format!("create {}", dir.display()))?;
+    let mut cmd = Command::new("bsdtar");
+    cmd.arg("-xf").arg(&main).arg("-C").arg(dir);
+    command::run(&format!("unpack {}", image.display()), &mut cmd).map(drop)
+}
+
 /// The paths in an image's main archive (`bsdtar -t`, decompressing), without `./`.
 pub fn list_image(image: &Path) -> Result<Vec<String>> {
     let main = main_archive(image)?;

@@ -10,7 +10,8 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use nbdroot_qemu::mkinitcpio::{
-    build_image, list_image, read_from_image, Built, ImageSpec, Mkinitcpio, NEWER_SYSTEMD,
+    build_image, list_image, read_from_image, unpack_image, Built, ImageSpec, Mkinitcpio,
+    NEWER_SYSTEMD,
 };
 use nbdroot_qemu::netns::{NetNs, HOST_IP};
 use nbdroot_qemu::{
@@ -720,5 +721,159 @@ fn mkinitcpio_sd_boot_static_ip() {
         "{root}\n{out}"
     );
     assert!(out.contains("NBDROOT-SUPERVISOR @nbdroot"), "{out}");
+    assert_written(&img);
+}
+
+/// `systemd-analyze verify` on `units` (with `root` for their executables): no complaint.
+fn verify(root: Option<&Path>, units: &[PathBuf]) {
+    let mut cmd = Command::new("systemd-analyze");
+    cmd.args(["verify", "--man=no"]);
+    if let Some(r) = root {
+        cmd.arg(format!("--root={}", r.display()));
+    }
+    let out = cmd.args(units).output().expect("systemd-analyze");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.trim().is_empty(),
+        "{units:?}:\n{text}"
+    );
+}
+
+/// The image's generator, run (chrooted into the unpacked image) for several command lines:
+/// what it writes, and `systemd-analyze verify` on sysroot.mount and nbdroot.service.
+#[test]
+fn mkinitcpio_sd_generated_units_verify() {
+    let b = built(SD_HOOKS);
+    let dir = scratch("sd-verify");
+    let tree = dir.join("tree");
+    unpack_image(&b.path, &tree).expect("unpack");
+    // The unit as it is in the image, its ExecStart found under --root.
+    verify(
+        Some(&tree),
+        &[PathBuf::from("/usr/lib/systemd/system/nbdroot.service")],
+    );
+    let cases: &[(&str, Option<&str>, bool)] = &[
+        (
+            "root=nbd:10.0.0.1:raw:ext4:noatime rw",
+            Some("What=/dev/nbd0\nWhere=/sysroot\nType=ext4\nOptions=rw,noatime\n"),
+            true,
+        ),
+        (
+            "netroot=nbd:10.0.0.1:raw root=LABEL=arch",
+            Some("What=/dev/disk/by-label/arch\n"),
+            true,
+        ),
+        (
+            "nbdroot=10.0.0.1,raw,nbd1 root=/dev/nbd1p2 rw",
+            Some("What=/dev/nbd1p2\n"),
+            true,
+        ),
+        (
+            "netroot=nbd:10.0.0.1:raw cryptdevice=/dev/nbd0p2:root root=/dev/mapper/root",
+            None,
+            true,
+        ),
+        ("root=/dev/sda1 rw", None, false),
+    ];
+    for (i, (line, mount, wanted)) in cases.iter().enumerate() {
+        std::fs::write(tree.join("proc/cmdline"), format!("{line}\n")).unwrap();
+        let gen = format!("/run/gen{i}");
+        let st = Command::new("chroot")
+            .arg(&tree)
+            .arg("/usr/lib/systemd/system-generators/nbdroot-generator")
+            .args([
+                format!("{gen}/normal"),
+                format!("{gen}/early"),
+                format!("{gen}/late"),
+            ])
+            .status()
+            .expect("chroot");
+        assert!(st.success(), "{line}");
+        let early = tree.join(gen.trim_start_matches('/')).join("early");
+        let link = early.join("initrd-root-device.target.wants/nbdroot.service");
+        assert_eq!(
+            std::fs::read_link(&link).ok(),
+            wanted.then(|| PathBuf::from("/usr/lib/systemd/system/nbdroot.service")),
+            "{line}"
+        );
+        let unit = early.join("sysroot.mount");
+        match mount {
+            Some(want) => {
+                let text = std::fs::read_to_string(&unit).unwrap_or_default();
+                assert!(text.contains(want), "{line}:\n{text}");
+                verify(None, &[unit]);
+            }
+            None => assert!(!unit.exists(), "{line}"),
+        }
+    }
+}
+
+/// `netroot=nbd:` with `root=LABEL=` in the systemd image.
+#[test]
+fn mkinitcpio_sd_boot_netroot_label() {
+    let dir = scratch("sd-label");
+    let img = probe_image(&dir, Some("archroot"), &[]);
+    let srv = qemu_nbd(&img, Some("raw"), false).expect("qemu-nbd");
+    let mut cfg = sd_vm(&format!(
+        "netroot=nbd:{FWD_IP}:raw root=LABEL=archroot {STATIC_IP} rw"
+    ));
+    cfg.guestfwd.push((FWD_IP.into(), 10809, srv.port));
+    let out = boot(&cfg);
+    drop(srv);
+    assert!(out.contains("NBDROOT-PROBE-DONE"), "{out}");
+    assert!(root_mount(&out).starts_with("/dev/nbd0 / ext4 rw"), "{out}");
+    assert!(out.contains("NBDROOT-SUPERVISOR @nbdroot"), "{out}");
+    assert_written(&img);
+}
+
+/// A wrong export in the systemd image: nbdroot's line, the unit failed, emergency mode.
+#[test]
+fn mkinitcpio_sd_boot_wrong_export() {
+    let dir = scratch("sd-wrong");
+    let img = probe_image(&dir, None, &[]);
+    let srv = qemu_nbd(&img, Some("raw"), false).expect("qemu-nbd");
+    let mut cfg = sd_vm(&format!("root=nbd:{FWD_IP}:wrong {STATIC_IP} rw"));
+    cfg.guestfwd.push((FWD_IP.into(), 10809, srv.port));
+    let out = boot(&cfg);
+    drop(srv);
+    assert!(out.contains("nbdroot: export \"wrong\" not found"), "{out}");
+    assert!(
+        out.contains("Failed to start") && out.contains("nbdroot.service"),
+        "{out}"
+    );
+    assert!(out.contains("emergency"), "{out}");
+    assert!(!out.contains("NBDROOT-PROBE"), "{out}");
+}
+
+/// The server restarts after systemd's switch_root: no I/O error.
+#[test]
+fn mkinitcpio_sd_boot_server_restart() {
+    let dir = scratch("sd-restart");
+    let img = probe_image(&dir, None, &[&scenario::writer_script()]);
+    let mut server: NbdServer = qemu_nbd(&img, None, false).expect("qemu-nbd");
+    let mut cfg = sd_vm(&format!("root=nbd:10.0.2.2:{} {STATIC_IP} rw", server.port));
+    let log = dir.join("console.log");
+    cfg.log_path = Some(log.clone());
+    let (restarted, out) = std::thread::scope(|s| {
+        let server = &mut server;
+        let ctl = s.spawn(|| scenario::restart_server(&log, server, Duration::from_secs(3)));
+        let out = boot(&cfg);
+        (ctl.join().expect("control thread"), out)
+    });
+    assert!(
+        restarted,
+        "the restart happened while the guest wrote:\n{out}"
+    );
+    assert!(root_mount(&out).starts_with("/dev/nbd0 / ext4 rw"), "{out}");
+    assert!(
+        !out.contains("NBDT io-error"),
+        "I/O errors in the guest:\n{out}"
+    );
+    assert!(out.contains("NBDT errors=0"), "{out}");
+    drop(server);
     assert_written(&img);
 }

@@ -89,8 +89,12 @@ pub const ATTACH_UNIT: &str = "/usr/lib/systemd/system/nbdroot.service";
 /// Writes the units into `early`.
 pub fn generate(early: &Path) -> io::Result<()> {
     let line = super::read_cmdline()?;
-    if Path::new(ATTACH_UNIT).is_file() {
-        want_attach(&line, early)?;
+    if Path::new(ATTACH_UNIT).is_file()
+        && want_attach(&line, early)?
+        && cmdline::parse(&line).is_err()
+    {
+        // root= is another unit's (LUKS, LVM): systemd-fstab-generator mounts it.
+        return Ok(());
     }
     let record = RootEnv::read(Path::new(rootenv::PATH)).unwrap_or_else(|e| {
         log::warn!("{e}");
@@ -117,15 +121,17 @@ pub fn generate(early: &Path) -> io::Result<()> {
 
 /// Pulls in [`ATTACH_UNIT`] from `initrd-root-device.target` when `line` names an NBD root,
 /// also one whose `root=` another unit mounts (LUKS, LVM: see `attach --mkinitcpio`).
-fn want_attach(line: &str, early: &Path) -> io::Result<()> {
+/// Whether it did.
+fn want_attach(line: &str, early: &Path) -> io::Result<bool> {
     if super::attach::parse(line, super::attach::Flavour::Mkinitcpio).is_err() {
-        return Ok(());
+        return Ok(false);
     }
     let wants = early.join("initrd-root-device.target.wants");
     fs::create_dir_all(&wants)?;
     let link = wants.join("nbdroot.service");
     let _ = fs::remove_file(&link);
-    symlink(ATTACH_UNIT, &link)
+    symlink(ATTACH_UNIT, &link)?;
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -137,9 +143,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("nbdroot-gen-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         let link = dir.join("initrd-root-device.target.wants/nbdroot.service");
-        want_attach("root=/dev/sda1 rw", &dir).unwrap();
+        assert!(!want_attach("root=/dev/sda1 rw", &dir).unwrap());
         assert!(!link.exists() && fs::symlink_metadata(&link).is_err());
-        want_attach("netroot=nbd:10.0.0.1:d root=/dev/mapper/root", &dir).unwrap();
+        assert!(want_attach("netroot=nbd:10.0.0.1:d root=/dev/mapper/root", &dir).unwrap());
         assert_eq!(fs::read_link(&link).unwrap(), Path::new(ATTACH_UNIT));
         fs::remove_dir_all(&dir).unwrap();
     }
