@@ -877,3 +877,31 @@ fn mkinitcpio_sd_boot_server_restart() {
     drop(server);
     assert_written(&img);
 }
+
+/// The benchmark's reference: the AUR hook's shape (net hook, nbd-client, root=/dev/nbd0)
+/// in the same mkinitcpio boots the same root.
+#[test]
+fn mkinitcpio_boot_nbd_client_reference() {
+    let dir = scratch("reference");
+    let img = probe_image(&dir, None, &[]);
+    let srv = qemu_nbd(&img, None, false).expect("qemu-nbd");
+    let mut cfg = vm(&format!(
+        "root=/dev/nbd0 rootfstype=ext4 nbd_host=10.0.2.2 nbd_port={} {STATIC_IP} rw",
+        srv.port
+    ));
+    cfg.initrd = image(&[
+        "base",
+        "udev",
+        "modconf",
+        "block",
+        "net",
+        "nbdclient",
+        "filesystems",
+    ]);
+    let out = boot(&cfg);
+    drop(srv);
+    assert!(out.contains("NBDROOT-PROBE-DONE"), "{out}");
+    assert!(root_mount(&out).starts_with("/dev/nbd0 / ext4 rw"), "{out}");
+    assert!(!out.contains(":: running hook [nbdroot]"), "{out}");
+    assert_written(&img);
+}
