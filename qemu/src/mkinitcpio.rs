@@ -374,8 +374,12 @@ fn main_archive(image: &Path) -> Result<PathBuf> {
     let Some(next) = next else {
         return Ok(image.to_path_buf());
     };
+    // Written aside and renamed: tests reading the same image side by side never see a
+    // half-written file.
     let out = image.with_extension("main");
-    fs::write(&out, &data[next..]).step(|| format!("write {}", out.display()))?;
+    let tmp = image.with_extension(format!("main.{}.{}", std::process::id(), crate::unique()));
+    fs::write(&tmp, &data[next..]).step(|| format!("write {}", tmp.display()))?;
+    fs::rename(&tmp, &out).step(|| format!("move {} into place", out.display()))?;
     Ok(out)
 }
 

@@ -563,7 +563,8 @@ fn mkinitcpio_boot_netroot_label() {
     assert_written(&img);
 }
 
-/// fstype and rootflags from the `nbd:` string; `ro` mounts read-only.
+/// fstype and rootflags from the `nbd:` string, else from `rootfstype=`/`rootflags=` as
+/// mkinitcpio's init reads them; `ro` mounts read-only.
 #[test]
 fn mkinitcpio_boot_fstype_and_rootflags() {
     let dir = scratch("fsopts");
@@ -578,6 +579,10 @@ fn mkinitcpio_boot_fstype_and_rootflags() {
         root_mount(&out)
     );
     assert_written(&img);
+    let out = boot_served(&img, Some("raw"), |_| {
+        format!("root=nbd:{FWD_IP}:raw rootfstype=ext4 rootflags=nodiratime {STATIC_IP} rw")
+    });
+    assert_root(&out, "/dev/nbd0 / ext4 rw,nodiratime");
     let out = boot_served(&img, Some("raw"), |_| {
         format!("root=nbd:{FWD_IP}:raw:ext4 {STATIC_IP} ro")
     });
