@@ -9,6 +9,7 @@ pub mod floor;
 pub mod image;
 pub mod kernel;
 pub mod lock;
+pub mod mkinitcpio;
 pub mod netns;
 pub mod reference;
 pub mod scenario;

@@ -80,9 +80,38 @@ pub enum Outcome {
     Already(RootEnv),
 }
 
+/// Which initramfs generator's hooks call the attach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    Dracut,
+    /// `nbdroot attach --mkinitcpio`: a `root=` that names no NBD device, label or UUID
+    /// (`/dev/mapper/root` for LUKS or LVM on the device) is another hook's business: the
+    /// NBD device is attached whole and mkinitcpio mounts `root=`.
+    Mkinitcpio,
+}
+
 /// Attaches the root the command line (or `handler`) describes, records it in
 /// [`rootenv::PATH`], leaves the network hints and starts the supervisor.
 pub fn attach(handler: Option<&Handler>) -> Result<Outcome, AttachStepError> {
+    attach_as(handler, Flavour::Dracut)
+}
+
+/// The command line as a flavour reads it.
+pub(crate) fn parse(line: &str, flavour: Flavour) -> Result<BootPlan, CmdlineError> {
+    match cmdline::parse(line) {
+        Err(CmdlineError::Value { param: "root", .. }) if flavour == Flavour::Mkinitcpio => {
+            let rest: Vec<&str> = line
+                .split_whitespace()
+                .filter(|w| !w.starts_with("root="))
+                .collect();
+            cmdline::parse(&rest.join(" "))
+        }
+        other => other,
+    }
+}
+
+/// [`attach`] for `flavour`'s hooks.
+pub fn attach_as(handler: Option<&Handler>, flavour: Flavour) -> Result<Outcome, AttachStepError> {
     let _lock = lock()?;
     let record = Path::new(rootenv::PATH);
     if let Some(env) = RootEnv::read(record)? {
@@ -91,7 +120,7 @@ pub fn attach(handler: Option<&Handler>) -> Result<Outcome, AttachStepError> {
         }
     }
     let line = super::read_cmdline().map_err(AttachStepError::ReadCmdline)?;
-    let mut plan = cmdline::parse(&line)?;
+    let mut plan = parse(&line, flavour)?;
     for w in &plan.warnings {
         log::warn!("{w}");
     }
@@ -115,7 +144,9 @@ pub fn attach(handler: Option<&Handler>) -> Result<Outcome, AttachStepError> {
     }
     let attached = boot::attach(&plan, &spec, Some(index))?;
     if plan.swap.is_some() {
-        log::warn!("rd.nbdroot.swap= is not supported in a dracut initramfs: no swap attached");
+        log::warn!(
+            "rd.nbdroot.swap= is not supported in a {flavour:?} initramfs: no swap attached"
+        );
     }
     let env = RootEnv {
         index: attached.index,
@@ -273,6 +304,21 @@ mod tests {
 
     fn args(a: &[&str]) -> Vec<OsString> {
         a.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn mkinitcpio_leaves_a_foreign_root_to_other_hooks() {
+        let line = "netroot=nbd:10.0.0.1:disk cryptdevice=/dev/nbd0p2:root root=/dev/mapper/root";
+        assert!(parse(line, Flavour::Dracut).is_err());
+        let plan = parse(line, Flavour::Mkinitcpio).unwrap();
+        assert_eq!(plan.root, crate::plan::RootDevice::Whole);
+        assert!(matches!(plan.source, RootSource::Nbd(_)));
+        // A malformed nbd: string is still refused.
+        assert!(parse(
+            "netroot=nbd:10.0.0.1 root=/dev/mapper/r",
+            Flavour::Mkinitcpio
+        )
+        .is_err());
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! - argv[0] `nbdroot-generator`, arguments `normal early late`: the systemd generator;
 //! - `nbdroot <netif> nbd:… <NEWROOT>`: dracut's netroot handler;
-//! - `nbdroot attach`, `nbdroot mount <NEWROOT>`, `nbdroot dracut-cmdline`: the hooks' steps.
+//! - `nbdroot attach`, `nbdroot mount <NEWROOT>`, `nbdroot dracut-cmdline`: the hooks' steps;
+//! - `nbdroot attach --mkinitcpio`: the attach for mkinitcpio's hooks (`mkinitcpio/`).
 //!
 //! Each prints at most nbdroot's one line on failure (`nbdroot: …`, the hooks pass it to
 //! dracut's `die`) and exits 1; `dracut-cmdline` exits 1 for "not an NBD root" and 2 for a
@@ -16,7 +17,7 @@ use log::LevelFilter;
 
 use crate::logger;
 
-use super::attach::{self, Handler, Outcome};
+use super::attach::{self, Flavour, Handler, Outcome};
 use super::cmdline::{self, Answer};
 
 /// Runs the hook form `args` (argv[0] included) names; `None` when it is none of them.
@@ -28,7 +29,7 @@ pub fn run(args: &[OsString]) -> Option<ExitCode> {
     Some(match form {
         Form::Generator(early) => report(super::generator::generate(Path::new(early))),
         Form::Handler(h) => report(attach::attach(Some(&h)).map(|o| said(&o))),
-        Form::Attach => report(attach::attach(None).map(|o| said(&o))),
+        Form::Attach(flavour) => report(attach::attach_as(None, flavour).map(|o| said(&o))),
         Form::Mount(new_root) => report(super::mount::mount(Path::new(new_root))),
         Form::Cmdline => dracut_cmdline(),
     })
@@ -37,7 +38,7 @@ pub fn run(args: &[OsString]) -> Option<ExitCode> {
 enum Form<'a> {
     Generator(&'a OsString),
     Handler(Handler),
-    Attach,
+    Attach(Flavour),
     Mount(&'a OsString),
     Cmdline,
 }
@@ -56,7 +57,8 @@ fn form(args: &[OsString]) -> Option<Form<'_>> {
     }
     let (cmd, rest) = rest.split_first()?;
     match (cmd.to_str()?, rest) {
-        ("attach", []) => Some(Form::Attach),
+        ("attach", []) => Some(Form::Attach(Flavour::Dracut)),
+        ("attach", [f]) if f == "--mkinitcpio" => Some(Form::Attach(Flavour::Mkinitcpio)),
         ("mount", [new_root]) => Some(Form::Mount(new_root)),
         ("dracut-cmdline", []) => Some(Form::Cmdline),
         _ => None,

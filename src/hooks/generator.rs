@@ -92,9 +92,20 @@ pub fn decide(line: &str, record: Option<RootEnv>) -> Option<(String, RootMount)
     Some((what, plan.mount.resolve(&spec)))
 }
 
+/// The attach unit of mkinitcpio's systemd images (`mkinitcpio/install/sd-nbdroot`); dracut's
+/// images attach from the initqueue and have none.
+pub const ATTACH_UNIT: &str = "/usr/lib/systemd/system/nbdroot.service";
+
 /// Writes the units into `early`.
 pub fn generate(early: &Path) -> io::Result<()> {
     let line = super::read_cmdline()?;
+    if Path::new(ATTACH_UNIT).is_file()
+        && want_attach(&line, early)?
+        && cmdline::parse(&line).is_err()
+    {
+        // root= is another unit's (LUKS, LVM): systemd-fstab-generator mounts it.
+        return Ok(());
+    }
     let record = RootEnv::read(Path::new(rootenv::PATH)).unwrap_or_else(|e| {
         log::warn!("{e}");
         None
@@ -118,9 +129,36 @@ pub fn generate(early: &Path) -> io::Result<()> {
     )
 }
 
+/// Pulls in [`ATTACH_UNIT`] from `initrd-root-device.target` when `line` names an NBD root,
+/// also one whose `root=` another unit mounts (LUKS, LVM: see `attach --mkinitcpio`).
+/// Whether it did.
+fn want_attach(line: &str, early: &Path) -> io::Result<bool> {
+    if super::attach::parse(line, super::attach::Flavour::Mkinitcpio).is_err() {
+        return Ok(false);
+    }
+    let wants = early.join("initrd-root-device.target.wants");
+    fs::create_dir_all(&wants)?;
+    let link = wants.join("nbdroot.service");
+    let _ = fs::remove_file(&link);
+    symlink(ATTACH_UNIT, &link)?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_attach_unit_is_wanted_for_every_nbd_root() {
+        let dir = std::env::temp_dir().join(format!("nbdroot-gen-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let link = dir.join("initrd-root-device.target.wants/nbdroot.service");
+        assert!(!want_attach("root=/dev/sda1 rw", &dir).unwrap());
+        assert!(!link.exists() && fs::symlink_metadata(&link).is_err());
+        assert!(want_attach("netroot=nbd:10.0.0.1:d root=/dev/mapper/root", &dir).unwrap());
+        assert_eq!(fs::read_link(&link).unwrap(), Path::new(ATTACH_UNIT));
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn units_from_the_command_line() {
