@@ -27,8 +27,48 @@ use crate::proto::consts::DEFAULT_PORT;
 /// Where nbd-client (and `nbdroot connect nbdN`) reads the table.
 pub const PATH: &str = "/etc/nbdtab";
 
+/// The environment variable that names another table (tests, chroots).
+pub const PATH_ENV: &str = "NBDROOT_NBDTAB";
+
 /// The form of an entry, quoted in errors.
 pub const FORM: &str = "<nbdN> <host|socket> <export> [<option>,...]";
+
+/// Every option, as written in the table, and what nbdroot does with it: the man page's
+/// nbdtab section (nbdroot-connect(8)) is rendered from this table, and a test checks the
+/// parser takes each form.
+pub const OPTIONS: &[(&str, &str)] = &[
+    ("port=N", "The server's TCP port [default: 10809]."),
+    (
+        "bs=BYTES",
+        "Kernel block size: 512, 1024, 2048 or 4096 (--block-size).",
+    ),
+    ("timeout=SECS", "Kernel I/O timeout (--timeout)."),
+    ("conns=N", "Number of connections (--connections)."),
+    (
+        "persist",
+        "Keep a supervisor that replaces dead connections (--persist).",
+    ),
+    ("readonly, ro", "Attach read-only (--readonly)."),
+    ("unix", "The server field is the path of a Unix socket."),
+    (
+        "nonetlink",
+        "Use the ioctl interface (--ioctl); not with persist.",
+    ),
+    (
+        "swap, no_optgo, sdp, systemd_mark",
+        "Accepted, with a note that they change nothing: the supervisor is always safe in the \
+         I/O path (swapon the device to swap on it), NBD_OPT_EXPORT_NAME is the fallback by \
+         itself, SDP is gone from Linux, and systemd leaves @nbdroot alone.",
+    ),
+    (
+        "certfile=, keyfile=, cacertfile=, tlshostname=",
+        "TLS: refused with an error when the entry is used; nbdroot does not support TLS yet.",
+    ),
+    (
+        "_NAME[=VALUE]",
+        "Reserved for local use: skipped silently. Any other option is warned about and ignored.",
+    ),
+];
 
 /// One line of the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,7 +129,10 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, ParseError> {
     for (n, raw) in text.lines().enumerate() {
         let line = n + 1;
         let content = raw.split_once('#').map_or(raw, |(before, _)| before);
-        let fields: Vec<&str> = content.split([' ', '\t']).filter(|f| !f.is_empty()).collect();
+        let fields: Vec<&str> = content
+            .split([' ', '\t'])
+            .filter(|f| !f.is_empty())
+            .collect();
         if fields.is_empty() {
             continue;
         }
@@ -119,8 +162,8 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, ParseError> {
                 first.line
             )));
         }
-        let (options, port, unix) = parse_options(options.first().copied().unwrap_or(""))
-            .map_err(|why| err(why))?;
+        let (options, port, unix) =
+            parse_options(options.first().copied().unwrap_or("")).map_err(err)?;
         let endpoint = if unix {
             if port.is_some() {
                 return Err(err(
@@ -169,8 +212,9 @@ impl Entry {
     }
 }
 
-/// `nbdN` (nbd-client's short name), or `/dev/nbdN` written in full.
-fn device_name(name: &str) -> Option<u32> {
+/// `nbdN` (nbd-client's short name), or `/dev/nbdN` written in full; what `connect` takes
+/// alone as a table lookup.
+pub fn device_name(name: &str) -> Option<u32> {
     let short = name.strip_prefix("/dev/").unwrap_or(name);
     short
         .strip_prefix("nbd")
@@ -277,6 +321,53 @@ mod tests {
     }
 
     #[test]
+    fn every_documented_option_parses() {
+        let written = [
+            "port=1",
+            "bs=512",
+            "timeout=1",
+            "conns=2",
+            "persist",
+            "readonly",
+            "ro",
+            "unix",
+            "nonetlink",
+            "swap",
+            "no_optgo",
+            "sdp",
+            "systemd_mark",
+            "certfile=/c",
+            "keyfile=/k",
+            "cacertfile=/a",
+            "tlshostname=h",
+            "_site=1",
+        ];
+        let key = |form: &str| {
+            form.split(['=', '['])
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        };
+        let documented: Vec<String> = OPTIONS
+            .iter()
+            .flat_map(|(forms, _)| forms.split(", ").map(key))
+            .collect();
+        let tried: Vec<String> = written.iter().map(|w| key(w)).collect();
+        assert_eq!(documented.len(), tried.len());
+        for k in &documented {
+            assert!(
+                tried.contains(k) || k == "_NAME" && tried.contains(&"_site".into()),
+                "{k}"
+            );
+        }
+        for option in written {
+            let e = one(&format!("nbd0 /srv x {option}"));
+            let unknown = e.options.notes.iter().any(|n| n.starts_with("unknown"));
+            assert!(!unknown, "{option}: {:?}", e.options.notes);
+        }
+    }
+
+    #[test]
     fn the_man_page_example_parses() {
         let text = "\
 # swap space, called \"swapexport\" on the server
@@ -301,7 +392,8 @@ nbd1 nbdserver.example.com data
 
     #[test]
     fn options_map_onto_connect() {
-        let e = one("nbd3\t10.0.0.1   root port=10900,bs=4096,timeout=30,conns=4,persist,ro,nonetlink");
+        let e =
+            one("nbd3\t10.0.0.1   root port=10900,bs=4096,timeout=30,conns=4,persist,ro,nonetlink");
         assert_eq!(e.index, 3);
         assert_eq!(
             e.endpoint,
