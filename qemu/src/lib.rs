@@ -3,6 +3,7 @@
 //! every claim the project makes about booting is checked against a real kernel.
 
 pub mod command;
+pub mod debian;
 pub mod dracut;
 pub mod error;
 pub mod floor;

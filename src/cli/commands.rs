@@ -31,6 +31,8 @@ pub enum CommandError {
     Supervise(#[from] crate::supervise::SuperviseError),
     #[error(transparent)]
     Swap(#[from] crate::swap::SwapError),
+    #[error("a supervisor (--persist, --swap, nbdtab's persist) needs the netlink interface, not ioctls (--ioctl, nbdtab's nonetlink)")]
+    PersistNeedsNetlink,
 }
 
 /// `3` from `/dev/nbd3`, `nbd3` or `3`.

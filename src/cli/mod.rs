@@ -5,6 +5,7 @@
 
 pub mod args;
 pub mod commands;
+pub mod nbdtab;
 pub mod run;
 pub mod values;
 
