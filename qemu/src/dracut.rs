@@ -28,7 +28,7 @@ use crate::lock::FileLock;
 use crate::Kernel;
 
 /// Where the tests look for dracut-ng's source archive, relative to the repository root.
-pub const NG_TARBALL: &str = "../shared/vendor/dracut-ng-111.tar.gz";
+pub const NG_TARBALL: &str = "dracut-ng-111.tar.gz";
 /// The environment variable naming the archive elsewhere.
 pub const NG_TARBALL_ENV: &str = "NBDROOT_DRACUT_NG_TARBALL";
 
@@ -105,11 +105,12 @@ fn debian_059() -> Result<Dracut> {
     Ok(dracut)
 }
 
-/// dracut-ng's source archive: [`NG_TARBALL_ENV`], else [`NG_TARBALL`] beside the repository.
+/// dracut-ng's source archive: [`NG_TARBALL_ENV`], else [`NG_TARBALL`] in the vendor directory
+/// (`$NBDROOT_VENDOR`, else `../shared/vendor` beside the repository).
 pub fn ng_tarball() -> Result<PathBuf> {
     let path = std::env::var_os(NG_TARBALL_ENV)
         .map(PathBuf::from)
-        .unwrap_or_else(|| crate::repo_root().join(NG_TARBALL));
+        .unwrap_or_else(|| crate::mkinitcpio::vendor_dir().join(NG_TARBALL));
     if path.is_file() {
         return Ok(path);
     }

@@ -338,7 +338,12 @@ fn server_restart(v: Variant) {
     cfg.log_path = Some(log.clone());
     let restarted = std::thread::scope(|s| {
         let server = &mut server;
-        let ctl = s.spawn(|| scenario::restart_server(&log, server, Duration::from_secs(3)));
+        // The guest may first queue for a VM slot and boot slowly on a loaded machine: wait
+        // for its writes as long as its deadline, then restart the server under them.
+        let ctl = s.spawn(|| {
+            scenario::wait_for(&log, "NBDT-WRITING", Duration::from_secs(600))
+                && scenario::restart_server(&log, server, Duration::from_secs(3))
+        });
         let out = boot(&cfg);
         (ctl.join().expect("control thread"), out)
     });
