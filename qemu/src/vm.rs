@@ -159,6 +159,17 @@ impl VmOutcome {
             .collect()
     }
 
+    /// The probe's `NBDROOT-MOUNT` line for `/` (device, mount point, fstype, options), as
+    /// the root's init saw /proc/mounts. Panics with the console when there is none: a test
+    /// helper.
+    pub fn root_mount(&self) -> String {
+        self.lines_with("NBDROOT-MOUNT ")
+            .into_iter()
+            .find(|m| m.split(' ').nth(1) == Some("/"))
+            .unwrap_or_else(|| panic!("no / mount:\n{self}"))
+            .to_string()
+    }
+
     /// Whether the console shows `s` anywhere.
     pub fn contains(&self, s: &str) -> bool {
         self.log.contains(s)

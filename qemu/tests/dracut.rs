@@ -105,21 +105,13 @@ fn boot(cfg: &VmConfig) -> VmOutcome {
     out
 }
 
-fn root_mount(out: &VmOutcome) -> String {
-    out.lines_with("NBDROOT-MOUNT ")
-        .into_iter()
-        .find(|m| m.split(' ').nth(1) == Some("/"))
-        .unwrap_or_else(|| panic!("no / mount:\n{out}"))
-        .to_string()
-}
-
 /// The root's init ran, with `want` (device, fstype and options) mounted on /.
 fn assert_root(out: &VmOutcome, want: &str) {
     assert!(
         out.contains("NBDROOT-PROBE-DONE"),
         "the root's init did not finish:\n{out}"
     );
-    let root = root_mount(out);
+    let root = out.root_mount();
     assert!(
         root.starts_with(want),
         "/ is {root:?}, expected {want:?}:\n{out}"
@@ -194,9 +186,9 @@ fn fstype_and_options(v: Variant) {
     });
     assert_root(&out, "/dev/nbd0 / ext4 rw,noatime");
     assert!(
-        root_mount(&out).contains("errors=remount-ro"),
+        out.root_mount().contains("errors=remount-ro"),
         "{}",
-        root_mount(&out)
+        out.root_mount()
     );
     assert_written(&img);
     // ro (the kernel's default): mounted read-only, the guest cannot write.

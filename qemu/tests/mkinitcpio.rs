@@ -397,14 +397,6 @@ fn boot(cfg: &VmConfig) -> VmOutcome {
     out
 }
 
-fn root_mount(out: &VmOutcome) -> String {
-    out.lines_with("NBDROOT-MOUNT ")
-        .into_iter()
-        .find(|m| m.split(' ').nth(1) == Some("/"))
-        .unwrap_or_else(|| panic!("no / mount:\n{out}"))
-        .to_string()
-}
-
 /// mkinitcpio's init switched to the root, whose init ran with `want` mounted on / and the
 /// supervisor alive.
 fn assert_root(out: &VmOutcome, want: &str) {
@@ -413,7 +405,7 @@ fn assert_root(out: &VmOutcome, want: &str) {
         out.contains("NBDROOT-PROBE-DONE"),
         "the root's init did not finish:\n{out}"
     );
-    let root = root_mount(out);
+    let root = out.root_mount();
     assert!(
         root.starts_with(want),
         "/ is {root:?}, expected {want:?}:\n{out}"
@@ -574,9 +566,9 @@ fn mkinitcpio_boot_fstype_and_rootflags() {
     });
     assert_root(&out, "/dev/nbd0 / ext4 rw,noatime");
     assert!(
-        root_mount(&out).contains("errors=remount-ro"),
+        out.root_mount().contains("errors=remount-ro"),
         "{}",
-        root_mount(&out)
+        out.root_mount()
     );
     assert_written(&img);
     let out = boot_served(&img, Some("raw"), |_| {
@@ -720,7 +712,7 @@ fn mkinitcpio_sd_boot_static_ip() {
         out.contains("NBDROOT-PROBE-DONE"),
         "the root's init did not finish:\n{out}"
     );
-    let root = root_mount(&out);
+    let root = out.root_mount();
     assert!(
         root.starts_with("/dev/nbd0 / ext4 rw,noatime"),
         "{root}\n{out}"
@@ -830,7 +822,7 @@ fn mkinitcpio_sd_boot_netroot_label() {
     let out = boot(&cfg);
     drop(srv);
     assert!(out.contains("NBDROOT-PROBE-DONE"), "{out}");
-    assert!(root_mount(&out).starts_with("/dev/nbd0 / ext4 rw"), "{out}");
+    assert!(out.root_mount().starts_with("/dev/nbd0 / ext4 rw"), "{out}");
     assert!(out.contains("NBDROOT-SUPERVISOR @nbdroot"), "{out}");
     assert_written(&img);
 }
@@ -873,7 +865,7 @@ fn mkinitcpio_sd_boot_server_restart() {
         restarted,
         "the restart happened while the guest wrote:\n{out}"
     );
-    assert!(root_mount(&out).starts_with("/dev/nbd0 / ext4 rw"), "{out}");
+    assert!(out.root_mount().starts_with("/dev/nbd0 / ext4 rw"), "{out}");
     assert!(
         !out.contains("NBDT io-error"),
         "I/O errors in the guest:\n{out}"
@@ -906,7 +898,7 @@ fn mkinitcpio_boot_nbd_client_reference() {
     let out = boot(&cfg);
     drop(srv);
     assert!(out.contains("NBDROOT-PROBE-DONE"), "{out}");
-    assert!(root_mount(&out).starts_with("/dev/nbd0 / ext4 rw"), "{out}");
+    assert!(out.root_mount().starts_with("/dev/nbd0 / ext4 rw"), "{out}");
     assert!(!out.contains(":: running hook [nbdroot]"), "{out}");
     assert_written(&img);
 }
