@@ -248,7 +248,13 @@ pub fn build_image(dracut: &Dracut, kernel: &Kernel, spec: &ImageSpec, out: &Pat
     let mut cmd = Command::new("bash");
     cmd.arg(&dracut.script)
         .env("dracutbasedir", &dracut.basedir)
-        .args(["--force", "--no-hostonly", "--no-early-microcode", "--compress", "gzip"])
+        .args([
+            "--force",
+            "--no-hostonly",
+            "--no-early-microcode",
+            "--compress",
+            "gzip",
+        ])
         .arg("--conf")
         .arg(&conf_path)
         .arg("--confdir")
@@ -265,6 +271,8 @@ pub fn build_image(dracut: &Dracut, kernel: &Kernel, spec: &ImageSpec, out: &Pat
     let log = work.join("dracut.log");
     let _ = fs::write(&log, [output.stdout, output.stderr].concat());
     let _ = fs::remove_dir_all(&tmp);
-    let bytes = fs::metadata(out).step(|| format!("stat {}", out.display()))?.len();
+    let bytes = fs::metadata(out)
+        .step(|| format!("stat {}", out.display()))?
+        .len();
     Ok(bytes)
 }

@@ -112,7 +112,10 @@ fn assert_root(out: &VmOutcome, want: &str) {
         "the root's init did not finish:\n{out}"
     );
     let root = root_mount(out);
-    assert!(root.starts_with(want), "/ is {root:?}, expected {want:?}:\n{out}");
+    assert!(
+        root.starts_with(want),
+        "/ is {root:?}, expected {want:?}:\n{out}"
+    );
 }
 
 /// The file the guest wrote is on the server's image, and the image is clean.
@@ -139,7 +142,12 @@ fn assert_died_with(out: &VmOutcome, want: &str) {
 }
 
 /// One boot of `image` served by qemu-nbd (export `export`) through the forward.
-fn boot_served(v: Variant, img: &Path, export: Option<&str>, append: impl Fn(u16) -> String) -> VmOutcome {
+fn boot_served(
+    v: Variant,
+    img: &Path,
+    export: Option<&str>,
+    append: impl Fn(u16) -> String,
+) -> VmOutcome {
     let srv = qemu_nbd(img, export, false).expect("qemu-nbd");
     let mut cfg = vm(v, &append(srv.port));
     cfg.guestfwd.push((FWD_IP.into(), 10809, srv.port));
@@ -154,7 +162,9 @@ fn boot_served(v: Variant, img: &Path, export: Option<&str>, append: impl Fn(u16
 fn export_name(v: Variant) {
     let dir = scratch(v, "export");
     let img = probe_image(&dir, None, &[]);
-    let out = boot_served(v, &img, Some("raw"), |_| format!("root=nbd:{FWD_IP}:raw rw"));
+    let out = boot_served(v, &img, Some("raw"), |_| {
+        format!("root=nbd:{FWD_IP}:raw rw")
+    });
     assert_root(&out, "/dev/nbd0 / ext4 rw");
     assert_written(&img);
 }
@@ -167,16 +177,24 @@ fn fstype_and_options(v: Variant) {
         format!("root=nbd:{FWD_IP}:raw::noatime,nodiratime rw")
     });
     assert_root(&out, "/dev/nbd0 / ext4 rw,noatime,nodiratime");
-    let out = boot_served(v, &img, Some("raw"), |_| format!("root=nbd:{FWD_IP}:raw:ext4 rw"));
+    let out = boot_served(v, &img, Some("raw"), |_| {
+        format!("root=nbd:{FWD_IP}:raw:ext4 rw")
+    });
     assert_root(&out, "/dev/nbd0 / ext4 rw,relatime");
     let out = boot_served(v, &img, Some("raw"), |_| {
         format!("root=nbd:{FWD_IP}:raw:ext4:noatime,errors=remount-ro rw")
     });
     assert_root(&out, "/dev/nbd0 / ext4 rw,noatime");
-    assert!(root_mount(&out).contains("errors=remount-ro"), "{}", root_mount(&out));
+    assert!(
+        root_mount(&out).contains("errors=remount-ro"),
+        "{}",
+        root_mount(&out)
+    );
     assert_written(&img);
     // ro (the kernel's default): mounted read-only, the guest cannot write.
-    let out = boot_served(v, &img, Some("raw"), |_| format!("root=nbd:{FWD_IP}:raw:ext4 ro"));
+    let out = boot_served(v, &img, Some("raw"), |_| {
+        format!("root=nbd:{FWD_IP}:raw:ext4 ro")
+    });
     assert_root(&out, "/dev/nbd0 / ext4 ro,relatime");
     assert!(out.contains("NBDROOT-PROBE-WRITE-FAILED"), "{out}");
 }
@@ -245,10 +263,22 @@ fn dhcp_root_path(v: Variant) {
         let (port_s, img_s) = (port.to_string(), img.display().to_string());
         ns.spawn(
             "start qemu-nbd in the namespace",
-            &["qemu-nbd", "-f", "raw", "--persistent", "--shared=4", "-b", HOST_IP, "-p", &port_s, &img_s],
+            &[
+                "qemu-nbd",
+                "-f",
+                "raw",
+                "--persistent",
+                "--shared=4",
+                "-b",
+                HOST_IP,
+                "-p",
+                &port_s,
+                &img_s,
+            ],
         )
         .expect("qemu-nbd");
-        ns.wait_listening(HOST_IP, port).expect("qemu-nbd listening");
+        ns.wait_listening(HOST_IP, port)
+            .expect("qemu-nbd listening");
         let mut cfg = vm(v, "root=/dev/root netroot=dhcp rw");
         cfg.netns = Some(ns.name.clone());
         let out = boot(&cfg);
@@ -265,7 +295,9 @@ fn bad_input(v: Variant) {
     let img = probe_image(&dir, None, &[]);
     let out = boot(&vm(v, "root=nbd:10.0.2.2 rw"));
     assert_died_with(&out, "root=nbd:10.0.2.2: ");
-    let out = boot_served(v, &img, Some("raw"), |_| format!("root=nbd:{FWD_IP}:wrong rw"));
+    let out = boot_served(v, &img, Some("raw"), |_| {
+        format!("root=nbd:{FWD_IP}:wrong rw")
+    });
     assert_died_with(&out, "export \"wrong\" not found");
     let port = free_port().expect("free port");
     let out = boot(&vm(
@@ -291,9 +323,15 @@ fn server_restart(v: Variant) {
         (ctl.join().expect("control thread"), out)
     });
     let (restarted, out) = restarted;
-    assert!(restarted, "the restart happened while the guest wrote:\n{out}");
+    assert!(
+        restarted,
+        "the restart happened while the guest wrote:\n{out}"
+    );
     assert_root(&out, "/dev/nbd0 / ext4 rw");
-    assert!(!out.contains("NBDT io-error"), "I/O errors in the guest:\n{out}");
+    assert!(
+        !out.contains("NBDT io-error"),
+        "I/O errors in the guest:\n{out}"
+    );
     assert!(out.contains("NBDT errors=0"), "{out}");
     drop(server);
     assert_written(&img);
