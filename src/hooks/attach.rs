@@ -42,7 +42,11 @@ impl Handler {
             return None;
         };
         let (netif, netroot, new_root) = (netif.to_str()?, netroot.to_str()?, new_root.to_str()?);
-        (netroot.starts_with("nbd:") && !netif.is_empty() && !netif.starts_with('-')).then(|| {
+        // dracut's `nbd:<server>:…`, never a URI, and an interface that is no subcommand:
+        // `nbdroot connect nbd://host/export /dev/nbd1` has the same shape.
+        let dracut_form = netroot.starts_with("nbd:") && !netroot.starts_with("nbd://");
+        let subcommand = crate::cli::is_subcommand(netif);
+        (dracut_form && !subcommand && !netif.is_empty() && !netif.starts_with('-')).then(|| {
             Handler {
                 netif: netif.to_string(),
                 netroot: netroot.to_string(),
@@ -336,6 +340,14 @@ mod tests {
             None
         );
         assert_eq!(Handler::from_args(&args(&["eth0", "nbd:x"])), None);
+        // `connect` with an NBD URI and a device has the handler's shape.
+        for argv in [
+            ["connect", "nbd://10.0.2.2:10809/data", "/dev/nbd1"],
+            ["eth0", "nbd://10.0.2.2/data", "/sysroot"],
+            ["connect", "nbd:10.0.2.2:root", "/dev/nbd1"],
+        ] {
+            assert_eq!(Handler::from_args(&args(&argv)), None, "{argv:?}");
+        }
         assert_eq!(
             Handler::from_args(&args(&["-v", "nbd:x:y", "/sysroot"])),
             None
