@@ -175,7 +175,8 @@ pub fn attach_as(handler: Option<&Handler>, flavour: Flavour) -> Result<Outcome,
             log::warn!("cannot leave the network hints for {iface}: {e}");
         }
     }
-    let from_lease = matches!(plan.source, RootSource::Dhcp);
+    // `plan` is the resolved one: a root-path it came from is recorded, not its source.
+    let from_lease = plan.from_dhcp.root_path.is_some();
     if from_lease
         && (spec.fstype.is_some() || spec.rootflags.is_some())
         && Path::new("/run/systemd/system").is_dir()
