@@ -170,6 +170,16 @@ impl VmOutcome {
             .to_string()
     }
 
+    /// The guest uptime (seconds) the first console line starting with `prefix` reports, as
+    /// the benchmarks' probes print it; an error with the console when there is none.
+    pub fn uptime_after(&self, prefix: &str) -> Result<f64> {
+        self.lines_with(prefix)
+            .first()
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| crate::Error::unexpected("read the guest's uptime", self.to_string()))
+    }
+
     /// Whether the console shows `s` anywhere.
     pub fn contains(&self, s: &str) -> bool {
         self.log.contains(s)

@@ -54,12 +54,7 @@ fn boot_uptime(
     cfg.append = append.to_string();
     cfg.net = !append.is_empty();
     cfg.deadline = Duration::from_secs(120);
-    let out = run(&cfg)?;
-    out.lines_with(prefix)
-        .first()
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| nbdroot_qemu::Error::unexpected("read the guest's uptime", out.to_string()))
+    run(&cfg)?.uptime_after(prefix)
 }
 
 /// One initramfs and command line to boot, and its samples.

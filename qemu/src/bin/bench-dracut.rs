@@ -61,12 +61,7 @@ fn boot_uptime(kernel: &Kernel, initrd: &Path, append: &str) -> nbdroot_qemu::Re
     cfg.append = append.to_string();
     cfg.memory_mib = 512;
     cfg.deadline = Duration::from_secs(240);
-    let out = run(&cfg)?;
-    out.lines_with("NBDROOT-PROBE pid=1 uptime=")
-        .first()
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| nbdroot_qemu::Error::unexpected("read the guest's uptime", out.to_string()))
+    run(&cfg)?.uptime_after("NBDROOT-PROBE pid=1 uptime=")
 }
 
 fn bench(rounds: usize, releases: &[Release]) -> nbdroot_qemu::Result<()> {

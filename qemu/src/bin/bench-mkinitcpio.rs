@@ -95,12 +95,7 @@ fn boot_uptime(kernel: &Kernel, st: &Stack) -> nbdroot_qemu::Result<f64> {
     cfg.append = st.append.clone();
     cfg.memory_mib = 512;
     cfg.deadline = Duration::from_secs(180);
-    let out = run(&cfg)?;
-    out.lines_with(PROBE)
-        .first()
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| nbdroot_qemu::Error::unexpected("read the guest's uptime", out.to_string()))
+    run(&cfg)?.uptime_after(PROBE)
 }
 
 fn bench(rounds: usize) -> nbdroot_qemu::Result<()> {
