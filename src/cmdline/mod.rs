@@ -6,6 +6,7 @@
 
 pub mod ip;
 pub mod mac;
+pub mod overlay;
 pub mod params;
 pub mod root;
 
@@ -222,6 +223,10 @@ pub fn parse(line: &str) -> Result<BootPlan, CmdlineError> {
         })?),
         None => None,
     };
+    let overlay = p
+        .last("rd.nbdroot.overlay")
+        .map(overlay::parse)
+        .transpose()?;
     let min_free_kbytes = match p.last("rd.nbdroot.min_free_kbytes") {
         None => MinFree::Auto,
         Some("off") => MinFree::Off,
@@ -247,6 +252,7 @@ pub fn parse(line: &str) -> Result<BootPlan, CmdlineError> {
     Ok(BootPlan {
         swap,
         min_free_kbytes,
+        overlay,
         source,
         device,
         root,

@@ -376,6 +376,18 @@ pub const PARAMS: &[Param] = &[
     ),
     param(
         Knobs,
+        "rd.nbdroot.overlay",
+        "rd.nbdroot.overlay=tmpfs[:<size>] | nbd:<server>:<port|export>[:<fstype>[:<flags>[:<nbdopts>]]]",
+        None,
+        "mount the root read-only (the device attached read-only, so the server's copy is never \
+         written) under an overlayfs, mounted read-write: the writable layer on a tmpfs of that \
+         size (512m, 2g, 25%; default half the RAM), or on the filesystem of a second, \
+         per-machine export, which must hold one already (nothing is formatted) and keeps the \
+         writes across reboots. The layers stay under /run/nbdroot/overlay. nbdroot's own \
+         initramfs only.",
+    ),
+    param(
+        Knobs,
         "rd.nbdroot.debug",
         "rd.nbdroot.debug",
         None,

@@ -333,6 +333,8 @@ fn errors_name_parameter_value_and_form() {
         ("root=nbd:s:1 rd.nbdroot.swap=nbd:s", "rd.nbdroot.swap=nbd:s: the port or export name is missing"),
         ("root=nbd:s:1 rd.nbdroot.swap=nbd:s:1:::prio=x", "rd.nbdroot.swap=nbd:s:1:::prio=x: nbd option \"prio=x\": expected a swap priority"),
         ("root=nbd:s:1 rd.nbdroot.min_free_kbytes=1", "rd.nbdroot.min_free_kbytes=1: expected KiB from 128"),
+        ("root=nbd:s:1 rd.nbdroot.overlay=tmpfs:lots", "rd.nbdroot.overlay=tmpfs:lots: expected tmpfs, tmpfs:<size> (512m, 2g, 25%) or nbd:"),
+        ("root=nbd:s:1 rd.nbdroot.overlay=nbd:u", "rd.nbdroot.overlay=nbd:u: the port or export name is missing"),
     ];
     for (line, want) in cases {
         let err = parse(line).unwrap_err().to_string();
@@ -401,10 +403,15 @@ fn the_parameter_table_agrees_with_the_parser() {
         "root=nbd:s:1 rd.nbdroot.timeout=1 rd.nbdroot.retries=1 rd.nbdroot.connections=1 \
          rd.nbdroot.link_timeout=1 rd.nbdroot.dhcp_timeout=1 rd.nbdroot.keepalive=off \
          rd.nbdroot.user_timeout=1 rd.nbdroot.dead_timeout=1 rd.nbdroot.onfail=retry \
-         rd.nbdroot.swap=nbd:s:2 rd.nbdroot.min_free_kbytes=off rd.nbdroot.debug rd.debug",
+         rd.nbdroot.swap=nbd:s:2 rd.nbdroot.min_free_kbytes=off rd.nbdroot.debug rd.debug \
+         rd.nbdroot.overlay=tmpfs",
     )
     .unwrap();
     assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+    assert_eq!(
+        plan.overlay,
+        Some(crate::plan::Overlay::Tmpfs { size: None })
+    );
 }
 
 /// The plan after a DHCP lease gave `root_path` (and, for Debian's form, `server`).

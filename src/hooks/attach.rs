@@ -68,6 +68,11 @@ pub enum AttachStepError {
     Env(#[from] RootEnvError),
     #[error("cannot take {LOCK}: {0}")]
     Lock(io::Error),
+    #[error(
+        "rd.nbdroot.overlay= needs nbdroot's own initramfs (nbdroot mkinitramfs): a {0:?} \
+         initramfs mounts no overlay, and the root without one would be written on the server"
+    )]
+    Overlay(Flavour),
 }
 
 impl From<net::NetError> for AttachStepError {
@@ -127,6 +132,9 @@ pub fn attach_as(handler: Option<&Handler>, flavour: Flavour) -> Result<Outcome,
     let mut plan = parse(&line, flavour)?;
     for w in &plan.warnings {
         log::warn!("{w}");
+    }
+    if plan.overlay.is_some() {
+        return Err(AttachStepError::Overlay(flavour));
     }
     if let Some(h) = handler {
         let spec = root::parse_nbd(&h.netroot).map_err(|source| CmdlineError::Root {

@@ -33,6 +33,9 @@ pub struct BootPlan {
     /// `rd.nbdroot.min_free_kbytes=<n>|off`: the reserve raised for swap over the network;
     /// `None` leaves the kernel's value.
     pub min_free_kbytes: MinFree,
+    /// `rd.nbdroot.overlay=`: the root mounted read-only under an overlayfs whose upper layer
+    /// is here.
+    pub overlay: Option<Overlay>,
     /// What the DHCP lease contributed to the root, once applied
     /// ([`crate::cmdline::apply_root_path`]).
     pub from_dhcp: FromDhcp,
@@ -183,6 +186,16 @@ pub enum MinFree {
     Auto,
     Off,
     KiB(u64),
+}
+
+/// `rd.nbdroot.overlay=`: where the writable layer over the read-only root lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Overlay {
+    /// `tmpfs[:<size>]`: in memory, gone at reboot; `size` as tmpfs takes it (`512m`, `25%`),
+    /// `None` for tmpfs's default (half the RAM).
+    Tmpfs { size: Option<String> },
+    /// `nbd:…`: a filesystem on a second, per-machine export, kept across reboots.
+    Nbd(NbdSpec),
 }
 
 /// `rd.nbdroot.onfail=`: what a failed boot does.

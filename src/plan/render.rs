@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use super::{
     BootPlan, DebianSpec, FromDhcp, IpConfig, Mac, MinFree, ModeFrom, NbdOpts, NbdSpec, OnFail,
-    RootDevice, RootSource, StaticIp,
+    Overlay, RootDevice, RootSource, StaticIp,
 };
 use crate::settings::{FIRST_BACKOFF, FIRST_RETRY_PAUSE, MAX_BACKOFF, MAX_RETRY_PAUSE};
 use crate::switch_root::INIT_CANDIDATES;
@@ -21,9 +21,11 @@ pub fn render(plan: &BootPlan) -> String {
         ("device", device(plan)),
         ("connections", connections(plan)),
         ("mount", mount(plan)),
-        ("init", init(plan)),
-        ("supervisor", supervisor(plan)),
     ];
+    if let Some(o) = &plan.overlay {
+        sections.push(("overlay", overlay(plan, o)));
+    }
+    sections.extend([("init", init(plan)), ("supervisor", supervisor(plan))]);
     if let Some(swap) = &plan.swap {
         sections.push(("swap", self::swap(plan, swap)));
     }
@@ -445,6 +447,44 @@ fn swap(plan: &BootPlan, spec: &NbdSpec) -> Rows {
     ]
 }
 
+fn overlay(plan: &BootPlan, overlay: &Overlay) -> Rows {
+    let mut rows =
+        vec![
+        row(
+            "lower layer",
+            "the root above, attached and mounted read-only: the server's copy is never written",
+        ),
+        row(
+            "root",
+            format!("overlay, read-write; the layers under {}", crate::mount::overlay::DIR),
+        ),
+    ];
+    match overlay {
+        Overlay::Tmpfs { size } => rows.push(row(
+            "upper layer",
+            format!(
+                "tmpfs of {}, gone at reboot",
+                size.as_deref().unwrap_or("half the RAM (tmpfs's default)")
+            ),
+        )),
+        Overlay::Nbd(spec) => rows.extend([
+            row(
+                "upper layer",
+                "the filesystem on this export, kept across reboots (never formatted)",
+            ),
+            row("address", spec.address()),
+            row("export", export(&spec.export)),
+            row("nbd device", "the first free one"),
+            row("connections", connection_count(&spec.opts, plan)),
+            row(
+                "type",
+                spec.fstype.clone().unwrap_or_else(|| "detected".into()),
+            ),
+        ]),
+    }
+    rows
+}
+
 fn onfail(onfail: OnFail) -> Rows {
     let action = match onfail {
         OnFail::Panic => "print the reason and panic (with panic=N the kernel reboots)".into(),
@@ -487,6 +527,22 @@ mod tests {
         };
         let rest = &text[start..];
         rest.find("\n\n").map_or(rest, |end| &rest[..end + 1])
+    }
+
+    #[test]
+    fn overlay_section_follows_mount() {
+        let text = render(&plan("root=nbd:s:1 rd.nbdroot.overlay=tmpfs:1g"));
+        assert!(text.find("\nmount\n").unwrap() < text.find("\noverlay\n").unwrap());
+        let o = section(&text, "overlay");
+        assert!(o.contains("the server's copy is never written"), "{o}");
+        assert!(o.contains("tmpfs of 1g, gone at reboot"), "{o}");
+        assert!(o.contains("/run/nbdroot/overlay"), "{o}");
+        let text = render(&plan("root=nbd:s:1 rd.nbdroot.overlay=nbd:u:upper-m1:ext4"));
+        let o = section(&text, "overlay");
+        assert!(o.contains("kept across reboots (never formatted)"), "{o}");
+        assert!(o.contains("\"upper-m1\""), "{o}");
+        assert!(o.contains("u:10809"), "{o}");
+        assert!(!render(&plan("root=nbd:s:1")).contains("\noverlay\n"));
     }
 
     #[test]
