@@ -119,6 +119,15 @@ pub(crate) fn parse(line: &str, flavour: Flavour) -> Result<BootPlan, CmdlineErr
     }
 }
 
+/// Refuses what only nbdroot's own /init does: an overlay root (without it the root would be
+/// mounted writable on the server's shared image).
+fn supported(plan: &BootPlan, flavour: Flavour) -> Result<(), AttachStepError> {
+    match plan.overlay {
+        Some(_) => Err(AttachStepError::Overlay(flavour)),
+        None => Ok(()),
+    }
+}
+
 /// [`attach`] for `flavour`'s hooks.
 pub fn attach_as(handler: Option<&Handler>, flavour: Flavour) -> Result<Outcome, AttachStepError> {
     let _lock = lock()?;
@@ -133,9 +142,7 @@ pub fn attach_as(handler: Option<&Handler>, flavour: Flavour) -> Result<Outcome,
     for w in &plan.warnings {
         log::warn!("{w}");
     }
-    if plan.overlay.is_some() {
-        return Err(AttachStepError::Overlay(flavour));
-    }
+    supported(&plan, flavour)?;
     if let Some(h) = handler {
         let spec = root::parse_nbd(&h.netroot).map_err(|source| CmdlineError::Root {
             param: "netroot",
@@ -332,6 +339,19 @@ mod tests {
             Flavour::Mkinitcpio
         )
         .is_err());
+    }
+
+    #[test]
+    fn an_overlay_root_is_refused_with_a_line_naming_the_parameter() {
+        let plan = parse("root=nbd:s:root rd.nbdroot.overlay=tmpfs", Flavour::Dracut).unwrap();
+        let err = supported(&plan, Flavour::Dracut).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "rd.nbdroot.overlay= needs nbdroot's own initramfs (nbdroot mkinitramfs): a Dracut \
+             initramfs mounts no overlay, and the root without one would be written on the server"
+        );
+        let plan = parse("root=nbd:s:root", Flavour::Dracut).unwrap();
+        assert!(supported(&plan, Flavour::Dracut).is_ok());
     }
 
     #[test]
