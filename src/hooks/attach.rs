@@ -69,10 +69,11 @@ pub enum AttachStepError {
     #[error("cannot take {LOCK}: {0}")]
     Lock(io::Error),
     #[error(
-        "rd.nbdroot.overlay= needs nbdroot's own initramfs (nbdroot mkinitramfs): a {0:?} \
-         initramfs mounts no overlay, and the root without one would be written on the server"
+        "rd.nbdroot.overlay= needs nbdroot's own initramfs (nbdroot mkinitramfs): the dracut, \
+         mkinitcpio and initramfs-tools hooks mount no overlay, and the root without one would \
+         be written on the server"
     )]
-    Overlay(Flavour),
+    Overlay,
 }
 
 impl From<net::NetError> for AttachStepError {
@@ -121,9 +122,9 @@ pub(crate) fn parse(line: &str, flavour: Flavour) -> Result<BootPlan, CmdlineErr
 
 /// Refuses what only nbdroot's own /init does: an overlay root (without it the root would be
 /// mounted writable on the server's shared image).
-fn supported(plan: &BootPlan, flavour: Flavour) -> Result<(), AttachStepError> {
+fn supported(plan: &BootPlan) -> Result<(), AttachStepError> {
     match plan.overlay {
-        Some(_) => Err(AttachStepError::Overlay(flavour)),
+        Some(_) => Err(AttachStepError::Overlay),
         None => Ok(()),
     }
 }
@@ -142,7 +143,7 @@ pub fn attach_as(handler: Option<&Handler>, flavour: Flavour) -> Result<Outcome,
     for w in &plan.warnings {
         log::warn!("{w}");
     }
-    supported(&plan, flavour)?;
+    supported(&plan)?;
     if let Some(h) = handler {
         let spec = root::parse_nbd(&h.netroot).map_err(|source| CmdlineError::Root {
             param: "netroot",
@@ -344,14 +345,15 @@ mod tests {
     #[test]
     fn an_overlay_root_is_refused_with_a_line_naming_the_parameter() {
         let plan = parse("root=nbd:s:root rd.nbdroot.overlay=tmpfs", Flavour::Dracut).unwrap();
-        let err = supported(&plan, Flavour::Dracut).unwrap_err().to_string();
+        let err = supported(&plan).unwrap_err().to_string();
         assert_eq!(
             err,
-            "rd.nbdroot.overlay= needs nbdroot's own initramfs (nbdroot mkinitramfs): a Dracut \
-             initramfs mounts no overlay, and the root without one would be written on the server"
+            "rd.nbdroot.overlay= needs nbdroot's own initramfs (nbdroot mkinitramfs): the dracut, \
+             mkinitcpio and initramfs-tools hooks mount no overlay, and the root without one \
+             would be written on the server"
         );
         let plan = parse("root=nbd:s:root", Flavour::Dracut).unwrap();
-        assert!(supported(&plan, Flavour::Dracut).is_ok());
+        assert!(supported(&plan).is_ok());
     }
 
     #[test]
