@@ -136,7 +136,9 @@ fn bench(guests: usize, rounds: usize, systemd: bool) -> Result<()> {
     }
     let mut together = Stats::default();
     let mut together_wall = Stats::default();
+    let mut together_bytes = Stats::default();
     for _ in 0..rounds {
+        let before = served.proxy.down();
         let started = Instant::now();
         let outs: Vec<Result<nbdroot_qemu::VmOutcome>> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..guests)
@@ -148,6 +150,9 @@ fn bench(guests: usize, rounds: usize, systemd: bool) -> Result<()> {
                 .collect()
         });
         together_wall.samples.push(started.elapsed().as_secs_f64());
+        together_bytes
+            .samples
+            .push((served.proxy.down() - before) as f64 / guests as f64);
         for out in outs {
             together.samples.push(uptime(&out?, PROBE)?);
         }
@@ -174,8 +179,9 @@ fn bench(guests: usize, rounds: usize, systemd: bool) -> Result<()> {
     );
     let (lo, hi) = together.range();
     println!(
-        "| busybox probe root, {guests} guests at once ({rounds} rounds, {} boots) | | {:.2} s ({lo:.2}–{hi:.2}); ratio to alone {:.2}; whole round {:.1} s wall-clock |",
+        "| busybox probe root, {guests} guests at once ({rounds} rounds, {} boots) | {:.2} MiB per guest | {:.2} s ({lo:.2}–{hi:.2}); ratio to alone {:.2}; whole round {:.1} s wall-clock |",
         together.samples.len(),
+        mib(together_bytes.median() as u64),
         together.median(),
         together.median() / alone.median(),
         together_wall.median()
