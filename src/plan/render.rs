@@ -403,10 +403,12 @@ fn init(plan: &BootPlan) -> Rows {
 }
 
 fn supervisor(plan: &BootPlan) -> Rows {
-    let whose = if plan.swap.is_some() {
-        "the root's and the swap's"
-    } else {
-        "the root's"
+    let upper = matches!(plan.overlay, Some(Overlay::Nbd(_)));
+    let whose = match (plan.swap.is_some(), upper) {
+        (false, false) => "the root's",
+        (true, false) => "the root's and the swap's",
+        (false, true) => "the root's and the overlay's",
+        (true, true) => "the root's, the swap's and the overlay's",
     };
     vec![row(
         "state",
@@ -542,6 +544,9 @@ mod tests {
         assert!(o.contains("kept across reboots (never formatted)"), "{o}");
         assert!(o.contains("\"upper-m1\""), "{o}");
         assert!(o.contains("u:10809"), "{o}");
+        assert!(
+            text.contains("on: @nbdroot replaces the root's and the overlay's dead connections")
+        );
         assert!(!render(&plan("root=nbd:s:1")).contains("\noverlay\n"));
     }
 
