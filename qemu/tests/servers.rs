@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use nbdroot::proto::consts::TFLAG_CAN_MULTI_CONN;
 use nbdroot::proto::Client;
 use nbdroot_qemu::recipes::{self, Env};
 use nbdroot_qemu::{free_port, nbdkit, scratch};
@@ -87,6 +88,12 @@ fn shared_base(recipe: &str) {
         assert!(
             c.export().read_only(),
             "client {i}: the export is read-only"
+        );
+        // The documented conns= (several sockets per device, the kernel's fallback between
+        // them) needs this flag.
+        assert!(
+            c.export().flags & TFLAG_CAN_MULTI_CONN != 0,
+            "client {i}: multi-conn"
         );
         for offset in [0, 5 * MIB + 512, GOLD_SIZE - 4096] {
             assert_eq!(
