@@ -24,6 +24,9 @@ pub fn render(plan: &BootPlan) -> String {
         ("init", init(plan)),
         ("supervisor", supervisor(plan)),
     ];
+    if !plan.replicas.servers.is_empty() {
+        sections.insert(2, ("replicas", replicas(plan)));
+    }
     if let Some(swap) = &plan.swap {
         sections.push(("swap", self::swap(plan, swap)));
     }
@@ -287,6 +290,36 @@ fn connections(plan: &BootPlan) -> Rows {
                 "the server's minimum block size, at least 512 bytes".into(),
                 |bs| format!("{bs} bytes"),
             ),
+        ),
+    ]
+}
+
+fn replicas(plan: &BootPlan) -> Rows {
+    let r = &plan.replicas;
+    let servers: Vec<String> = r.servers.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+    let n = opts(plan).connections.unwrap_or(plan.tuning.connections);
+    let count = crate::replica::connection_count(n.into(), r.servers.len() + 1);
+    vec![
+        row("servers", servers.join(", ")),
+        row(
+            "checked",
+            "same size, flags and sampled blocks as the first server that answers; one that \
+             differs is refused, one that does not answer is left out until it does",
+        ),
+        row(
+            "connections",
+            format!(
+                "{} spread over the servers that answer; a dead one moves to a live server",
+                plural(count, "connection")
+            ),
+        ),
+        row(
+            "failover",
+            if r.shared_storage {
+                "also for a writable export (rd.nbdroot.replicas.shared=1: shared storage)"
+            } else {
+                "read-only exports only (a writable one is refused without rd.nbdroot.replicas.shared=1)"
+            },
         ),
     ]
 }
