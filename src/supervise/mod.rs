@@ -159,6 +159,7 @@ pub fn run(cfg: Config, ready_fd: Option<i32>) -> Result<(), SuperviseError> {
         servers,
         board,
         board_changed: false,
+        took: None,
     };
 
     let mut actions = sup.start(Instant::now());
@@ -174,6 +175,9 @@ pub fn run(cfg: Config, ready_fd: Option<i32>) -> Result<(), SuperviseError> {
         let Some(event) = driver.execute(actions.next)? else {
             return Ok(());
         };
+        if let (Event::Negotiated(_), Some(server)) = (&event, driver.took.take()) {
+            sup.set_server(server);
+        }
         actions = sup.handle(Instant::now(), event);
         driver.prepare(&actions, sup.status());
     }
@@ -193,6 +197,8 @@ struct Driver<'a> {
     board: Option<Board>,
     /// The board changed since the status was last written.
     board_changed: bool,
+    /// With replicas: the server whose sockets the last `Connect` negotiated.
+    took: Option<String>,
 }
 
 impl Driver<'_> {
@@ -246,7 +252,8 @@ impl Driver<'_> {
                         Device::Unanswered
                     }
                 };
-                if device == Device::Configured {
+                // Unanswered is no news: the servers are worth a look all the same.
+                if device != Device::Unconfigured {
                     self.probe_down_servers();
                 }
                 Event::Device(device)
@@ -305,8 +312,13 @@ impl Driver<'_> {
     fn record(&mut self, server: usize, answered: bool) {
         if let Some(b) = &mut self.board {
             if b.record(server, answered, replica::epoch_secs()) {
-                let state = if answered { "back" } else { "down" };
-                log::warn!(
+                let (level, state) = if answered {
+                    (log::Level::Info, "back")
+                } else {
+                    (log::Level::Warn, "down")
+                };
+                log::log!(
+                    level,
                     "{}: server {} is {state}",
                     kernel::device_path(self.cfg.index),
                     self.servers[server]
@@ -354,6 +366,7 @@ impl Driver<'_> {
                         flags: conns[0].export.flags,
                     };
                     self.sockets = conns;
+                    self.took = Some(self.servers[server].to_string());
                     return Event::Negotiated(offer);
                 }
                 Err(e) => {
