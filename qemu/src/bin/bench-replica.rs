@@ -143,6 +143,10 @@ fn bench(rounds: u32, mib: u32) -> nbdroot_qemu::Result<()> {
     if let Some(r) = two {
         println!("| two replicas | 2 (one to each) | {r:.1} |");
     }
+    for (setup, v) in &samples {
+        let v: Vec<String> = v.iter().map(|r| format!("{r:.1}")).collect();
+        println!("\n{setup}: every round {}", v.join(", "));
+    }
     if let (Some(a), Some(b)) = (one, two) {
         println!("\ntwo replicas / one server = {:.2}× read", b / a);
     }
