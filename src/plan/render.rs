@@ -645,6 +645,33 @@ on failure
     }
 
     #[test]
+    fn replicas_have_their_section() {
+        let p = plan("root=nbd:10.0.0.1:root rd.nbdroot.replicas=10.0.0.2,[fd00::3]:10900");
+        assert_eq!(
+            section(&render(&p), "replicas"),
+            "\
+replicas
+  servers:          10.0.0.2:10809, [fd00::3]:10900
+  checked:          same size, flags and sampled blocks as the first server that answers; one that differs is refused, one that does not answer is left out until it does
+  connections:      3 connections spread over the servers that answer; a dead one moves to a live server
+  failover:         read-only exports only (a writable one is refused without rd.nbdroot.replicas.shared=1)
+"
+        );
+        let p = plan("root=nbd:a:1 rd.nbdroot.replicas=b rd.nbdroot.replicas.shared=1 rd.nbdroot.connections=4");
+        let text = render(&p);
+        assert!(
+            text.contains("\n  connections:      4 connections spread over"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n  failover:         also for a writable export"),
+            "{text}"
+        );
+        // No replicas, no section.
+        assert!(!render(&plan("root=nbd:a:1")).contains("\nreplicas\n"));
+    }
+
+    #[test]
     fn debian_form_with_device() {
         let p = plan(
             "nbdroot=dhcp,disk,nbd1 root=/dev/nbd1p2 ip=eth1:dhcp:9000 BOOTIF=01-52-54-00-12-34-56 \
