@@ -39,6 +39,9 @@ pub const STATUS_DIR: &str = "/run/nbdroot";
 /// argv[0] of the supervisor: systemd spares root-owned processes whose argv[0] starts
 /// with '@' at switch_root and shutdown (its "root storage daemon" convention).
 pub const ARGV0: &str = "@nbdroot";
+/// Bound on each step of a look at a server that is down (every [`machine::CHECK_EVERY`]
+/// while the device is healthy).
+const DOWN_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the parent waits for the supervisor to report that it is ready.
 const START_WAIT: Duration = Duration::from_secs(5);
 
@@ -328,12 +331,18 @@ impl Driver<'_> {
         }
     }
 
-    /// One attempt on `server`: connect, negotiate, and check the export's fingerprint.
-    fn probe(&self, server: usize, count: usize) -> Result<Vec<Connection>, String> {
+    /// One attempt on `server`, each step bounded by `timeout`: connect, negotiate, and
+    /// check the export's fingerprint.
+    fn probe(
+        &self,
+        server: usize,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<Vec<Connection>, String> {
         let cfg = self.cfg;
         let peer = &self.servers[server];
         let policy = ConnectPolicy {
-            attempt_timeout: cfg.attempt_timeout,
+            attempt_timeout: timeout,
             retries: 0,
         };
         let mut conns = connect::connect_many(peer, &cfg.export, count, &policy, &cfg.socket)
@@ -358,7 +367,7 @@ impl Driver<'_> {
         let order = self.board.as_ref().map(Board::order).unwrap_or_default();
         let mut errors = Vec::new();
         for server in order {
-            match self.probe(server, self.cfg.connections) {
+            match self.probe(server, self.cfg.connections, self.cfg.attempt_timeout) {
                 Ok(conns) => {
                     self.record(server, true);
                     let offer = Offer {
@@ -383,7 +392,9 @@ impl Driver<'_> {
     fn probe_down_servers(&mut self) {
         let down = self.board.as_ref().map(Board::down).unwrap_or_default();
         for server in down {
-            let answered = self.probe(server, 1).is_ok();
+            // Short: a silent host must not keep the supervisor from the kernel's events.
+            let timeout = self.cfg.attempt_timeout.min(DOWN_PROBE_TIMEOUT);
+            let answered = self.probe(server, 1, timeout).is_ok();
             self.record(server, answered);
         }
     }
