@@ -401,7 +401,8 @@ fn the_parameter_table_agrees_with_the_parser() {
         "root=nbd:s:1 rd.nbdroot.timeout=1 rd.nbdroot.retries=1 rd.nbdroot.connections=1 \
          rd.nbdroot.link_timeout=1 rd.nbdroot.dhcp_timeout=1 rd.nbdroot.keepalive=off \
          rd.nbdroot.user_timeout=1 rd.nbdroot.dead_timeout=1 rd.nbdroot.onfail=retry \
-         rd.nbdroot.swap=nbd:s:2 rd.nbdroot.min_free_kbytes=off rd.nbdroot.debug rd.debug",
+         rd.nbdroot.swap=nbd:s:2 rd.nbdroot.min_free_kbytes=off rd.nbdroot.debug rd.debug \
+         rd.nbdroot.replicas=t rd.nbdroot.replicas.shared=1",
     )
     .unwrap();
     assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
