@@ -109,7 +109,8 @@ pub enum Stream {
 }
 
 impl Stream {
-    fn set_timeouts(&self, t: Option<Duration>) -> io::Result<()> {
+    /// Bounds every read and write (`None`: unbounded).
+    pub fn set_timeouts(&self, t: Option<Duration>) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.set_read_timeout(t).and_then(|_| s.set_write_timeout(t)),
             Stream::Unix(s) => s.set_read_timeout(t).and_then(|_| s.set_write_timeout(t)),

@@ -12,6 +12,7 @@ pub mod kernel;
 pub mod lock;
 pub mod mkinitcpio;
 pub mod netns;
+pub mod ns_server;
 pub mod proxy;
 pub mod recipes;
 pub mod reference;

@@ -19,7 +19,7 @@ use crate::mount::overlay::{Layers, OverlayError};
 use crate::mount::{self, rootdev, MountError};
 use crate::net::{self, NetError};
 use crate::plan::render::render;
-use crate::plan::{BootPlan, NbdSpec, OnFail, Overlay, RootDevice, RootMount};
+use crate::plan::{BootPlan, NbdSpec, OnFail, Overlay, Replicas, RootDevice, RootMount};
 use crate::settings::{FIRST_RETRY_PAUSE, MAX_RETRY_PAUSE};
 use crate::supervise;
 use crate::switch_root::{self, SwitchRootError};
@@ -374,7 +374,7 @@ fn load_modules() -> Result<(), BootError> {
 /// `rd.nbdroot.swap=`: attach the export (with its own supervisor), optionally write a swap
 /// signature, swapon, and raise the memory reserve.
 fn swap_on(plan: &BootPlan, spec: &NbdSpec) -> Result<(), BootError> {
-    let attached = attach(plan, spec, None)?;
+    let attached = attach_export(plan, spec, None, &Replicas::default())?;
     let result = (|| {
         if spec.opts.mkswap {
             crate::swap::mkswap(&attached.device, attached.export.size)?;
@@ -399,10 +399,34 @@ fn swap_on(plan: &BootPlan, spec: &NbdSpec) -> Result<(), BootError> {
 /// Connects, negotiates and hands the sockets to the kernel, and starts the `@nbdroot`
 /// supervisor for the device (shared by /init and `nbdroot attach`).
 pub fn attach(plan: &BootPlan, spec: &NbdSpec, device: Option<u32>) -> Result<Attached, BootError> {
+    attach_export(plan, spec, device, &plan.replicas)
+}
+
+/// [`attach`], with the replicas of this export (the root's; none for swap).
+fn attach_export(
+    plan: &BootPlan,
+    spec: &NbdSpec,
+    device: Option<u32>,
+    replicas: &Replicas,
+) -> Result<Attached, BootError> {
     let peer = connect::resolve(&Endpoint::Tcp {
         host: spec.host.clone(),
         port: spec.port,
     })?;
+    // A replica whose name does not resolve is one that does not answer: left out.
+    let replica_peers = replicas
+        .servers
+        .iter()
+        .filter_map(|(host, port)| {
+            let endpoint = Endpoint::Tcp {
+                host: host.clone(),
+                port: *port,
+            };
+            connect::resolve(&endpoint)
+                .map_err(|e| log::warn!("replica {endpoint} left out: {e}"))
+                .ok()
+        })
+        .collect();
     let t = &plan.tuning;
     let opts = AttachOptions {
         export: spec.export.clone(),
@@ -415,6 +439,8 @@ pub fn attach(plan: &BootPlan, spec: &NbdSpec, device: Option<u32>) -> Result<At
         identifier: None,
         policy: plan.connect,
         socket: t.socket,
+        replicas: replica_peers,
+        shared_storage: replicas.shared_storage,
     };
     let attached = attach::attach_netlink(&peer, &opts)?;
     // The supervisor replaces dead connections; without it the root still works, but a

@@ -388,6 +388,26 @@ pub const PARAMS: &[Param] = &[
     ),
     param(
         Knobs,
+        "rd.nbdroot.replicas",
+        "rd.nbdroot.replicas=<host>[:<port>][,…]",
+        None,
+        "servers exporting the same image as the root's (port 10809 unless given). Each must \
+         serve the same size, flags and data (blocks sampled through each); one that differs is \
+         refused, one that does not answer is left out and retried by the supervisor. The \
+         connections (at least one per server) are spread over them, and a dead one moves to \
+         a live server. A writable export needs rd.nbdroot.replicas.shared=1.",
+    ),
+    param(
+        Knobs,
+        "rd.nbdroot.replicas.shared",
+        "rd.nbdroot.replicas.shared=0 | 1",
+        Some("0"),
+        "1 declares that the replicas share their storage (one disk behind them), so a \
+         writable export may fail over between them; without it a writable export with \
+         replicas is refused.",
+    ),
+    param(
+        Knobs,
         "rd.nbdroot.debug",
         "rd.nbdroot.debug",
         None,

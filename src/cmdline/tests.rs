@@ -404,7 +404,7 @@ fn the_parameter_table_agrees_with_the_parser() {
          rd.nbdroot.link_timeout=1 rd.nbdroot.dhcp_timeout=1 rd.nbdroot.keepalive=off \
          rd.nbdroot.user_timeout=1 rd.nbdroot.dead_timeout=1 rd.nbdroot.onfail=retry \
          rd.nbdroot.swap=nbd:s:2 rd.nbdroot.min_free_kbytes=off rd.nbdroot.debug rd.debug \
-         rd.nbdroot.overlay=tmpfs",
+         rd.nbdroot.overlay=tmpfs rd.nbdroot.replicas=t rd.nbdroot.replicas.shared=1",
     )
     .unwrap();
     assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
@@ -516,4 +516,42 @@ fn root_path_errors() {
         );
         assert_eq!(plan, before, "a failed apply changes nothing");
     }
+}
+
+#[test]
+fn replicas_are_read_with_their_ports() {
+    let plan = parse(
+        "root=nbd:10.0.0.1:root rd.nbdroot.replicas=10.0.0.2,[fd00::3]:10900,nbd-b.lan:10811",
+    )
+    .unwrap();
+    let servers: Vec<String> = plan
+        .replicas
+        .servers
+        .iter()
+        .map(|(h, p)| format!("{h}:{p}"))
+        .collect();
+    assert_eq!(
+        servers,
+        ["10.0.0.2:10809", "[fd00::3]:10900", "nbd-b.lan:10811"]
+    );
+    assert!(!plan.replicas.shared_storage);
+    let plan = parse("root=nbd:s:1 rd.nbdroot.replicas=t rd.nbdroot.replicas.shared=1").unwrap();
+    assert!(plan.replicas.shared_storage);
+    for bad in ["a,,b", "nbd://a/x", "a:0", "a:b:c", ""] {
+        let err = parse(&format!("root=nbd:s:1 rd.nbdroot.replicas={bad}"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "rd.nbdroot.replicas={bad}: expected {}",
+                super::REPLICAS_FORM
+            )
+        );
+    }
+    let err = parse("root=nbd:s:1 rd.nbdroot.replicas.shared=yes").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "rd.nbdroot.replicas.shared=yes: expected 0 or 1"
+    );
 }

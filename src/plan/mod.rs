@@ -36,11 +36,22 @@ pub struct BootPlan {
     /// `rd.nbdroot.overlay=`: the root mounted read-only under an overlayfs whose upper layer
     /// is here.
     pub overlay: Option<Overlay>,
+    /// `rd.nbdroot.replicas=`: servers exporting the same image as the root's.
+    pub replicas: Replicas,
     /// What the DHCP lease contributed to the root, once applied
     /// ([`crate::cmdline::apply_root_path`]).
     pub from_dhcp: FromDhcp,
     /// Conflicts resolved by precedence and unknown `rd.nbdroot.*` parameters, for the log.
     pub warnings: Vec<String>,
+}
+
+/// `rd.nbdroot.replicas=` and `rd.nbdroot.replicas.shared=`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Replicas {
+    /// `host[:port]` of each replica, in the order given (port 10809 unless given).
+    pub servers: Vec<(Host, u16)>,
+    /// The servers share their storage: a writable export may fail over between them.
+    pub shared_storage: bool,
 }
 
 /// The parts of the root's description a DHCP lease gave, for people reading the plan.

@@ -26,6 +26,9 @@ pub fn render(plan: &BootPlan) -> String {
         sections.push(("overlay", overlay(plan, o)));
     }
     sections.extend([("init", init(plan)), ("supervisor", supervisor(plan))]);
+    if !plan.replicas.servers.is_empty() {
+        sections.insert(2, ("replicas", replicas(plan)));
+    }
     if let Some(swap) = &plan.swap {
         sections.push(("swap", self::swap(plan, swap)));
     }
@@ -289,6 +292,36 @@ fn connections(plan: &BootPlan) -> Rows {
                 "the server's minimum block size, at least 512 bytes".into(),
                 |bs| format!("{bs} bytes"),
             ),
+        ),
+    ]
+}
+
+fn replicas(plan: &BootPlan) -> Rows {
+    let r = &plan.replicas;
+    let servers: Vec<String> = r.servers.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+    let n = opts(plan).connections.unwrap_or(plan.tuning.connections);
+    let count = crate::replica::connection_count(n.into(), r.servers.len() + 1);
+    vec![
+        row("servers", servers.join(", ")),
+        row(
+            "checked",
+            "same size, flags and sampled blocks as the first server that answers; one that \
+             differs is refused, one that does not answer is left out until it does",
+        ),
+        row(
+            "connections",
+            format!(
+                "{} spread over the servers that answer; a dead one moves to a live server",
+                plural(count, "connection")
+            ),
+        ),
+        row(
+            "failover",
+            if r.shared_storage {
+                "also for a writable export (rd.nbdroot.replicas.shared=1: shared storage)"
+            } else {
+                "read-only exports only (a writable one is refused without rd.nbdroot.replicas.shared=1)"
+            },
         ),
     ]
 }
@@ -670,6 +703,33 @@ on failure
                 "  given by:         the DHCP root-path \"nbd:10.0.0.1:root:ext4:noatime\""
             )]
         );
+    }
+
+    #[test]
+    fn replicas_have_their_section() {
+        let p = plan("root=nbd:10.0.0.1:root rd.nbdroot.replicas=10.0.0.2,[fd00::3]:10900");
+        assert_eq!(
+            section(&render(&p), "replicas"),
+            "\
+replicas
+  servers:          10.0.0.2:10809, [fd00::3]:10900
+  checked:          same size, flags and sampled blocks as the first server that answers; one that differs is refused, one that does not answer is left out until it does
+  connections:      3 connections spread over the servers that answer; a dead one moves to a live server
+  failover:         read-only exports only (a writable one is refused without rd.nbdroot.replicas.shared=1)
+"
+        );
+        let p = plan("root=nbd:a:1 rd.nbdroot.replicas=b rd.nbdroot.replicas.shared=1 rd.nbdroot.connections=4");
+        let text = render(&p);
+        assert!(
+            text.contains("\n  connections:      4 connections spread over"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n  failover:         also for a writable export"),
+            "{text}"
+        );
+        // No replicas, no section.
+        assert!(!render(&plan("root=nbd:a:1")).contains("\nreplicas\n"));
     }
 
     #[test]
