@@ -4,9 +4,9 @@
 //! .deb, or Debian's nbd-client) installed with dpkg and `update-initramfs -c` run inside it.
 //!
 //! The result (ext4 image, the kernel and the initramfs from its /boot) is cached under
-//! `<cache>/debian-boot/<kind>-<key>`, the key hashing every input (kernel package name, the
-//! packages' bytes, the files added); a new key of a kind replaces the older ones. Tests copy
-//! the image before booting it.
+//! `<cache>/debian-boot/<kind>-<setup>-<packages>`, hashes of every input: the files a test
+//! adds, and the kernel package's name with the NBD packages' bytes; a new package build
+//! replaces the older one of the same setup. Tests copy the image before booting it.
 
 use std::fs;
 use std::io::Write;
@@ -154,11 +154,13 @@ pub fn prepare(package: &NbdPackage, extras: &Extras) -> Result<DebianBoot> {
         NbdPackage::Nbdroot(deb) => vec![deb.clone()],
         NbdPackage::NbdClient => crate::debian::nbd_client_debs()?,
     };
-    let key = inputs_key(&kernel_deb, &debs, extras)?;
+    // A setup (the files a test adds) keeps one build: a new package replaces the old one.
+    let setup = format!("{}-{}-", package.kind(), extras_key(extras)?);
+    let key = packages_key(&kernel_deb, &debs)?;
     let top = crate::cache_dir()?.join("debian-boot");
     fs::create_dir_all(&top).step(|| format!("create {}", top.display()))?;
     let _lock = FileLock::exclusive(&top.join(".lock"))?;
-    let dir = top.join(format!("{}-{key}", package.kind()));
+    let dir = top.join(format!("{setup}{key}"));
     let boot = DebianBoot {
         kernel_version: kernel.version.clone(),
         image: dir.join("root.ext4"),
@@ -168,11 +170,11 @@ pub fn prepare(package: &NbdPackage, extras: &Extras) -> Result<DebianBoot> {
     if dir.join(".done").exists() {
         return Ok(boot);
     }
-    // Older builds of this kind are stale now.
+    // Older builds of this setup are stale now.
     for e in fs::read_dir(&top).step(|| format!("list {}", top.display()))? {
         let p = e.step(|| format!("list {}", top.display()))?.path();
         let name = p.file_name().unwrap_or_default().to_string_lossy();
-        if p.is_dir() && name.starts_with(&format!("{}-", package.kind())) {
+        if p.is_dir() && name.starts_with(&setup) {
             let _ = fs::remove_dir_all(&p);
         }
     }
@@ -292,34 +294,47 @@ fn in_root(root: &Path, step: &str, script: &str) -> Result<()> {
     .map(drop)
 }
 
-/// A sha256 over every input, shortened: the cache key.
-fn inputs_key(kernel_deb: &Path, debs: &[PathBuf], extras: &Extras) -> Result<String> {
-    let mut cmd = Command::new("sha256sum");
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+/// The setup's part of the cache key: the files and commands added.
+fn extras_key(extras: &Extras) -> Result<String> {
+    let mut chunks = Vec::new();
+    for (path, text, mode) in &extras.files {
+        chunks.push(format!("\0{path}\0{mode:o}\0{text}").into_bytes());
+    }
+    for (path, target) in &extras.links {
+        chunks.push(format!("\0{path}\0{target}").into_bytes());
+    }
+    for script in &extras.commands {
+        chunks.push(format!("\0{script}").into_bytes());
+    }
+    short_sha256(&chunks)
+}
+
+/// The packages' part of the cache key: the kernel package's name, the NBD packages' bytes.
+fn packages_key(kernel_deb: &Path, debs: &[PathBuf]) -> Result<String> {
+    let name = kernel_deb.file_name().unwrap_or_default();
+    let mut chunks = vec![name.as_encoded_bytes().to_vec()];
+    for deb in debs {
+        chunks.push(fs::read(deb).step(|| format!("read {}", deb.display()))?);
+    }
+    short_sha256(&chunks)
+}
+
+/// The first 16 hex digits of the sha256 of `chunks`, each length-prefixed.
+fn short_sha256(chunks: &[Vec<u8>]) -> Result<String> {
     let step = "hash the Debian image's inputs with sha256sum";
-    let mut child = cmd.spawn().step(|| step)?;
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .step(|| step)?;
     {
         let mut stdin = child.stdin.take().expect("piped stdin");
-        let mut feed = |b: &[u8]| stdin.write_all(b).step(|| step);
-        feed(
-            kernel_deb
-                .file_name()
-                .unwrap_or_default()
-                .as_encoded_bytes(),
-        )?;
-        for deb in debs {
-            feed(&fs::read(deb).step(|| format!("read {}", deb.display()))?)?;
-        }
-        for (path, text, mode) in &extras.files {
-            feed(format!("\0{path}\0{mode:o}\0{text}").as_bytes())?;
-        }
-        for (path, target) in &extras.links {
-            feed(format!("\0{path}\0{target}").as_bytes())?;
-        }
-        for script in &extras.commands {
-            feed(format!("\0{script}").as_bytes())?;
+        for c in chunks {
+            stdin
+                .write_all(&(c.len() as u64).to_le_bytes())
+                .and_then(|()| stdin.write_all(c))
+                .step(|| step)?;
         }
     }
     let out = child.wait_with_output().step(|| step)?;

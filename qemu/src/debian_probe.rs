@@ -156,3 +156,59 @@ pub fn status_blocks(out: &VmOutcome, tag: &str) -> Vec<(String, Vec<String>)> {
     }
     blocks
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    fn outcome(log: &str) -> VmOutcome {
+        VmOutcome {
+            log: log.into(),
+            log_path: "/dev/null".into(),
+            stderr: String::new(),
+            status: std::process::ExitStatus::from_raw(0),
+            elapsed: std::time::Duration::ZERO,
+            timed_out: false,
+            stopped: false,
+        }
+    }
+
+    #[test]
+    fn reads_reports_behind_other_console_text() {
+        let out = outcome(
+            "vm login: NBDT-DEB state=running\r\nNBDT-DEB userspace_us=17143124\n\
+             [ 1.0] kernel line\nNBDT-DEB multi_user_us=96002370\nNBDT-DEB failed=\n",
+        );
+        assert_eq!(value(&out, "state").unwrap(), "running");
+        assert_eq!(value(&out, "failed").unwrap(), "");
+        let m = milestones(&out).unwrap();
+        assert_eq!((m.root_init_s, m.multi_user_s), (17.143124, 96.00237));
+        let err = value(&out, "errors").unwrap_err().to_string();
+        assert!(err.starts_with("read the probe's errors= line: not on the console"));
+        let zero = outcome("NBDT-DEB userspace_us=0\nNBDT-DEB multi_user_us=1\n");
+        assert!(milestones(&zero)
+            .unwrap_err()
+            .to_string()
+            .contains("\"0\" is no positive number"));
+    }
+
+    #[test]
+    fn status_per_device() {
+        let out = outcome(
+            "NBDT-DEB status nbd0:\nNBDT-DEB status state=connected\nNBDT-DEB status nbd1:\n\
+             NBDT-DEB status state=reconnecting\nNBDT-DEB after nbd0:\nNBDT-DEB after reconnects=1\n",
+        );
+        assert_eq!(
+            status_blocks(&out, "status"),
+            vec![
+                ("nbd0".to_string(), vec!["state=connected".to_string()]),
+                ("nbd1".to_string(), vec!["state=reconnecting".to_string()]),
+            ]
+        );
+        assert_eq!(
+            status_blocks(&out, "after"),
+            vec![("nbd0".to_string(), vec!["reconnects=1".to_string()])]
+        );
+    }
+}
