@@ -138,6 +138,16 @@ impl DebianBoot {
         cfg
     }
 
+    /// A VM booting this system on the namespace `netns`'s tap device, with DHCP (dnsmasq
+    /// there) instead of the static address.
+    pub fn vm_in(&self, netns: &str, root: &str) -> VmConfig {
+        let mut cfg = self.vm(root, 0);
+        cfg.append = format!("{root} rw net.ifnames=0 systemd.show_status=0");
+        cfg.guestfwd.clear();
+        cfg.netns = Some(netns.to_string());
+        cfg
+    }
+
     /// The initramfs size in bytes.
     pub fn initrd_bytes(&self) -> Result<u64> {
         Ok(fs::metadata(&self.initrd)

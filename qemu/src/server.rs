@@ -47,6 +47,9 @@ enum Listen {
         path: PathBuf,
         template: String,
         pid_file: PathBuf,
+        /// Run in this network namespace, listening on this address, port 10809 (the
+        /// namespace's ports are its own).
+        netns: Option<(String, String)>,
     },
 }
 
@@ -75,15 +78,26 @@ pub fn nbdkit(args: &[&str]) -> Result<NbdServer> {
 /// Runs the real `nbd-server` (in the foreground) with one named export per `(name, image)`,
 /// read-write, on a free port; its configuration file and log sit beside the first image.
 pub fn nbd_server(exports: &[(&str, &Path)]) -> Result<NbdServer> {
+    nbd_server_at(None, exports)
+}
+
+/// [`nbd_server`] inside the network namespace `ns`, listening on `addr`:10809 there.
+pub fn nbd_server_in(ns: &str, addr: &str, exports: &[(&str, &Path)]) -> Result<NbdServer> {
+    nbd_server_at(Some((ns.to_string(), addr.to_string())), exports)
+}
+
+fn nbd_server_at(netns: Option<(String, String)>, exports: &[(&str, &Path)]) -> Result<NbdServer> {
     let first = exports.first().map(|(_, p)| *p).ok_or_else(|| {
         Error::unexpected(
             "start nbd-server",
             "no export given (expected name and image)",
         )
     })?;
-    let mut template = String::from(
-        "[generic]\nuser = root\ngroup = root\nlistenaddr = 127.0.0.1\nport = @PORT@\nallowlist = true\n",
+    let template = String::from(
+        "[generic]\nuser = root\ngroup = root\nlistenaddr = @ADDR@\nport = @PORT@\nallowlist = true\n",
     );
+    let addr = netns.as_ref().map_or("127.0.0.1", |(_, a)| a.as_str());
+    let mut template = template.replace("@ADDR@", addr);
     for (name, image) in exports {
         template.push_str(&format!("[{name}]\nexportname = {}\n", image.display()));
     }
@@ -99,6 +113,7 @@ pub fn nbd_server(exports: &[(&str, &Path)]) -> Result<NbdServer> {
         path,
         template,
         pid_file,
+        netns,
     };
     NbdServer::start(argv, log, listen)
 }
@@ -114,6 +129,11 @@ impl NbdServer {
             child,
             daemon: None,
         };
+        if let Listen::Config { netns: Some(_), .. } = server.listen {
+            server.port = 10809;
+            server.spawn()?;
+            return Ok(server);
+        }
         for _ in 0..PORT_ATTEMPTS {
             server.port = free_port()?;
             if server.spawn()? {
@@ -163,6 +183,16 @@ impl NbdServer {
     /// process took the port first.
     fn spawn(&mut self) -> Result<bool> {
         let mut cmd = Command::new(&self.argv[0]);
+        let mut inside = None;
+        if let Listen::Config {
+            netns: Some((ns, addr)),
+            ..
+        } = &self.listen
+        {
+            cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns, &self.argv[0]]);
+            inside = Some((ns.clone(), addr.clone()));
+        }
         match &self.listen {
             // Options go before the positional arguments (the image, or the nbdkit plugin).
             Listen::Flag(flag) => {
@@ -172,6 +202,7 @@ impl NbdServer {
                 path,
                 template,
                 pid_file,
+                ..
             } => {
                 let text = template.replace("@PORT@", &self.port.to_string());
                 fs::write(path, text).step(|| format!("write {}", path.display()))?;
@@ -212,7 +243,13 @@ impl NbdServer {
             daemonized |= exited.is_some();
             // A process that took the port meanwhile would answer too; the window is tiny
             // (ports come from the kernel's port-0 choice) and such a server then exits.
-            if TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok() {
+            let listening = match &inside {
+                None => {
+                    TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok()
+                }
+                Some((ns, addr)) => listening_in(ns, addr, self.port),
+            };
+            if listening {
                 let Some(pid_file) = &pid_file else {
                     self.child = Some(child);
                     return Ok(true);
@@ -244,6 +281,17 @@ impl Drop for NbdServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Whether `addr:port` accepts a connection inside the namespace `ns` (bash's /dev/tcp).
+fn listening_in(ns: &str, addr: &str, port: u16) -> bool {
+    Command::new("ip")
+        .args(["netns", "exec", ns, "bash", "-c"])
+        .arg(format!("exec 3<>/dev/tcp/{addr}/{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// A port nobody listens on right now (the kernel's choice for port 0). Another process may

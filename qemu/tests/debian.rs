@@ -7,9 +7,12 @@ use std::path::Path;
 use std::process::Command;
 
 use nbdroot_qemu::debian::{build_deb, chroot, copy_in, nbd_client_debs, root_copy};
-use nbdroot_qemu::debian_boot::{prepare, DebianBoot, Extras, NbdPackage};
+use nbdroot_qemu::debian_boot::{prepare, DebianBoot, Extras, NbdPackage, SERVER_IP};
 use nbdroot_qemu::debian_probe::{add_probe, status_blocks, tagged, value, FILES};
-use nbdroot_qemu::{debugfs_cat, e2fsck_clean, nbd_server, nbdroot_binary, run, scratch, RootFs};
+use nbdroot_qemu::netns::NetNs;
+use nbdroot_qemu::{
+    debugfs_cat, e2fsck_clean, nbd_server, nbd_server_in, nbdroot_binary, run, scratch, RootFs,
+};
 
 const ITD: &str = "/usr/share/initramfs-tools";
 
@@ -154,7 +157,23 @@ fn md5_hex(bytes: &[u8]) -> String {
 /// One boot of the flagship: the system comes up fully, `nbdroot status` shows the root and
 /// nbd1 connected, nbd1 is mounted from fstab, the writes survive a server restart when
 /// `restart` (the data is on the server's images), and the guest powers off cleanly.
-fn flagship_boot(boot: &DebianBoot, dir: &Path, form: &str, root_arg: &str, restart: bool) {
+/// How the guest reaches the server.
+enum Net {
+    /// QEMU's user network, static ip=, 10.0.2.100:10809 forwarded to the host's nbd-server.
+    Forward,
+    /// A private network namespace: dnsmasq hands out the address and this root-path,
+    /// nbd-server listens on 10.0.2.100:10809 there (the nbdtab's address).
+    Dhcp(&'static str),
+}
+
+fn flagship_boot(
+    boot: &DebianBoot,
+    dir: &Path,
+    form: &str,
+    root_arg: &str,
+    net: Net,
+    restart: bool,
+) {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     use std::time::{Duration, Instant};
@@ -169,8 +188,35 @@ fn flagship_boot(boot: &DebianBoot, dir: &Path, form: &str, root_arg: &str, rest
         .build_ext4(&dir.join(format!("data-{form}.ext4")), 64, None)
         .unwrap()
         .path;
-    let mut server = nbd_server(&[("root", &img), ("data", &data_img)]).expect("nbd-server");
-    let mut cfg = boot.vm(root_arg, server.port);
+    let exports = [("root", img.as_path()), ("data", data_img.as_path())];
+    let (server, mut cfg, ns) = match net {
+        Net::Forward => {
+            let server = nbd_server(&exports).expect("nbd-server");
+            let cfg = boot.vm(root_arg, server.port);
+            (server, cfg, None)
+        }
+        Net::Dhcp(root_path) => {
+            let mut ns = NetNs::new("debian").expect("network namespace");
+            ns.exec(
+                "give the namespace the nbdtab's server address",
+                &[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("{SERVER_IP}/32"),
+                    "dev",
+                    "tap0",
+                ],
+            )
+            .unwrap();
+            ns.dnsmasq(&[format!("dhcp-option=option:root-path,{root_path}")])
+                .expect("dnsmasq");
+            let server = nbd_server_in(&ns.name, SERVER_IP, &exports).expect("nbd-server");
+            let cfg = boot.vm_in(&ns.name, root_arg);
+            (server, cfg, Some(ns))
+        }
+    };
+    let mut server = server;
     let log = dir.join(format!("console-{form}.log"));
     cfg.log_path = Some(log.clone());
 
@@ -200,6 +246,7 @@ fn flagship_boot(boot: &DebianBoot, dir: &Path, form: &str, root_arg: &str, rest
     finished.store(true, Ordering::Relaxed);
     let (server, restarted) = host.join().unwrap();
     drop(server);
+    drop(ns);
     eprintln!("{form}: the guest ran {:.0} s", out.elapsed.as_secs_f64());
     assert!(!out.timed_out, "{form}: the guest hung:\n{out}");
     let v = |k: &str| value(&out, k).unwrap_or_else(|e| panic!("{form}: {e}"));
@@ -281,8 +328,8 @@ fn flagship_boot(boot: &DebianBoot, dir: &Path, form: &str, root_arg: &str, rest
 
 /// The flagship: Debian 12 with Debian's cloud kernel, initramfs-tools and the nbdroot
 /// package installed by dpkg, its initramfs made by `update-initramfs`, served by nbd-server;
-/// booted with `root=nbd:` (with a server restart while it writes) and with Debian's
-/// `nbdroot=` form.
+/// booted with `root=nbd:` (with a server restart while it writes), with Debian's
+/// `nbdroot=` form, and with `nbdroot=dhcp` from dnsmasq's root-path.
 #[test]
 fn debian_boots_from_nbd_with_the_package() {
     let dir = scratch("debian", "flagship");
@@ -294,12 +341,29 @@ fn debian_boots_from_nbd_with_the_package() {
         .file("etc/fstab", FSTAB, 0o644)
         .command("mkdir -p /mnt/data && systemctl enable nbdroot@nbd1.service");
     let boot = prepare(&NbdPackage::Nbdroot(deb), &extras).expect("prepare the Debian system");
-    flagship_boot(&boot, &dir, "root-nbd", "root=nbd:10.0.2.100:root", true);
+    flagship_boot(
+        &boot,
+        &dir,
+        "root-nbd",
+        "root=nbd:10.0.2.100:root",
+        Net::Forward,
+        true,
+    );
     flagship_boot(
         &boot,
         &dir,
         "nbdroot",
         "nbdroot=10.0.2.100,root,nbd0 root=/dev/nbd0",
+        Net::Forward,
+        false,
+    );
+    // Debian's DHCP form: everything from the root-path, in nbd-client's grammar.
+    flagship_boot(
+        &boot,
+        &dir,
+        "nbdroot-dhcp",
+        "nbdroot=dhcp",
+        Net::Dhcp("10.0.2.100,root,nbd0"),
         false,
     );
 }
