@@ -385,8 +385,11 @@ pub fn shutdown_files(dracut: &Dracut) -> Vec<(PathBuf, &'static str)> {
         Release::Debian059 => {
             let tree = dracut.basedir.join("../../..");
             vec![
+                // The package's lib/systemd/system/dracut-shutdown.service links to this.
                 (
-                    tree.join("lib/systemd/system/dracut-shutdown.service"),
+                    dracut
+                        .basedir
+                        .join("modules.d/98dracut-systemd/dracut-shutdown.service"),
                     unit,
                 ),
                 (tree.join(restore), restore),
