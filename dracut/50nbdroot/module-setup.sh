@@ -51,7 +51,8 @@ installkernel() {
 install() {
     if dracut_module_included nbd; then
         dfatal "nbdroot replaces dracut's nbd module, which is also included: leave it out with omit_dracutmodules+=\" nbd \" (nbdroot installs /usr/lib/dracut/dracut.conf.d/50-nbdroot.conf for that)"
-        return 1
+        # dracut ignores what install() returns: end the build (its exit trap cleans up).
+        exit 1
     fi
     # Static: nothing else to install with it.
     inst_simple "${nbdroot_binary:-$nbdroot_bin}" "$nbdroot_bin"

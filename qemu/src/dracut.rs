@@ -215,8 +215,29 @@ impl ImageSpec {
     }
 }
 
-/// Builds an initramfs for `kernel` at `out` (gzip) and returns its size in bytes.
-pub fn build_image(dracut: &Dracut, kernel: &Kernel, spec: &ImageSpec, out: &Path) -> Result<u64> {
+/// One run of dracut beyond [`ImageSpec`]'s: for the tests of the module's `check()` and
+/// `install()` (hostonly, a plain `-a nbdroot`, both NBD modules requested).
+#[derive(Debug, Clone, Default)]
+pub struct Invocation {
+    /// Lines for the dracut.conf.
+    pub conf: Vec<String>,
+    /// Put nbdroot's `dracut.conf.d/50-nbdroot.conf` in the conf directory, as
+    /// `scripts/install` does.
+    pub conf_snippet: bool,
+    /// Arguments after the common ones (`--kver`, `--kmoddir`, …), before the output file.
+    pub args: Vec<String>,
+    /// A command to run dracut under (`unshare -m …`), dracut's own command line last.
+    pub wrapper: Vec<String>,
+}
+
+/// Runs dracut to write `out`, with the working tree's module in place; the output, whatever
+/// dracut's exit status (the callers assert it).
+pub fn invoke(
+    dracut: &Dracut,
+    kernel: &Kernel,
+    inv: &Invocation,
+    out: &Path,
+) -> Result<std::process::Output> {
     let modules_d = dracut.basedir.join("modules.d");
     // One build at a time per tree: each puts the working tree's module in place.
     let _lock = FileLock::exclusive(&dracut.basedir.join(".build.lock"))?;
@@ -233,24 +254,97 @@ pub fn build_image(dracut: &Dracut, kernel: &Kernel, spec: &ImageSpec, out: &Pat
     let _ = fs::remove_dir_all(&work);
     let confdir = work.join("conf.d");
     fs::create_dir_all(&confdir).step(|| format!("create {}", confdir.display()))?;
-    let mut conf = spec.conf.clone();
-    if let NbdModule::Nbdroot(bin) = &spec.nbd {
-        conf.push(format!("nbdroot_binary=\"{}\"", bin.display()));
-        // What scripts/install puts in dracut.conf.d.
-        conf.push(
-            fs::read_to_string(crate::repo_root().join("dracut/dracut.conf.d/50-nbdroot.conf"))
-                .step(|| "read dracut/dracut.conf.d/50-nbdroot.conf")?,
-        );
+    if inv.conf_snippet {
+        let snippet = crate::repo_root().join("dracut/dracut.conf.d/50-nbdroot.conf");
+        fs::copy(&snippet, confdir.join("50-nbdroot.conf"))
+            .step(|| format!("copy {}", snippet.display()))?;
     }
     let conf_path = work.join("dracut.conf");
-    fs::write(&conf_path, conf.join("\n") + "\n")
+    fs::write(&conf_path, inv.conf.join("\n") + "\n")
         .step(|| format!("write {}", conf_path.display()))?;
     let tmp = work.join("tmp");
     fs::create_dir_all(&tmp).step(|| format!("create {}", tmp.display()))?;
+    let mut line: Vec<std::ffi::OsString> = inv.wrapper.iter().map(Into::into).collect();
+    line.push("bash".into());
+    line.push(dracut.script.clone().into());
+    for a in [
+        "--force",
+        "--no-early-microcode",
+        "--compress",
+        "gzip",
+        "--conf",
+    ] {
+        line.push(a.into());
+    }
+    line.push(conf_path.into());
+    line.push("--confdir".into());
+    line.push(confdir.into());
+    line.push("--tmpdir".into());
+    line.push(tmp.clone().into());
+    line.push("--kver".into());
+    line.push(kernel.version.clone().into());
+    line.push("--kmoddir".into());
+    line.push(kernel.moddir.join(&kernel.version).into());
+    line.extend(inv.args.iter().map(Into::into));
+    line.push(out.into());
+    let mut cmd = Command::new(&line[0]);
+    cmd.args(&line[1..]).env("dracutbasedir", &dracut.basedir);
+    let output = cmd
+        .output()
+        .step(|| format!("run {}", crate::command::describe(&cmd)))?;
+    let log = work.join("dracut.log");
+    let _ = fs::write(&log, [&output.stdout[..], &output.stderr[..]].concat());
+    let _ = fs::remove_dir_all(&tmp);
+    Ok(output)
+}
+
+/// The dracut modules an image holds (its `lib/dracut/modules.txt`).
+pub fn image_modules(img: &Path) -> Result<Vec<String>> {
+    let text = image_file(img, "usr/lib/dracut/modules.txt")
+        .or_else(|_| image_file(img, "lib/dracut/modules.txt"))?;
+    Ok(text.lines().map(str::to_string).collect())
+}
+
+/// One file of a gzip-compressed initramfs, as text.
+pub fn image_file(img: &Path, path: &str) -> Result<String> {
+    let mut sh = Command::new("sh");
+    sh.arg("-c")
+        .arg("zcat \"$1\" | cpio -i --quiet --to-stdout \"$2\"")
+        .arg("sh")
+        .arg(img)
+        .arg(path);
+    let output = command::run(&format!("read {path} from {}", img.display()), &mut sh)?;
+    if output.stdout.is_empty() {
+        return Err(Error::unexpected(
+            format!("read {path} from {}", img.display()),
+            "no such file in the image",
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Builds an initramfs for `kernel` at `out` (gzip) and returns its size in bytes.
+pub fn build_image(dracut: &Dracut, kernel: &Kernel, spec: &ImageSpec, out: &Path) -> Result<u64> {
+    let mut inv = Invocation {
+        conf: spec.conf.clone(),
+        // What scripts/install puts in dracut.conf.d.
+        conf_snippet: matches!(spec.nbd, NbdModule::Nbdroot(_)),
+        args: vec![
+            "--no-hostonly".into(),
+            "-m".into(),
+            spec.modules().join(" "),
+        ],
+        wrapper: Vec::new(),
+    };
+    if let NbdModule::Nbdroot(bin) = &spec.nbd {
+        inv.conf
+            .push(format!("nbdroot_binary=\"{}\"", bin.display()));
+    }
     // What `make install` of dracut-ng puts on the host and a build tree lacks: the initqueue
     // service's wants link (its unit has no [Install] section, so `systemctl enable` in the
     // module does nothing). Without it the initqueue never runs under systemd.
-    let include = work.join("include");
+    let include = out.with_extension("include");
+    let _ = fs::remove_dir_all(&include);
     if spec.systemd && dracut.release == Release::Ng111 {
         let wants = include.join("usr/lib/systemd/system/initrd.target.wants");
         fs::create_dir_all(&wants).step(|| format!("create {}", wants.display()))?;
@@ -259,39 +353,58 @@ pub fn build_image(dracut: &Dracut, kernel: &Kernel, spec: &ImageSpec, out: &Pat
             wants.join("dracut-initqueue.service"),
         )
         .step(|| format!("link in {}", wants.display()))?;
+        inv.args.push("--include".into());
+        inv.args.push(include.display().to_string());
+        inv.args.push("/".into());
     }
-
-    let mut cmd = Command::new("bash");
-    cmd.arg(&dracut.script)
-        .env("dracutbasedir", &dracut.basedir)
-        .args([
-            "--force",
-            "--no-hostonly",
-            "--no-early-microcode",
-            "--compress",
-            "gzip",
-        ])
-        .arg("--conf")
-        .arg(&conf_path)
-        .arg("--confdir")
-        .arg(&confdir)
-        .arg("--tmpdir")
-        .arg(&tmp)
-        .args(["--kver", &kernel.version])
-        .arg("--kmoddir")
-        .arg(kernel.moddir.join(&kernel.version))
-        .args(["-m", &spec.modules().join(" ")]);
-    if include.exists() {
-        cmd.arg("--include").arg(&include).arg("/");
+    let output = invoke(dracut, kernel, &inv, out)?;
+    if !output.status.success() {
+        return Err(Error::Command {
+            step: format!("build an initramfs with {}", dracut.release),
+            command: format!("dracut {}", inv.args.join(" ")),
+            status: output.status,
+            output: String::from_utf8_lossy(&output.stderr).into_owned(),
+        });
     }
-    cmd.arg(out);
-    let step = format!("build an initramfs with {}", dracut.release);
-    let output = command::run(&step, &mut cmd)?;
-    let log = work.join("dracut.log");
-    let _ = fs::write(&log, [output.stdout, output.stderr].concat());
-    let _ = fs::remove_dir_all(&tmp);
     let bytes = fs::metadata(out)
         .step(|| format!("stat {}", out.display()))?
         .len();
     Ok(bytes)
+}
+
+/// What a real root needs for dracut's return to the initramfs at shutdown, from `dracut`'s
+/// own files (Debian's dracut-core package for 059, the build tree for dracut-ng), as
+/// (source, path in the root): `dracut-shutdown.service`, whose stop unpacks the root's
+/// initramfs into /run/initramfs (systemd-shutdown then execs its /shutdown), the script it
+/// runs, and `skipcpio`.
+pub fn shutdown_files(dracut: &Dracut) -> Vec<(PathBuf, &'static str)> {
+    let unit = "usr/lib/systemd/system/dracut-shutdown.service";
+    let restore = "usr/lib/dracut/dracut-initramfs-restore";
+    let skipcpio = "usr/lib/dracut/skipcpio";
+    match dracut.release {
+        Release::Debian059 => {
+            let tree = dracut.basedir.join("../../..");
+            vec![
+                // The package's lib/systemd/system/dracut-shutdown.service links to this.
+                (
+                    dracut
+                        .basedir
+                        .join("modules.d/98dracut-systemd/dracut-shutdown.service"),
+                    unit,
+                ),
+                (tree.join(restore), restore),
+                (tree.join(skipcpio), skipcpio),
+            ]
+        }
+        Release::Ng111 => vec![
+            (
+                dracut
+                    .basedir
+                    .join("modules.d/77dracut-systemd/dracut-shutdown.service"),
+                unit,
+            ),
+            (dracut.basedir.join("dracut-initramfs-restore.sh"), restore),
+            (dracut.basedir.join("src/skipcpio/skipcpio"), skipcpio),
+        ],
+    }
 }

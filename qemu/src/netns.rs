@@ -104,6 +104,12 @@ impl NetNs {
     /// Starts dnsmasq on tap0 with `options` (e.g. `dhcp-option=option:root-path,"nbd:…"`),
     /// and waits until it listens.
     pub fn dnsmasq(&mut self, options: &[String]) -> Result<()> {
+        self.dnsmasq_leasing(options, "1h")
+    }
+
+    /// [`NetNs::dnsmasq`] handing out leases of `lease` (dnsmasq's form: `2m`, `1h`; it
+    /// takes no less than 2 minutes).
+    pub fn dnsmasq_leasing(&mut self, options: &[String], lease: &str) -> Result<()> {
         let log = self.dir.join("dnsmasq.log");
         let mut argv: Vec<String> = [
             "dnsmasq",
@@ -119,12 +125,9 @@ impl NetNs {
         .map(|s| s.to_string())
         .collect();
         argv.push(format!(
-            "--dhcp-range={PREFIX}.50,{PREFIX}.99,255.255.255.0,1h"
+            "--dhcp-range={PREFIX}.50,{PREFIX}.99,255.255.255.0,{lease}"
         ));
-        argv.push(format!(
-            "--dhcp-leasefile={}",
-            self.dir.join("leases").display()
-        ));
+        argv.push(format!("--dhcp-leasefile={}", self.leases().display()));
         argv.extend(options.iter().map(|o| format!("--{o}")));
         let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
         let out = fs::File::create(&log).step(|| format!("create {}", log.display()))?;
@@ -192,6 +195,11 @@ impl NetNs {
             format!("wait for {addr}:{port} in {}", self.name),
             "nothing listening after 10 s",
         ))
+    }
+
+    /// dnsmasq's lease file.
+    pub fn leases(&self) -> PathBuf {
+        self.dir.join("leases")
     }
 
     /// dnsmasq's log, for assertions and diagnostics.

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use nbdroot_qemu::dracut::{build_image, Dracut, ImageSpec, Release};
+use nbdroot_qemu::dracut::{build_image, shutdown_files, Dracut, ImageSpec, Release};
 use nbdroot_qemu::netns::{NetNs, HOST_IP};
 use nbdroot_qemu::{
     debian_cloud_kernel, debugfs_cat, e2fsck_clean, free_port, qemu_nbd, run, scenario, Kernel,
@@ -47,18 +47,34 @@ fn kernel() -> &'static Kernel {
 
 /// The variant's initramfs with nbdroot's module, built once per test process.
 fn initrd(v: Variant) -> PathBuf {
-    static BUILT: OnceLock<Mutex<HashMap<Variant, PathBuf>>> = OnceLock::new();
+    image(v, "dracut", |_| {})
+}
+
+/// The variant's image with dracut's network-legacy (dhclient) configuring the interface and
+/// calling nbdroot as its netroot handler (`nbdroot_network=dracut`).
+fn handler_initrd(v: Variant) -> PathBuf {
+    image(v, "handler", |spec| {
+        spec.extra_modules.push("network-legacy".into());
+        spec.conf.push("nbdroot_network=dracut".into());
+    })
+}
+
+/// The variant's image of kind `tag` (`adjust` changes nbdroot's spec), built once per test
+/// process.
+fn image(v: Variant, tag: &str, adjust: impl FnOnce(&mut ImageSpec)) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<(Variant, String), PathBuf>>> = OnceLock::new();
     let mut built = BUILT.get_or_init(Default::default).lock().unwrap();
     built
-        .entry(v)
+        .entry((v, tag.to_string()))
         .or_insert_with(|| {
             let dracut = Dracut::get(v.release).expect("dracut");
             let exe = std::env::current_exe().unwrap_or_default();
             let stem = exe.file_stem().unwrap_or_default().to_string_lossy();
             let out = nbdroot_qemu::cache_dir()
                 .unwrap()
-                .join(format!("dracut-{}-{stem}.img", v.name()));
-            let spec = ImageSpec::nbdroot(v.systemd).expect("nbdroot binary");
+                .join(format!("dracut-{}-{tag}-{stem}.img", v.name()));
+            let mut spec = ImageSpec::nbdroot(v.systemd).expect("nbdroot binary");
+            adjust(&mut spec);
             build_image(&dracut, kernel(), &spec, &out).expect("dracut image");
             out
         })
@@ -89,7 +105,11 @@ fn probe_image(dir: &Path, label: Option<&str>, steps: &[&str]) -> PathBuf {
 }
 
 fn vm(v: Variant, append: &str) -> VmConfig {
-    let mut cfg = VmConfig::new(&kernel().vmlinuz, initrd(v));
+    vm_with(initrd(v), append)
+}
+
+fn vm_with(initrd: PathBuf, append: &str) -> VmConfig {
+    let mut cfg = VmConfig::new(&kernel().vmlinuz, initrd);
     cfg.append = format!("{append} {COMMON}");
     cfg.memory_mib = 512;
     cfg.deadline = Duration::from_secs(300);
@@ -300,6 +320,34 @@ done"#;
     assert_written(&img);
 }
 
+/// dracut's network-legacy configures eth0 by DHCP and calls `nbdroot eth0 nbd:… /sysroot`
+/// (`nbdroot_network=dracut`): the root is attached by the handler, not by nbdroot's own DHCP.
+fn netroot_handler(v: Variant) {
+    let dir = scratch(v, "handler");
+    let img = probe_image(&dir, None, &[]);
+    let srv = qemu_nbd(&img, None, false).expect("qemu-nbd");
+    let netroot = format!("nbd:10.0.2.2:{}:ext4:noatime", srv.port);
+    let mut cfg = vm_with(handler_initrd(v), &format!("root={netroot} ip=dhcp rw"));
+    // systemd's status lines name a failing unit.
+    cfg.append.push_str(" systemd.show_status=1");
+    let out = boot(&cfg);
+    drop(srv);
+    assert_root(&out, "/dev/nbd0 / ext4 rw,noatime");
+    // The interface is udev's name under systemd (ens2), the kernel's (eth0) otherwise.
+    let tail = format!(" configured by dracut, {netroot}");
+    assert!(
+        out.log
+            .lines()
+            .any(|l| l.contains("nbdroot: netroot handler: ") && l.trim_end().ends_with(&tail)),
+        "nbdroot was not called as dracut's netroot handler:\n{out}"
+    );
+    assert!(
+        !out.contains("DHCP lease"),
+        "nbdroot ran its own DHCP client:\n{out}"
+    );
+    assert_written(&img);
+}
+
 /// Bad input: a malformed root=, an unknown export, an unreachable server: dracut's die with
 /// nbdroot's line, within the retry bound.
 fn bad_input(v: Variant) {
@@ -386,6 +434,7 @@ variants!(
     dhcp_root_path,
     bad_input,
     server_restart,
+    netroot_handler,
 );
 
 /// Prints the `@nbdroot` supervisor, systemd's state and its failed units, then powers off.
@@ -478,6 +527,355 @@ mod real_system {
     fn ng111_systemd() {
         super::real_system(Variant {
             release: Release::Ng111,
+            systemd: true,
+        });
+    }
+}
+
+/// A copy of the Debian 12 root (debootstrap, systemd as init) in `dir`, for one test to add
+/// files to.
+fn copy_debian_root(dir: &Path) -> PathBuf {
+    let base = nbdroot_qemu::sysroot::debian_systemd_root().expect("Debian root (debootstrap)");
+    let root = dir.join("root");
+    let cp = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&base)
+        .arg(&root)
+        .status()
+        .expect("cp");
+    assert!(cp.success(), "copy the Debian root");
+    root
+}
+
+fn put_file(root: &Path, rel: &str, bytes: &[u8], mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = root.join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, bytes).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// `systemctl enable` as a link: `unit` wanted by `target`.
+fn enable(root: &Path, target: &str, unit: &str) {
+    let name = Path::new(unit).file_name().unwrap();
+    let wants = root
+        .join(format!("etc/systemd/system/{target}.wants"))
+        .join(name);
+    std::fs::create_dir_all(wants.parent().unwrap()).unwrap();
+    let _ = std::fs::remove_file(&wants);
+    std::os::unix::fs::symlink(unit, &wants).unwrap();
+}
+
+/// `script` as a oneshot service run once multi-user.target is reached.
+fn add_probe(root: &Path, script: &str) {
+    put_file(
+        root,
+        "usr/local/bin/nbdroot-dracut-probe",
+        script.as_bytes(),
+        0o755,
+    );
+    put_file(
+        root,
+        "etc/systemd/system/nbdroot-dracut-probe.service",
+        b"[Unit]\nDescription=nbdroot dracut probe\nAfter=multi-user.target\n\n[Service]\nType=oneshot\nTimeoutStartSec=infinity\nExecStart=/usr/local/bin/nbdroot-dracut-probe\n\n[Install]\nWantedBy=multi-user.target\n",
+        0o644,
+    );
+    enable(
+        root,
+        "multi-user.target",
+        "/etc/systemd/system/nbdroot-dracut-probe.service",
+    );
+}
+
+/// Powers the real system off once it is up, after saying what / is.
+const SHUTDOWN_PROBE: &str = r#"#!/bin/sh
+echo "NBDT-DRACUT root=$(grep ' / ' /proc/mounts)" > /dev/console
+echo "NBDT-DRACUT marker=$(ls /run/initramfs/.need_shutdown 2>&1)" > /dev/console
+echo "NBDT-DRACUT restore-unit=$(systemctl is-active dracut-shutdown.service)" > /dev/console
+systemctl --no-block poweroff
+"#;
+
+/// At shutdown dracut returns to the initramfs (dracut-shutdown.service unpacks it into
+/// /run/initramfs, systemd-shutdown execs its /shutdown): nbdroot's shutdown hook disconnects
+/// /dev/nbd0 only after dracut unmounted the old root, and the image is clean.
+fn shutdown_in_initramfs(v: Variant) {
+    let dir = scratch(v, "shutdown");
+    let root = copy_debian_root(&dir);
+    let put = |rel: &str, bytes: &[u8], mode: u32| put_file(&root, rel, bytes, mode);
+    let dracut = Dracut::get(v.release).expect("dracut");
+    for (src, dst) in shutdown_files(&dracut) {
+        let bytes = std::fs::read(&src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
+        put(
+            dst,
+            &bytes,
+            if dst.ends_with(".service") {
+                0o644
+            } else {
+                0o755
+            },
+        );
+    }
+    // The unit is WantedBy=sysinit.target in dracut's packages.
+    enable(
+        &root,
+        "sysinit.target",
+        "/usr/lib/systemd/system/dracut-shutdown.service",
+    );
+    // dracut-initramfs-restore unpacks with cpio, which minbase lacks (Debian's dracut
+    // depends on it): the host's, the same Debian 12 build, needing only libc.
+    put(
+        "usr/bin/cpio",
+        &std::fs::read("/usr/bin/cpio").expect("host cpio"),
+        0o755,
+    );
+    // The initramfs the guest boots, with dracut's shutdown module, where Debian keeps it.
+    let initrd = image(v, "shutdown", |spec| {
+        spec.extra_modules.push("shutdown".into())
+    });
+    put(
+        &format!("boot/initrd.img-{}", kernel().version),
+        &std::fs::read(&initrd).expect("initrd"),
+        0o644,
+    );
+    add_probe(&root, SHUTDOWN_PROBE);
+
+    let img = dir.join("root.ext4");
+    nbdroot_qemu::ext4_from_dir(&root, &img, 1024, None).expect("mkfs.ext4");
+    let _ = std::fs::remove_dir_all(&root);
+    let srv = qemu_nbd(&img, None, false).expect("qemu-nbd");
+    let mut cfg = vm_with(initrd, &format!("root=nbd:10.0.2.2:{} rw", srv.port));
+    // systemd's status lines show the unpack and the return to the initramfs.
+    // dracut-ng says "Unmounted /oldroot." at info level, to the kernel log only (059 warns,
+    // on the console too): the console shows that level with loglevel=7.
+    cfg.append.push_str(" systemd.show_status=1 loglevel=7");
+    // Room in /run for the unpacked initramfs (79 MB with every kernel module).
+    cfg.memory_mib = 1024;
+    cfg.deadline = Duration::from_secs(600);
+    let out = boot(&cfg);
+    drop(srv);
+    assert!(
+        out.contains("NBDT-DRACUT root=/dev/nbd0 / ext4 rw"),
+        "the real root did not come up on /dev/nbd0:\n{out}"
+    );
+    let lines: Vec<&str> = out.log.lines().collect();
+    let at = |needle: &str| lines.iter().position(|l| l.contains(needle));
+    let unmounted = at("Unmounted /oldroot").unwrap_or_else(|| {
+        panic!("dracut's shutdown did not unmount /oldroot (no return to the initramfs?):\n{out}")
+    });
+    let disconnected = at("nbdroot: shutdown: /dev/nbd0 unmounted: disconnected")
+        .unwrap_or_else(|| panic!("nbdroot's shutdown hook did not disconnect /dev/nbd0:\n{out}"));
+    assert!(
+        unmounted < disconnected,
+        "/dev/nbd0 was disconnected before /oldroot was unmounted:\n{out}"
+    );
+    for bad in ["I/O error", "EXT4-fs error", "Buffer I/O"] {
+        assert!(!out.contains(bad), "{bad:?} in the guest's log:\n{out}");
+    }
+    assert!(out.contains("reboot: Power down"), "no power-off:\n{out}");
+    e2fsck_clean(&img).expect("the image is clean after the power-off");
+}
+
+mod shutdown_in_initramfs {
+    use super::*;
+    #[test]
+    fn dracut059_systemd() {
+        super::shutdown_in_initramfs(Variant {
+            release: Release::Debian059,
+            systemd: true,
+        });
+    }
+    #[test]
+    fn ng111_systemd() {
+        super::shutdown_in_initramfs(Variant {
+            release: Release::Ng111,
+            systemd: true,
+        });
+    }
+}
+
+/// Past a 2-minute lease: the address and a write every 10 s; then networkd's own state files
+/// (networkctl needs D-Bus, which the minimal root lacks) and its log.
+const LEASE_PROBE: &str = r#"#!/bin/sh
+say() { echo "NBDT-NET $*" > /dev/console; }
+# The boot interface: the one nbdroot left its networkd hint for.
+ifc=$(ls /run/systemd/network/ | sed -n 's/^10-nbdroot-\(.*\)\.network$/\1/p' | head -n1)
+idx=$(cat "/sys/class/net/$ifc/ifindex")
+say "interface=$ifc"
+say "networkd=$(systemctl is-active systemd-networkd.service)"
+start=$(cut -d. -f1 /proc/uptime)
+i=0
+while [ $i -lt 22 ]; do
+  i=$((i + 1))
+  dd if=/dev/urandom of=/var/tmp/nbdt-io bs=64k count=4 conv=fsync 2>/dev/null || say "io-error round=$i"
+  now=$(cut -d. -f1 /proc/uptime)
+  addr=
+  for a in $(hostname -I); do case $a in *.*.*.*) addr=$a; break ;; esac; done
+  say "t=$((now - start)) addr=$addr"
+  sleep 10
+done
+say "link $(tr '\n' ' ' < "/run/systemd/netif/links/$idx" 2>&1)"
+say "lease $(tr '\n' ' ' < "/run/systemd/netif/leases/$idx" 2>&1)"
+journalctl -b -u systemd-networkd --no-pager -o cat 2>&1 | tail -n 15 | while read -r l; do say "log $l"; done
+say "kernel-io-errors=$(dmesg | grep -c -E 'I/O error|EXT4-fs error|block nbd')"
+say "done"
+systemctl --no-block poweroff
+"#;
+
+/// After switch_root the root's systemd-networkd takes eth0 over with nbdroot's hints
+/// (KeepConfiguration=yes, ClientIdentifier=mac): past a 2-minute lease from dnsmasq the
+/// address is the same, the root's writes go on without an I/O error, networkd manages eth0
+/// with nbdroot's hint, and dnsmasq has one lease for the guest, not two.
+fn networkd_keeps_the_lease(v: Variant) {
+    let dir = scratch(v, "lease");
+    let root = copy_debian_root(&dir);
+    // networkd manages a link only once udev has seen it: a real system has udev, the
+    // minimal root does not. Debian's package, the root's release, unpacked into the copy.
+    let debs = dir.join("debs");
+    std::fs::create_dir_all(&debs).unwrap();
+    let got = std::process::Command::new("apt-get")
+        .args(["download", "-q", "udev"])
+        .current_dir(&debs)
+        .status()
+        .expect("apt-get download udev");
+    assert!(got.success(), "apt-get download udev");
+    // Unpacked beside the root, then copied in through the root's merged-/usr links (the
+    // package's ./bin and ./lib would replace them).
+    let unpacked = dir.join("udev");
+    for deb in std::fs::read_dir(&debs).unwrap() {
+        let x = std::process::Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(deb.unwrap().path())
+            .arg(&unpacked)
+            .status()
+            .expect("dpkg-deb");
+        assert!(x.success(), "unpack udev");
+    }
+    for top in std::fs::read_dir(&unpacked).unwrap() {
+        let top = top.unwrap().path();
+        let name = top.file_name().unwrap().to_owned();
+        let cp = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(top.join("."))
+            .arg(format!("{}/", root.join(&name).display()))
+            .status()
+            .expect("cp");
+        assert!(cp.success(), "copy udev's {name:?} into the root");
+    }
+    enable(
+        &root,
+        "multi-user.target",
+        "/lib/systemd/system/systemd-networkd.service",
+    );
+    enable(
+        &root,
+        "sockets.target",
+        "/lib/systemd/system/systemd-networkd.socket",
+    );
+    add_probe(&root, LEASE_PROBE);
+    let img = dir.join("root.ext4");
+    nbdroot_qemu::ext4_from_dir(&root, &img, 1024, None).expect("mkfs.ext4");
+    let _ = std::fs::remove_dir_all(&root);
+
+    let port = free_port().expect("free port");
+    let mut ns = NetNs::new("drls").expect("network namespace");
+    ns.dnsmasq_leasing(&[], "2m").expect("dnsmasq");
+    let (port_s, img_s) = (port.to_string(), img.display().to_string());
+    ns.spawn(
+        "start qemu-nbd in the namespace",
+        &[
+            "qemu-nbd",
+            "-f",
+            "raw",
+            "--persistent",
+            "--shared=4",
+            "-b",
+            HOST_IP,
+            "-p",
+            &port_s,
+            &img_s,
+        ],
+    )
+    .expect("qemu-nbd");
+    ns.wait_listening(HOST_IP, port)
+        .expect("qemu-nbd listening");
+    let mut cfg = vm(v, &format!("root=nbd:{HOST_IP}:{port} ip=dhcp rw"));
+    cfg.netns = Some(ns.name.clone());
+    cfg.deadline = Duration::from_secs(900);
+    let out = boot(&cfg);
+    let leases = std::fs::read_to_string(ns.leases()).unwrap_or_default();
+    let dnsmasq = ns.dnsmasq_log();
+    drop(ns);
+
+    assert!(
+        out.contains("NBDT-NET done"),
+        "the probe did not finish:\n{out}"
+    );
+    // The address nbdroot's DHCP client got in the initramfs.
+    let initial = out
+        .log
+        .lines()
+        .find_map(|l| l.split("DHCP lease ").nth(1))
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_else(|| panic!("no DHCP lease line from nbdroot:\n{out}"))
+        .to_string();
+    let rounds = out.lines_with("NBDT-NET t=");
+    assert!(rounds.len() >= 22, "{rounds:?}");
+    let mut last_t = 0;
+    for r in &rounds {
+        let (t, addr) = r.split_once(" addr=").unwrap_or((r, ""));
+        let t: u64 = t.trim().trim_start_matches("t=").parse().unwrap_or(0);
+        assert_eq!(
+            addr.trim(),
+            initial,
+            "eth0's address at t={t} s: {rounds:?}\n{out}"
+        );
+        last_t = t;
+    }
+    assert!(
+        last_t >= 200,
+        "the probe ended {last_t} s in, not past the 120-s lease"
+    );
+    assert!(!out.contains("NBDT-NET io-error"), "writes failed:\n{out}");
+    assert!(
+        out.contains("NBDT-NET kernel-io-errors=0"),
+        "I/O errors in the guest's kernel log:\n{out}"
+    );
+    let ifc = out
+        .lines_with("NBDT-NET interface=")
+        .first()
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    assert!(!ifc.is_empty(), "no nbdroot hint for networkd:\n{out}");
+    let link = out.lines_with("NBDT-NET link ").concat();
+    assert!(
+        link.contains("ADMIN_STATE=configured")
+            && link.contains(&format!(
+                "NETWORK_FILE=/run/systemd/network/10-nbdroot-{ifc}.network"
+            )),
+        "networkd does not manage {ifc} with nbdroot's hint: {link}\n{out}"
+    );
+    let lease = out.lines_with("NBDT-NET lease ").concat();
+    assert!(
+        lease.contains(&format!("ADDRESS={initial} ")),
+        "networkd holds no lease of {initial}: {lease}\n{out}"
+    );
+    // One lease: the root's client renewed nbdroot's (same client identifier).
+    let lines: Vec<&str> = leases.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "dnsmasq's leases:\n{leases}\n{dnsmasq}");
+    assert!(lines[0].contains(&initial), "{leases}");
+    let acks = dnsmasq.lines().filter(|l| l.contains("DHCPACK")).count();
+    assert!(acks >= 2, "no renewal by the root's client:\n{dnsmasq}");
+    e2fsck_clean(&img).expect("the image is clean after the power-off");
+}
+
+mod networkd_keeps_the_lease {
+    use super::*;
+    #[test]
+    #[ignore = "fails: networkd in the minimal Debian root leaves eth0 ADMIN_STATE=pending (never \
+                applies nbdroot's hint, never renews); open in issue 9"]
+    fn dracut059_systemd() {
+        super::networkd_keeps_the_lease(Variant {
+            release: Release::Debian059,
             systemd: true,
         });
     }

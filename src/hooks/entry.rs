@@ -28,12 +28,53 @@ pub fn run(args: &[OsString]) -> Option<ExitCode> {
     logger::reopen_console();
     Some(match form {
         Form::Generator(early) => report(super::generator::generate(Path::new(early))),
-        Form::Handler(h) => report(attach::attach(Some(&h)).map(|o| said(&o))),
+        Form::Handler(h) => {
+            // Says which path attached the root: dracut's network, not nbdroot's own.
+            log::info!(
+                "netroot handler: {} configured by dracut, {}",
+                h.netif,
+                h.netroot
+            );
+            report(attach::attach(Some(&h)).map(|o| said(&o)))
+        }
         Form::Attach(flavour) => report(attach::attach_as(None, flavour).map(|o| said(&o))),
         Form::Mount(new_root) => report(super::mount::mount(Path::new(new_root))),
         Form::Cmdline => dracut_cmdline(),
     })
 }
+
+/// The hook forms for nbdroot(8)'s INITRAMFS HOOK FORMS section: the command line, and what
+/// it does. Kept beside [`form`], which recognises them.
+pub const FORMS: &[(&str, &str)] = &[
+    (
+        "nbdroot <netif> nbd:<server>:<port|export>[:<fstype>[:<options>]] <NEWROOT>",
+        "dracut's netroot handler (images built with nbdroot_network=dracut): dracut's network \
+         modules configured <netif>; attach the root the nbd: string names, once (a second call \
+         finds it attached and does nothing).",
+    ),
+    (
+        "nbdroot attach [--mkinitcpio]",
+        "The initqueue (dracut) or hook (mkinitcpio) step: bring the network up as ip= says, \
+         attach the root of the command line (/etc/cmdline.d/*.conf, then /proc/cmdline), \
+         record it in /run/nbdroot/root.env and start the @nbdroot supervisor. Idempotent.",
+    ),
+    (
+        "nbdroot mount <NEWROOT>",
+        "dracut's mount hook in the shell initrd: mount the attached root with the fstype and \
+         options of root=nbd:... or the DHCP root-path.",
+    ),
+    (
+        "nbdroot dracut-cmdline",
+        "dracut's command-line hook: print shell assignments (rootok, root=block:/dev/nbdN, \
+         netroot) and exit 0 for an NBD root; exit 1 for another root; print nbdroot's line and \
+         exit 2 for a malformed one.",
+    ),
+    (
+        "nbdroot-generator <normal> <early> <late>",
+        "Called by that name (a link): systemd's generator in the initrd, writing sysroot.mount \
+         and the device's dependencies into the early directory.",
+    ),
+];
 
 enum Form<'a> {
     Generator(&'a OsString),
@@ -111,6 +152,49 @@ fn dracut_cmdline() -> ExitCode {
         Err(e) => {
             println!("nbdroot: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recognised(argv: &[&str]) -> bool {
+        let args: Vec<OsString> = argv.iter().map(OsString::from).collect();
+        form(&args).is_some()
+    }
+
+    #[test]
+    fn every_documented_form_is_recognised_and_commands_are_not() {
+        assert_eq!(FORMS.len(), 5);
+        for argv in [
+            &[
+                "nbdroot",
+                "eth0",
+                "nbd:10.0.2.2:root:ext4:noatime",
+                "/sysroot",
+            ][..],
+            &["nbdroot", "attach"],
+            &["nbdroot", "attach", "--mkinitcpio"],
+            &["nbdroot", "mount", "/sysroot"],
+            &["nbdroot", "dracut-cmdline"],
+            &[
+                "/usr/lib/systemd/system-generators/nbdroot-generator",
+                "/run/g",
+                "/run/e",
+                "/run/l",
+            ],
+        ] {
+            assert!(recognised(argv), "{argv:?}");
+        }
+        for argv in [
+            &["nbdroot", "connect", "nbd://h/e", "/dev/nbd1"][..],
+            &["nbdroot", "attach", "x"],
+            &["nbdroot", "mount"],
+            &["nbdroot"],
+        ] {
+            assert!(!recognised(argv), "{argv:?}");
         }
     }
 }

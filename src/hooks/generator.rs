@@ -126,6 +126,29 @@ pub fn generate(early: &Path) -> io::Result<()> {
     fs::write(
         dropin.join("50-nbdroot.conf"),
         format!("# Written by nbdroot-generator.\n[Unit]\nRequires={dev}\nAfter={dev}\n"),
+    )?;
+    // The device appears only when the attach is done; its job must not end the boot first
+    // (systemd's default is 90 s): nbdroot's own retry bound, or rd.timeout, decides.
+    let dev_dropin = early.join(format!("{dev}.d"));
+    fs::create_dir_all(&dev_dropin)?;
+    fs::write(
+        dev_dropin.join("50-nbdroot-timeout.conf"),
+        device_timeout(&line),
+    )
+}
+
+/// The device job's timeout drop-in: dracut's `rd.timeout=<seconds>` as dracut's own
+/// rootfs generator applies it, else none (`infinity`).
+pub fn device_timeout(line: &str) -> String {
+    let timeout = line
+        .split_whitespace()
+        .rev()
+        .find_map(|w| w.strip_prefix("rd.timeout="))
+        .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+        .unwrap_or("infinity");
+    format!(
+        "# Written by nbdroot-generator: the NBD root's device appears once attached.\n\
+         [Unit]\nJobTimeoutSec={timeout}\nJobRunningTimeoutSec={timeout}\n"
     )
 }
 
@@ -179,6 +202,15 @@ mod tests {
         assert_eq!(decide("root=/dev/sda1", None), None);
         let (what, mount) = decide("root=nbd:", None).unwrap();
         assert_eq!((what.as_str(), mount.read_only), ("/dev/nbd0", true));
+    }
+
+    #[test]
+    fn the_device_job_waits_as_rd_timeout_says() {
+        assert!(device_timeout("root=nbd:h:e rd.timeout=120 rw")
+            .contains("JobTimeoutSec=120\nJobRunningTimeoutSec=120\n"));
+        assert!(device_timeout("root=nbd:h:e").contains("JobTimeoutSec=infinity\n"));
+        // Not a number of seconds: no limit rather than a unit systemd would reject.
+        assert!(device_timeout("rd.timeout=2min").contains("JobRunningTimeoutSec=infinity\n"));
     }
 
     #[test]

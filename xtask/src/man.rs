@@ -67,6 +67,9 @@ fn page(cmd: &Command) -> Result<File, String> {
     if name == "nbdroot-connect" {
         nbdtab_section(&mut roff);
     }
+    if name == "nbdroot" {
+        hook_forms_section(&mut roff);
+    }
     see_also(&mut roff, &name);
     sections.push(roff.render());
     Ok(File {
@@ -153,6 +156,23 @@ fn nbdtab_section(roff: &mut Roff) {
         roff.text([roman(*meaning)]);
     }
     roff.control("RE", []);
+}
+
+/// INITRAMFS HOOK FORMS: the command lines dracut's and mkinitcpio's hooks use, recognised
+/// before the commands above are parsed.
+fn hook_forms_section(roff: &mut Roff) {
+    roff.control("SH", ["INITRAMFS HOOK FORMS"]);
+    roff.text([roman(
+        "The hook scripts of nbdroot's dracut module and mkinitcpio hooks call nbdroot in these \
+         forms, recognised before the commands are parsed. Each logs to the kernel log (rd.debug \
+         for more); a failed step leaves nbdroot's one line (nbdroot: ...) in \
+         /run/nbdroot/error, for the hook to hand to dracut's die, and exits 1.",
+    )]);
+    for (form, meaning) in nbdroot::hooks::entry::FORMS {
+        roff.control("TP", []);
+        roff.text([bold(*form)]);
+        roff.text([roman(*meaning)]);
+    }
 }
 
 /// Related pages: nbdroot's own, then the tools each command stands in for.

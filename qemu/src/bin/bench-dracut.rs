@@ -2,8 +2,9 @@
 //! dracut's own `nbd` module with Debian's nbd-client 3.24 (and dracut's network-legacy with
 //! dhclient, the backend that calls its netroot handler on 059), and nbdroot as that netroot
 //! handler (`nbdroot_network=dracut`), in each initrd kind, same dracut, kernel, server and
-//! root, booted alternately in one run. Prints a Markdown table for
-//! BENCHMARKS.md. Figures, not pass/fail.
+//! root, booted alternately in one run. Prints a Markdown table for BENCHMARKS.md, and where
+//! the time goes: the kernel's timestamps (dmesg, read by the root's init) of the initramfs's
+//! start, the NBD device's attach and the root's mount. Figures, not pass/fail.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -53,15 +54,49 @@ struct Row {
     initrd: PathBuf,
     bytes: u64,
     stats: Stats,
+    /// Per milestone of [`MILESTONES`], its kernel timestamps.
+    marks: Vec<Stats>,
 }
 
-/// The probe's uptime (seconds), or an error with the console.
-fn boot_uptime(kernel: &Kernel, initrd: &Path, append: &str) -> nbdroot_qemu::Result<f64> {
+/// Kernel messages both NBD modules cause, in boot order: the initramfs's /init starts, the
+/// nbd device gets its size (attached), the root filesystem is mounted.
+const MILESTONES: &[(&str, &str)] = &[
+    ("/init starts", "Run /init as init process"),
+    ("nbd0 attached", "nbd0: detected capacity change"),
+    ("root mounted", "EXT4-fs (nbd0): mounted"),
+];
+
+/// The probe step printing the kernel's log, for the milestones.
+const DMESG_STEP: &str = "$bb dmesg | while read -r l; do echo \"NBDT-KMSG $l\"; done";
+
+/// The probe's uptime (seconds) and the milestones' timestamps, or an error with the console.
+fn boot_uptime(
+    kernel: &Kernel,
+    initrd: &Path,
+    append: &str,
+) -> nbdroot_qemu::Result<(f64, Vec<Option<f64>>)> {
     let mut cfg = VmConfig::new(&kernel.vmlinuz, initrd);
     cfg.append = append.to_string();
     cfg.memory_mib = 512;
     cfg.deadline = Duration::from_secs(240);
-    run(&cfg)?.uptime_after("NBDROOT-PROBE pid=1 uptime=")
+    let out = run(&cfg)?;
+    let up = out.uptime_after("NBDROOT-PROBE pid=1 uptime=")?;
+    let kmsg = out.lines_with("NBDT-KMSG ");
+    let marks = MILESTONES
+        .iter()
+        .map(|(_, needle)| {
+            kmsg.iter()
+                .find(|l| l.contains(needle))
+                .and_then(|l| timestamp(l))
+        })
+        .collect();
+    Ok((up, marks))
+}
+
+/// The seconds of a dmesg line's `[   12.345678]`.
+fn timestamp(line: &str) -> Option<f64> {
+    let inner = line.trim_start().strip_prefix('[')?.split(']').next()?;
+    inner.trim().parse().ok()
 }
 
 fn bench(rounds: usize, releases: &[Release]) -> nbdroot_qemu::Result<()> {
@@ -71,7 +106,7 @@ fn bench(rounds: usize, releases: &[Release]) -> nbdroot_qemu::Result<()> {
     let img = dir.join("root.ext4");
     let mut root = RootFs::new(dir.join("root"))?;
     root.add_file("etc/os-release", "ID=nbdroot-probe\n", 0o644)?;
-    root.with_probe().build_ext4(&img, 64, None)?;
+    root.add_probe_step(DMESG_STEP).build_ext4(&img, 64, None)?;
     let server = qemu_nbd(&img, None, false)?;
     let append = format!(
         "root=nbd:10.0.2.2:{} ip=dhcp rw rd.shell=0 rd.retry=60 systemd.show_status=0",
@@ -116,6 +151,7 @@ fn bench(rounds: usize, releases: &[Release]) -> nbdroot_qemu::Result<()> {
                     initrd,
                     bytes,
                     stats: Stats::default(),
+                    marks: vec![Stats::default(); MILESTONES.len()],
                 });
             }
         }
@@ -123,8 +159,13 @@ fn bench(rounds: usize, releases: &[Release]) -> nbdroot_qemu::Result<()> {
     for round in 1..=rounds {
         let mut line = format!("round {round}/{rounds}:");
         for row in rows.iter_mut() {
-            let up = boot_uptime(&kernel, &row.initrd, &append)?;
+            let (up, marks) = boot_uptime(&kernel, &row.initrd, &append)?;
             row.stats.samples.push(up);
+            for (stats, mark) in row.marks.iter_mut().zip(marks) {
+                if let Some(t) = mark {
+                    stats.samples.push(t);
+                }
+            }
             line.push_str(&format!(" {up:.2}"));
         }
         eprintln!("{line}");
@@ -149,6 +190,29 @@ fn bench(rounds: usize, releases: &[Release]) -> nbdroot_qemu::Result<()> {
                 row.stats.median()
             );
         }
+    }
+    println!(
+        "\nWhere the time goes (medians of the kernel's timestamps, s; each column the time \
+         since the one before it):\n"
+    );
+    let mut head = String::from("| image |");
+    let mut rule = String::from("|---|");
+    for (name, _) in MILESTONES {
+        head.push_str(&format!(" {name} |"));
+        rule.push_str("---|");
+    }
+    println!("{head} root's init |\n{rule}---|");
+    for row in &rows {
+        let mut line = format!("| {} |", row.name);
+        let mut before = 0.0;
+        for m in &row.marks {
+            let t = m.median();
+            line.push_str(&format!(" {:.2} (+{:.2}) |", t, t - before));
+            before = t;
+        }
+        let up = row.stats.median();
+        line.push_str(&format!(" {up:.2} (+{:.2}) |", up - before));
+        println!("{line}");
     }
     Ok(())
 }
