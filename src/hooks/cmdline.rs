@@ -50,8 +50,8 @@ fn nbd_string(line: &str) -> Option<&str> {
 }
 
 /// `rootok=1`, the device the finished-check waits for, and dracut's `root=`: the NBD device
-/// or its partition (`block:/dev/nbd0p1`); a `LABEL=`/`UUID=` root is left to dracut, which
-/// waits for it by udev's name.
+/// or its partition (`block:/dev/nbd0p1`); a `LABEL=`/`UUID=` root or one stacked on the
+/// device (LVM, LUKS) is left to dracut, which waits for it by udev's name.
 fn assignments(plan: &BootPlan) -> String {
     let index = super::device_index(plan);
     let device = crate::kernel::device_path(index);
@@ -62,7 +62,7 @@ fn assignments(plan: &BootPlan) -> String {
             let what = super::rootenv::what(index, &plan.root);
             let _ = writeln!(s, "root={}", sh_quote(&format!("block:{what}")));
         }
-        RootDevice::Label(_) | RootDevice::Uuid(_) => {}
+        RootDevice::Label(_) | RootDevice::Uuid(_) | RootDevice::Stacked(_) => {}
     }
     s
 }
