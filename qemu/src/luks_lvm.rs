@@ -19,6 +19,8 @@ use crate::error::{Context, Error, Result};
 /// in-place encryption needs twice that free at the end of the plain image.
 const HEADER_MIB: u64 = 16;
 const MIB: u64 = 1024 * 1024;
+/// The key file's name in the work directory, there only while cryptsetup runs.
+const KEY_FILE: &str = "luks.key";
 /// Spelled out: the detached header that reads the image back must match it.
 const CIPHER: [&str; 6] = [
     "--cipher",
@@ -199,6 +201,7 @@ pub fn build(fs_image: &Path, out: &Path, layout: &Layout, work: &Path) -> Resul
         )?;
         Ok(())
     })();
+    let _ = fs::remove_file(work.join(KEY_FILE));
     if result.is_err() {
         let _ = fs::remove_file(out);
     }
@@ -206,7 +209,7 @@ pub fn build(fs_image: &Path, out: &Path, layout: &Layout, work: &Path) -> Resul
 }
 
 fn key_file(work: &Path, layout: &Layout) -> Result<PathBuf> {
-    let key = work.join("luks.key");
+    let key = work.join(KEY_FILE);
     fs::write(&key, &layout.key).step(|| format!("write {}", key.display()))?;
     Ok(key)
 }
@@ -227,7 +230,6 @@ impl OpenedLv {
 /// Opens the LV of `image` built by [`build`]: checks the LUKS2 header's UUID, unlocks it with
 /// the key, decrypts the data area into `plain` and finds the LV by its VG's metadata.
 pub fn open(image: &Path, plain: &Path, layout: &Layout, work: &Path) -> Result<OpenedLv> {
-    let key = key_file(work, layout)?;
     let uuid = command::run(
         "read the LUKS2 UUID",
         Command::new("cryptsetup").arg("luksUUID").arg(image),
@@ -239,6 +241,7 @@ pub fn open(image: &Path, plain: &Path, layout: &Layout, work: &Path) -> Result<
             format!("{uuid:?}, expected {:?}", layout.luks_uuid),
         ));
     }
+    let key = key_file(work, layout)?;
     let vk = work.join("volume.key");
     let header = work.join("plain.hdr");
     let _ = fs::remove_file(&header);
@@ -310,7 +313,11 @@ pub fn open(image: &Path, plain: &Path, layout: &Layout, work: &Path) -> Result<
             dev: Loop::attach(plain, offset, Some(size))?,
         })
     })();
+    let _ = fs::remove_file(&key);
     let _ = fs::remove_file(&vk);
     let _ = fs::remove_file(&header);
+    if result.is_err() {
+        let _ = fs::remove_file(plain);
+    }
     result
 }
