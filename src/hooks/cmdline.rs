@@ -92,6 +92,11 @@ mod tests {
             "rootok=1\nnbdroot_device='/dev/nbd0'\nnetroot='nbd:10.0.0.1:exp'\n"
         );
         assert!(!ours("root=dhcp").contains("netroot="));
+        // LUKS or LVM on the device: attached, the root left to dracut's crypt and lvm.
+        assert_eq!(
+            ours("root=/dev/mapper/vg-root netroot=nbd:10.0.0.1:exp"),
+            "rootok=1\nnbdroot_device='/dev/nbd0'\nnetroot='nbd:10.0.0.1:exp'\n"
+        );
     }
 
     #[test]
