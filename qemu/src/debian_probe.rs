@@ -67,10 +67,16 @@ const UNIT: &str = "[Unit]\nDescription=nbdroot Debian probe\nAfter=multi-user.t
 
 /// Adds the probe (and with `writer`, the writes) to `extras`.
 pub fn add_probe(extras: &mut Extras, writer: bool) {
+    add_probe_with(extras, writer, "");
+}
+
+/// [`add_probe`] with `more` (shell, `say` reports a line) run after the report.
+pub fn add_probe_with(extras: &mut Extras, writer: bool, more: &str) {
     let mut script = REPORT.to_string();
     if writer {
         script.push_str(&WRITER.replace("@FILES@", &FILES.to_string()));
     }
+    script.push_str(more);
     script.push_str(END);
     extras
         .file("usr/local/sbin/nbdt-probe", &script, 0o755)

@@ -12,6 +12,7 @@ pub mod floor;
 pub mod image;
 pub mod kernel;
 pub mod lock;
+pub mod luks_lvm;
 pub mod mkinitcpio;
 pub mod netns;
 pub mod ns_server;

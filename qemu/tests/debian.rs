@@ -8,7 +8,8 @@ use std::process::Command;
 
 use nbdroot_qemu::debian::{build_deb, chroot, copy_in, nbd_client_debs, root_copy};
 use nbdroot_qemu::debian_boot::{prepare, DebianBoot, Extras, NbdPackage, SERVER_IP};
-use nbdroot_qemu::debian_probe::{add_probe, status_blocks, tagged, value, FILES};
+use nbdroot_qemu::debian_probe::{add_probe, add_probe_with, status_blocks, tagged, value, FILES};
+use nbdroot_qemu::luks_lvm::{self, Layout};
 use nbdroot_qemu::netns::NetNs;
 use nbdroot_qemu::{
     debugfs_cat, e2fsck_clean, nbd_server, nbd_server_in, nbdroot_binary, run, scratch, RootFs,
@@ -365,5 +366,134 @@ fn debian_boots_from_nbd_with_the_package() {
         "nbdroot=dhcp",
         Net::Dhcp("10.0.2.100,root,nbd0"),
         false,
+    );
+}
+
+/// The LUKS2 container's UUID, as the image's /etc/crypttab names it.
+const LUKS_UUID: &str = "6e62642d-726f-4f74-8c75-6b73306c7672";
+/// The key file's contents. Only to keep the test unattended: a real deployment types a
+/// passphrase at the console or fetches the key over the network (e.g. Clevis/Tang); a key
+/// file inside the initramfs protects nothing served from the same place.
+const LUKS_KEY: &str = "nbdroot test key: not a secret, only unattended";
+
+/// lvm2 and cryptsetup-initramfs installed by apt, the container in /etc/crypttab with the
+/// key file (`initramfs`: the chroot's own root tells the hook nothing), the key file let
+/// into the initramfs (KEYFILE_PATTERN, UMASK=0077 so the image is not world-readable).
+fn lvm_on_luks_setup() -> String {
+    format!(
+        "apt-get -q -o Acquire::http::Timeout=30 -o Acquire::Retries=3 update \
+         && apt-get -q -o Acquire::http::Timeout=30 -o Acquire::Retries=3 install -y \
+            --no-install-recommends lvm2 cryptsetup-initramfs && apt-get clean \
+         && mkdir -p -m 0700 /etc/keys && printf %s '{LUKS_KEY}' >/etc/keys/nbdroot.key \
+         && chmod 0400 /etc/keys/nbdroot.key \
+         && echo 'nbdcrypt UUID={LUKS_UUID} /etc/keys/nbdroot.key luks,initramfs' >/etc/crypttab \
+         && echo 'KEYFILE_PATTERN=\"/etc/keys/*.key\"' >>/etc/cryptsetup-initramfs/conf-hook \
+         && echo UMASK=0077 >/etc/initramfs-tools/conf.d/nbdt-umask"
+    )
+}
+
+/// What the guest reports about its root's stack, and a file it writes on the root.
+const LVM_PROBE: &str = r#"src=$(findmnt -no SOURCE /)
+say "root_source=$src"
+lsblk -s -rno NAME,TYPE "$src" | while read -r n t; do say "stack $n $t"; done
+say "crypt_deps=$(dmsetup deps -o devname nbdcrypt)"
+say "crypt_target=$(dmsetup table nbdcrypt | cut -d' ' -f3,4)"
+say "initrd_mode=$(stat -c %a /boot/initrd.img-$(uname -r))"
+boot=$(cat /proc/sys/kernel/random/boot_id)
+echo "written by boot $boot" > /var/lib/nbdt-lvm-wrote && sync /var/lib/nbdt-lvm-wrote
+say "boot_id=$boot"
+"#;
+
+/// The common layout "LVM on LUKS on the NBD device": the export holds a LUKS2 container,
+/// in it an LVM VG, the root ext4 on its LV. Debian's `nbdroot=` attaches nbd0 in
+/// init-premount with `root=/dev/mapper/<vg>-root`; cryptroot (key file) and lvm2 assemble
+/// the root in local-top; systemd comes up; the host reads the write back after power-off.
+#[test]
+fn debian_boots_lvm_on_luks_on_nbd() {
+    let dir = scratch("debian", "lvm-luks");
+    let deb = build_deb(&nbdroot_binary().unwrap(), &dir).unwrap();
+    let mut extras = Extras::default();
+    add_probe_with(&mut extras, false, LVM_PROBE);
+    extras.command(&lvm_on_luks_setup());
+    let started = std::time::Instant::now();
+    let boot = prepare(&NbdPackage::Nbdroot(deb), &extras).expect("prepare the Debian system");
+    eprintln!(
+        "prepared (or cached) in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    // A VG name of this run's own, in the root= the guest gets.
+    let layout = Layout {
+        luks_uuid: LUKS_UUID.into(),
+        key: LUKS_KEY.as_bytes().to_vec(),
+        vg: format!("nbdt{}", std::process::id()),
+        lv: "root".into(),
+    };
+    let started = std::time::Instant::now();
+    let img = dir.join("layered.img");
+    luks_lvm::build(&boot.image, &img, &layout, &dir).expect("layer the root into LVM on LUKS");
+    eprintln!("layered in {:.0} s", started.elapsed().as_secs_f64());
+
+    let server = nbd_server(&[("root", img.as_path())]).expect("nbd-server");
+    let root_arg = format!(
+        "nbdroot={SERVER_IP},root,nbd0 root={}",
+        layout.mapper_path()
+    );
+    let mut cfg = boot.vm(&root_arg, server.port);
+    cfg.log_path = Some(dir.join("console.log"));
+    let out = run(&cfg).expect("run QEMU");
+    drop(server);
+    eprintln!("lvm-luks: the guest ran {:.0} s", out.elapsed.as_secs_f64());
+    assert!(!out.timed_out, "the guest hung:\n{out}");
+    let v = |k: &str| value(&out, k).unwrap_or_else(|e| panic!("{e}"));
+
+    assert_eq!(v("state"), "running", "systemd's state:\n{out}");
+    assert_eq!(v("failed"), "", "failed units:\n{out}");
+    assert_eq!(v("root_source"), layout.mapper_path(), "{out}");
+    assert!(
+        v("root").starts_with(&format!("{} / ext4 rw", layout.mapper_path())),
+        "{out}"
+    );
+    // The root's stack, top down: the LV, the LUKS mapping, the NBD device.
+    let stack = tagged(&out, "stack ");
+    assert_eq!(
+        stack,
+        vec![
+            format!("{}-root lvm", layout.vg),
+            "nbdcrypt crypt".into(),
+            "nbd0 disk".into()
+        ],
+        "{out}"
+    );
+    assert!(v("crypt_deps").ends_with("(nbd0)"), "{out}");
+    assert_eq!(v("crypt_target"), "crypt aes-xts-plain64", "{out}");
+    assert_eq!(
+        v("initrd_mode"),
+        "600",
+        "the initramfs holds the key:\n{out}"
+    );
+    let status = status_blocks(&out, "status");
+    assert!(
+        status
+            .iter()
+            .any(|(d, l)| d == "nbd0" && l.iter().any(|l| l == "state=connected")),
+        "nbdroot status: {status:?}\n{out}"
+    );
+    assert!(
+        !out.contains("I/O error"),
+        "I/O error on the console:\n{out}"
+    );
+    assert!(
+        out.contains("reboot: Power down") && !out.stopped,
+        "systemctl poweroff did not finish:\n{out}"
+    );
+
+    // On the host: unlock the image again, find the LV, fsck it, read the write back.
+    let lv = luks_lvm::open(&img, &dir.join("plain.img"), &layout, &dir)
+        .expect("open the layered image");
+    e2fsck_clean(lv.path()).expect("the root LV is clean after the power-off");
+    let wrote = debugfs_cat(lv.path(), "/var/lib/nbdt-lvm-wrote").unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&wrote),
+        format!("written by boot {}\n", v("boot_id"))
     );
 }

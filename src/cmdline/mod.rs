@@ -467,11 +467,33 @@ fn root_device(value: &str) -> Result<RootDevice, CmdlineError> {
             _ => {}
         }
     }
+    if stacked(value) {
+        return Ok(RootDevice::Stacked(value.to_string()));
+    }
     Err(CmdlineError::Value {
         param: "root",
         value: value.to_string(),
-        expected: "nbd:<server>:<port|export>…, /dev/nbdN[pM], LABEL=<label>, UUID=<uuid>, /dev/root or dhcp with an NBD root",
+        expected: "nbd:<server>:<port|export>…, /dev/nbdN[pM], LABEL=<label>, UUID=<uuid>, /dev/root, dhcp, or a device stacked on the NBD device such as /dev/mapper/<vg>-<lv>",
     })
+}
+
+/// A device-mapper or md device (`/dev/mapper/<name>`, `/dev/<vg>/<lv>`, `/dev/mdN`,
+/// `/dev/md/<name>`): LVM, LUKS or RAID on the NBD device. nbdroot attaches the whole device
+/// and the initramfs's own scripts assemble the root. A disk name (`/dev/sda1`) is not one.
+fn stacked(value: &str) -> bool {
+    let Some(name) = value.strip_prefix("/dev/") else {
+        return false;
+    };
+    let parts: Vec<&str> = name.split('/').collect();
+    let plain = |c: &str| !c.is_empty() && c != "." && c != "..";
+    match parts.as_slice() {
+        [md] => md
+            .strip_prefix("md")
+            .is_some_and(|n| n.parse::<u32>().is_ok()),
+        [dir, _] if dir.starts_with("nbd") || *dir == "disk" => false,
+        [dir, leaf] => plain(dir) && plain(leaf),
+        _ => false,
+    }
 }
 
 fn tuning(p: &Params) -> Result<Tuning, CmdlineError> {

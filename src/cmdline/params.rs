@@ -82,11 +82,14 @@ pub const PARAMS: &[Param] = &[
     param(
         Root,
         "root",
-        "root=/dev/nbdN[pM] | LABEL=<label> | UUID=<uuid> | /dev/root | block:/dev/root",
+        "root=/dev/nbdN[pM] | LABEL=<label> | UUID=<uuid> | /dev/root | block:/dev/root | /dev/mapper/<name> | /dev/<vg>/<lv> | /dev/mdN",
         Some("/dev/root"),
         "with netroot=, root=dhcp's DHCP root-path or nbdroot=: what to mount on the NBD \
          device: the whole device, partition M, or the filesystem with that label or UUID (ext2/3/4, \
-         xfs, btrfs, vfat, swap). /dev/nbdN also picks the device, and wins over nbdroot='s nbdX.",
+         xfs, btrfs, vfat, swap). /dev/nbdN also picks the device, and wins over nbdroot='s nbdX. \
+         A device-mapper or md name (LUKS, LVM, RAID on the NBD device): the hooks attach the whole \
+         device and leave the root to the initramfs's own scripts (cryptroot, lvm2); nbdroot's own \
+         init refuses it.",
     ),
     param(
         Root,

@@ -231,6 +231,37 @@ fn debian_forms() {
     );
     let plan = parse("nbdroot=dhcp,root,nbd1").unwrap();
     assert_eq!(plan.device, Some(1));
+    // LVM or LUKS on the NBD device: the whole device is attached, the root named as given.
+    for root in [
+        "/dev/mapper/vg-root",
+        "/dev/vg/root",
+        "/dev/md0",
+        "/dev/md/r",
+    ] {
+        let plan = parse(&format!("nbdroot=10.0.0.1,disk,nbd0 root={root}")).unwrap();
+        assert_eq!(
+            (plan.device, plan.root.clone()),
+            (Some(0), RootDevice::Stacked(root.into())),
+            "{root}"
+        );
+    }
+    let plan = parse("netroot=nbd:10.0.0.1:disk root=/dev/mapper/crypt").unwrap();
+    assert_eq!(plan.root, RootDevice::Stacked("/dev/mapper/crypt".into()));
+    for bad in [
+        "/dev/sda1",
+        "/dev/mapper",
+        "/dev/mapper/",
+        "/dev/../x",
+        "/dev/disk/by-id",
+        "/dev/a/b/c",
+        "mapper/vg-root",
+    ] {
+        let err = parse(&format!("nbdroot=10.0.0.1,disk root={bad}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with(&format!("root={bad}: expected ")), "{err}");
+        assert!(err.contains("/dev/mapper/<vg>-<lv>"), "{err}");
+    }
 }
 
 #[test]

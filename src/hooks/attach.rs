@@ -330,6 +330,15 @@ mod tests {
     #[test]
     fn mkinitcpio_leaves_a_foreign_root_to_other_hooks() {
         let line = "netroot=nbd:10.0.0.1:disk cryptdevice=/dev/nbd0p2:root root=/dev/mapper/root";
+        for flavour in [Flavour::Dracut, Flavour::Mkinitcpio] {
+            let plan = parse(line, flavour).unwrap();
+            assert_eq!(
+                plan.root,
+                crate::plan::RootDevice::Stacked("/dev/mapper/root".into())
+            );
+        }
+        // A root= that names no device at all is still left to other hooks by mkinitcpio.
+        let line = "netroot=nbd:10.0.0.1:disk root=PARTUUID=1234";
         assert!(parse(line, Flavour::Dracut).is_err());
         let plan = parse(line, Flavour::Mkinitcpio).unwrap();
         assert_eq!(plan.root, crate::plan::RootDevice::Whole);

@@ -50,8 +50,8 @@ fn nbd_string(line: &str) -> Option<&str> {
 }
 
 /// `rootok=1`, the device the finished-check waits for, and dracut's `root=`: the NBD device
-/// or its partition (`block:/dev/nbd0p1`); a `LABEL=`/`UUID=` root is left to dracut, which
-/// waits for it by udev's name.
+/// or its partition (`block:/dev/nbd0p1`); a `LABEL=`/`UUID=` root or one stacked on the
+/// device (LVM, LUKS) is left to dracut, which waits for it by udev's name.
 fn assignments(plan: &BootPlan) -> String {
     let index = super::device_index(plan);
     let device = crate::kernel::device_path(index);
@@ -62,7 +62,7 @@ fn assignments(plan: &BootPlan) -> String {
             let what = super::rootenv::what(index, &plan.root);
             let _ = writeln!(s, "root={}", sh_quote(&format!("block:{what}")));
         }
-        RootDevice::Label(_) | RootDevice::Uuid(_) => {}
+        RootDevice::Label(_) | RootDevice::Uuid(_) | RootDevice::Stacked(_) => {}
     }
     s
 }
@@ -92,6 +92,11 @@ mod tests {
             "rootok=1\nnbdroot_device='/dev/nbd0'\nnetroot='nbd:10.0.0.1:exp'\n"
         );
         assert!(!ours("root=dhcp").contains("netroot="));
+        // LUKS or LVM on the device: attached, the root left to dracut's crypt and lvm.
+        assert_eq!(
+            ours("root=/dev/mapper/vg-root netroot=nbd:10.0.0.1:exp"),
+            "rootok=1\nnbdroot_device='/dev/nbd0'\nnetroot='nbd:10.0.0.1:exp'\n"
+        );
     }
 
     #[test]

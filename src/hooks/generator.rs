@@ -12,7 +12,7 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 
 use crate::cmdline::{self, CmdlineError};
-use crate::plan::{ModeFrom, NbdOpts, NbdSpec, RootMount, RootSource};
+use crate::plan::{ModeFrom, NbdOpts, NbdSpec, RootDevice, RootMount, RootSource};
 
 use super::rootenv::{self, RootEnv};
 
@@ -52,9 +52,13 @@ pub fn device_unit(path: &str) -> String {
 }
 
 /// What to mount and how, from the attach's record, else from the command line `line`.
-/// `None` when the root is not on NBD.
+/// `None` when the root is not on NBD, or stacked on it (LUKS, LVM: another generator
+/// mounts it).
 pub fn decide(line: &str, record: Option<RootEnv>) -> Option<(String, RootMount)> {
     if let Some(env) = record {
+        if let RootDevice::Stacked(_) = env.root {
+            return None;
+        }
         return Some((env.what(), env.mount));
     }
     let plan = match cmdline::parse(line) {
@@ -88,6 +92,9 @@ pub fn decide(line: &str, record: Option<RootEnv>) -> Option<(String, RootMount)
             opts: NbdOpts::default(),
         },
     };
+    if let RootDevice::Stacked(_) = plan.root {
+        return None;
+    }
     let what = rootenv::what(super::device_index(&plan), &plan.root);
     Some((what, plan.mount.resolve(&spec)))
 }
@@ -200,6 +207,10 @@ mod tests {
         let (_, mount) = decide("root=dhcp rootfstype=xfs", None).unwrap();
         assert_eq!(mount.fstype.as_deref(), Some("xfs"));
         assert_eq!(decide("root=/dev/sda1", None), None);
+        assert_eq!(
+            decide("nbdroot=10.0.0.1,disk root=/dev/mapper/vg-root", None),
+            None
+        );
         let (what, mount) = decide("root=nbd:", None).unwrap();
         assert_eq!((what.as_str(), mount.read_only), ("/dev/nbd0", true));
     }

@@ -59,6 +59,7 @@ impl RootEnv {
             RootDevice::Partition(n) => format!("partition:{n}"),
             RootDevice::Label(l) => format!("LABEL={l}"),
             RootDevice::Uuid(u) => format!("UUID={u}"),
+            RootDevice::Stacked(p) => format!("stacked:{p}"),
         };
         let fields = [
             ("NBDROOT_DEVICE", self.device()),
@@ -115,6 +116,8 @@ impl RootEnv {
             RootDevice::Label(l.to_string())
         } else if let Some(u) = root_text.strip_prefix("UUID=") {
             RootDevice::Uuid(u.to_string())
+        } else if let Some(p) = root_text.strip_prefix("stacked:") {
+            RootDevice::Stacked(p.to_string())
         } else {
             return Err(RootEnvError::Bad(format!("NBDROOT_ROOT={root_text}")));
         };
@@ -169,6 +172,7 @@ pub fn what(index: u32, root: &RootDevice) -> String {
         RootDevice::Partition(n) => format!("{dev}p{n}"),
         RootDevice::Label(l) => format!("/dev/disk/by-label/{}", udev_encode(l)),
         RootDevice::Uuid(u) => format!("/dev/disk/by-uuid/{}", udev_encode(u)),
+        RootDevice::Stacked(p) => p.clone(),
     }
 }
 
@@ -252,6 +256,7 @@ mod tests {
             RootDevice::Partition(3),
             RootDevice::Label("my root/x".into()),
             RootDevice::Uuid("ab-cd".into()),
+            RootDevice::Stacked("/dev/mapper/vg-root".into()),
         ] {
             let env = sample(root);
             assert_eq!(RootEnv::decode(&env.encode()).unwrap(), env);

@@ -32,6 +32,11 @@ pub enum RootDevError {
         secs: u64,
         found: String,
     },
+    #[error(
+        "root={0}: a device stacked on the NBD device (LVM, LUKS, md), which nbdroot's own init \
+         does not assemble; boot it with the initramfs-tools or dracut integration"
+    )]
+    Stacked(String),
 }
 
 /// `/dev/nbd0` and its partitions as they are now, e.g. `["/dev/nbd0", "/dev/nbd0p1"]`.
@@ -72,8 +77,10 @@ fn by_tag(spec: &str, candidates: &[String]) -> Option<String> {
 
 /// Finds the device to mount, waiting up to `bound` for partitions to appear.
 pub fn find(root: &RootDevice, device: &str, bound: Duration) -> Result<String, RootDevError> {
-    if *root == RootDevice::Whole {
-        return Ok(device.to_string());
+    match root {
+        RootDevice::Whole => return Ok(device.to_string()),
+        RootDevice::Stacked(p) => return Err(RootDevError::Stacked(p.clone())),
+        _ => {}
     }
     // Opening the device makes the kernel read its partition table.
     drop(File::open(device));
@@ -81,7 +88,7 @@ pub fn find(root: &RootDevice, device: &str, bound: Duration) -> Result<String, 
     loop {
         let candidates = with_partitions(device);
         let found = match root {
-            RootDevice::Whole => unreachable!("handled above"),
+            RootDevice::Whole | RootDevice::Stacked(_) => unreachable!("handled above"),
             RootDevice::Partition(n) => {
                 let want = format!("{device}p{n}");
                 candidates.iter().find(|c| **c == want).cloned()
@@ -145,6 +152,23 @@ fn not_found(
                 found,
             }
         }
-        RootDevice::Whole => unreachable!(),
+        RootDevice::Whole | RootDevice::Stacked(_) => unreachable!(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stacked_root_is_refused_at_once() {
+        let root = RootDevice::Stacked("/dev/mapper/vg-root".into());
+        let err = find(&root, "/dev/nbd0", Duration::from_secs(60)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "root=/dev/mapper/vg-root: a device stacked on the NBD device (LVM, LUKS, md), which \
+             nbdroot's own init does not assemble; boot it with the initramfs-tools or dracut \
+             integration"
+        );
     }
 }

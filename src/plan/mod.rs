@@ -97,13 +97,16 @@ impl RootSource {
 }
 
 /// What to mount: the attached device, one of its partitions, or a filesystem on it found
-/// by label or UUID.
+/// by label or UUID; or a device stacked on it (LVM, LUKS, md) that the initramfs's own
+/// scripts assemble after the attach.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RootDevice {
     Whole,
     Partition(u32),
     Label(String),
     Uuid(String),
+    /// `root=/dev/mapper/vg-root`: a path under /dev that is no NBD device.
+    Stacked(String),
 }
 
 /// Kernel-level mount parameters; the `nbd:` string's own fields win over them.

@@ -389,6 +389,9 @@ fn mount(plan: &BootPlan) -> Rows {
         },
         RootDevice::Label(l) => format!("the one labelled \"{l}\", {wait}"),
         RootDevice::Uuid(u) => format!("the one with UUID {u}, {wait}"),
+        RootDevice::Stacked(p) => {
+            format!("{p}, stacked on the device: the initramfs's own scripts assemble it")
+        }
     };
     let mode = |ro: bool| if ro { "read-only" } else { "read-write" };
     let mode = match (read_only_device && !m.read_only, m.mode_from) {
