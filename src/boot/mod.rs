@@ -46,6 +46,11 @@ pub enum BootError {
     Net(#[from] NetError),
     #[error(transparent)]
     Connect(#[from] ConnectError),
+    #[error("TLS with {server}: {source}")]
+    Tls {
+        server: String,
+        source: crate::tls::TlsError,
+    },
     #[error(transparent)]
     Attach(#[from] AttachError),
     #[error(transparent)]
@@ -270,6 +275,17 @@ fn attach(plan: &BootPlan, spec: &NbdSpec, device: Option<u32>) -> Result<Attach
         port: spec.port,
     })?;
     let t = &plan.tuning;
+    let tls = match plan.tls_for(spec) {
+        Some(settings) => Some(
+            crate::tls::Client::new(&settings, &spec.host.to_string()).map_err(|source| {
+                BootError::Tls {
+                    server: spec.address(),
+                    source,
+                }
+            })?,
+        ),
+        None => None,
+    };
     let opts = AttachOptions {
         export: spec.export.clone(),
         device,
@@ -281,6 +297,7 @@ fn attach(plan: &BootPlan, spec: &NbdSpec, device: Option<u32>) -> Result<Attach
         identifier: None,
         policy: plan.connect,
         socket: t.socket,
+        tls,
     };
     let attached = attach::attach_netlink(&peer, &opts)?;
     // The supervisor replaces dead connections; without it the root still works, but a

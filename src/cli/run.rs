@@ -71,6 +71,26 @@ pub fn run(command: Command) -> Result<ExitCode, RunError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The TLS settings the options ask for: `None` when no TLS option was given (an `nbds://`
+/// URI may still ask for TLS).
+fn tls_settings(net: &NetArgs) -> Option<crate::tls::TlsSettings> {
+    let t = &net.tls;
+    let verify = crate::tls::Verify::parse(&t.tls_verify).unwrap_or_default();
+    let any = t.tls
+        || t.tls_ca.is_some()
+        || t.tls_cert.is_some()
+        || t.tls_key.is_some()
+        || t.tls_hostname.is_some()
+        || verify != crate::tls::Verify::Full;
+    any.then(|| crate::tls::TlsSettings {
+        ca: t.tls_ca.clone(),
+        cert: t.tls_cert.clone(),
+        key: t.tls_key.clone(),
+        hostname: t.tls_hostname.clone(),
+        verify,
+    })
+}
+
 fn policy(net: &NetArgs) -> ConnectPolicy {
     ConnectPolicy {
         attempt_timeout: Duration::from_secs(net.connect_timeout),
@@ -83,6 +103,7 @@ fn connect(c: &ConnectArgs, out: &mut impl Write) -> Result<(), RunError> {
     let swap = c.swap || c.mkswap || c.priority.is_some();
     let persist = c.persist || swap;
     let secs = |s: Option<u64>| s.map(Duration::from_secs);
+    let tls = commands::tls_client(&target, tls_settings(&c.net).as_ref())?;
     let opts = AttachOptions {
         export: c.export.clone().or(target.export).unwrap_or_default(),
         device: c
@@ -101,6 +122,7 @@ fn connect(c: &ConnectArgs, out: &mut impl Write) -> Result<(), RunError> {
             keepalive: c.keepalive.0,
             user_timeout: (c.tcp_user_timeout > 0).then(|| Duration::from_secs(c.tcp_user_timeout)),
         },
+        tls,
     };
     let interface = if c.ioctl {
         Interface::Ioctl
@@ -136,7 +158,7 @@ fn check(c: &CheckArgs, out: &mut impl Write) -> Result<ExitCode, RunError> {
 }
 
 fn list(l: &ListArgs, out: &mut impl Write) -> Result<(), RunError> {
-    for entry in commands::list(&l.server, &policy(&l.net))? {
+    for entry in commands::list(&l.server, &policy(&l.net), tls_settings(&l.net).as_ref())? {
         if entry.description.is_empty() {
             writeln!(out, "{}", entry.name)?;
         } else {
@@ -148,7 +170,11 @@ fn list(l: &ListArgs, out: &mut impl Write) -> Result<(), RunError> {
 
 fn info(i: InfoArgs, out: &mut impl Write) -> Result<(), RunError> {
     let policy = policy(&i.net);
-    write!(out, "{}", commands::info(&i.server, i.export, &policy)?)?;
+    write!(
+        out,
+        "{}",
+        commands::info(&i.server, i.export, &policy, tls_settings(&i.net).as_ref())?
+    )?;
     Ok(())
 }
 

@@ -40,6 +40,8 @@ pub struct AttachOptions {
     pub identifier: Option<String>,
     pub policy: ConnectPolicy,
     pub socket: SocketOptions,
+    /// TLS for every connection, handed to the kernel as kernel-TLS sockets.
+    pub tls: Option<crate::tls::Client>,
 }
 
 impl Default for AttachOptions {
@@ -55,6 +57,7 @@ impl Default for AttachOptions {
             identifier: None,
             policy: ConnectPolicy::default(),
             socket: SocketOptions::default(),
+            tls: None,
         }
     }
 }
@@ -131,6 +134,7 @@ fn prepare(peer: &Peer, opts: &AttachOptions) -> Result<Prepared, AttachError> {
         opts.connections.max(1),
         &opts.policy,
         &opts.socket,
+        opts.tls.as_ref(),
     )?;
     let export = conns[0].export.clone();
     let read_only = opts.read_only || export.read_only();

@@ -53,6 +53,11 @@ pub enum SuperviseError {
     NotReady(u32),
     #[error("supervising /dev/nbd{index}: {source}")]
     Kernel { index: u32, source: KernelError },
+    #[error("supervising /dev/nbd{index}: {source}")]
+    Tls {
+        index: u32,
+        source: crate::tls::TlsError,
+    },
 }
 
 /// Starts the supervisor of `cfg.index` as `@nbdroot supervise <config>` and waits until it
@@ -112,6 +117,18 @@ pub fn spawn(mut cfg: Config) -> Result<i32, SuperviseError> {
 /// Returns only when the device is gone.
 pub fn run(cfg: Config, ready_fd: Option<i32>) -> Result<(), SuperviseError> {
     let index = cfg.index;
+    // The credentials are read now, before this process says it is ready: the boot waits for
+    // that, and switch_root then deletes the initramfs they live in.
+    let tls = match &cfg.tls {
+        Some(settings) => {
+            let host = settings.hostname.clone().unwrap_or_default();
+            Some(
+                crate::tls::Client::new(settings, &host)
+                    .map_err(|source| SuperviseError::Tls { index, source })?,
+            )
+        }
+        None => None,
+    };
     let guards = guard::apply();
     let mut rss = status::Rss::open();
     let events = Events::subscribe().map_err(|source| SuperviseError::Kernel { index, source })?;
@@ -142,6 +159,7 @@ pub fn run(cfg: Config, ready_fd: Option<i32>) -> Result<(), SuperviseError> {
     let mut sup = Supervisor::new(index, attached, status);
     let mut driver = Driver {
         cfg: &cfg,
+        tls,
         events,
         rss,
         sockets: Vec::new(),
@@ -169,6 +187,7 @@ pub fn run(cfg: Config, ready_fd: Option<i32>) -> Result<(), SuperviseError> {
 /// server, the status file, the clock.
 struct Driver<'a> {
     cfg: &'a Config,
+    tls: Option<crate::tls::Client>,
     events: Events,
     rss: status::Rss,
     /// Negotiated by the last `Connect`, for the `Reconfigure` that may follow.
@@ -231,6 +250,7 @@ impl Driver<'_> {
                     cfg.connections,
                     &policy,
                     &cfg.socket,
+                    self.tls.as_ref(),
                 ) {
                     Ok(conns) => {
                         let offer = Offer {
