@@ -282,14 +282,20 @@ pub fn attempt(
 ) -> Result<Connection, AttemptError> {
     let mut stream = dial(peer, timeout, opts)?;
     let export = match tls {
-        None => proto::negotiate(&mut stream, export),
+        None => proto::negotiate(&mut stream, export).map_err(|e| classify(peer, e)),
         Some(client) => {
             let started;
             (stream, started) = stream.start_tls(peer, client)?;
-            proto::negotiate_in_tls(&mut stream, started, export)
+            proto::negotiate_in_tls(&mut stream, started, export).map_err(|e| match e {
+                // In TLS 1.3 a server checks the client's certificate only after the
+                // handshake, and those that want one just close: say what is likely missing.
+                HandshakeError::Closed { .. } if client.settings().cert.is_none() => {
+                    tls_fatal(peer, TlsError::ClosedWithoutClientCert)
+                }
+                e => classify(peer, e),
+            })
         }
-    }
-    .map_err(|e| classify(peer, e))?;
+    }?;
     // The kernel (or a long-lived client) owns the socket from here: no userspace timeouts.
     set_timeouts(&stream, peer, None)?;
     Ok(Connection {

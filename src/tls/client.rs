@@ -193,6 +193,9 @@ fn handshake_error(e: io::Error, name: &ServerName<'_>) -> TlsError {
             CertificateError::UnknownIssuer => {
                 "it is not signed by the given CA (unknown issuer)".to_string()
             }
+            CertificateError::BadSignature => {
+                "it is not signed by the given CA (its signature does not verify)".to_string()
+            }
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
                 format!("it is not valid for the name \"{name}\" (set the name to verify with --tls-hostname or rd.nbdroot.tls.hostname=)")
             }

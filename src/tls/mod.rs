@@ -121,6 +121,8 @@ pub enum TlsError {
     Certificate { reason: String },
     #[error("TLS handshake failed: {reason}")]
     Handshake { reason: String },
+    #[error("the server closed the connection right after the TLS handshake: it probably wants a client certificate (--tls-cert and --tls-key, rd.nbdroot.tls.cert= and .key=)")]
+    ClosedWithoutClientCert,
     #[error("TLS connection failed: {0}")]
     Io(io::Error),
     #[error("{bytes} bytes of TLS data arrived after the handshake and before the kernel took the socket; not handing over a broken stream")]
