@@ -96,6 +96,10 @@ complete -c nbdroot -n "__fish_nbdroot_using_subcommand mkinitramfs" -l kmoddir 
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand mkinitramfs" -l modules -d 'Modules /init always loads, with their dependencies [default: nbd,virtio_net,virtio_pci]' -r
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand mkinitramfs" -l nic-modules -d 'NIC drivers /init loads for the devices it finds: default, none, or A,B,...' -r
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand mkinitramfs" -l binary -d 'The static binary to use as /init [default: this one]' -r -F
+complete -c nbdroot -n "__fish_nbdroot_using_subcommand mkinitramfs" -l tls-ca -d 'CA certificate for the boot\'s TLS, copied to /etc/nbdroot/tls/ca.pem' -r -F
+complete -c nbdroot -n "__fish_nbdroot_using_subcommand mkinitramfs" -l tls-cert -d 'Client certificate, copied to /etc/nbdroot/tls/client-cert.pem' -r -F
+complete -c nbdroot -n "__fish_nbdroot_using_subcommand mkinitramfs" -l tls-key -d 'Client key, copied to /etc/nbdroot/tls/client-key.pem (mode 0600)' -r -F
+complete -c nbdroot -n "__fish_nbdroot_using_subcommand mkinitramfs" -l tls -d 'Include kernel TLS: the tls module and the crypto modules its ciphers need. Implied by --tls-ca, --tls-cert and --tls-key'
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand mkinitramfs" -s v -l verbose -d 'Print debug messages'
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand mkinitramfs" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand plan" -l root-path -d 'Show the plan as if DHCP had sent this root-path (option 17), for root=dhcp and nbdroot=dhcp' -r

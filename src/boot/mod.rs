@@ -268,6 +268,21 @@ fn swap_on(plan: &BootPlan, spec: &NbdSpec) -> Result<(), BootError> {
     result
 }
 
+/// TLS settings with the credentials `mkinitramfs --tls-*` put in the image, where the command
+/// line names none.
+fn with_image_credentials(mut t: crate::tls::TlsSettings) -> crate::tls::TlsSettings {
+    let in_image = |rel: &str| {
+        let path = Path::new("/").join(rel);
+        path.exists().then_some(path)
+    };
+    t.ca = t.ca.or_else(|| in_image(crate::initramfs::TLS_CA));
+    if t.cert.is_none() && t.key.is_none() {
+        t.cert = in_image(crate::initramfs::TLS_CERT);
+        t.key = in_image(crate::initramfs::TLS_KEY);
+    }
+    t
+}
+
 /// Connects, negotiates and hands the sockets to the kernel.
 fn attach(plan: &BootPlan, spec: &NbdSpec, device: Option<u32>) -> Result<Attached, BootError> {
     let peer = connect::resolve(&Endpoint::Tcp {
@@ -275,7 +290,7 @@ fn attach(plan: &BootPlan, spec: &NbdSpec, device: Option<u32>) -> Result<Attach
         port: spec.port,
     })?;
     let t = &plan.tuning;
-    let tls = match plan.tls_for(spec) {
+    let tls = match plan.tls_for(spec).map(with_image_credentials) {
         Some(settings) => Some(
             crate::tls::Client::new(&settings, &spec.host.to_string()).map_err(|source| {
                 BootError::Tls {

@@ -441,6 +441,23 @@ pub struct MkinitramfsArgs {
     /// The static binary to use as /init [default: this one]
     #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
     pub binary: Option<PathBuf>,
+
+    /// Include kernel TLS: the tls module and the crypto modules its ciphers need. Implied
+    /// by --tls-ca, --tls-cert and --tls-key
+    #[arg(long, help_heading = "TLS")]
+    pub tls: bool,
+
+    /// CA certificate for the boot's TLS, copied to /etc/nbdroot/tls/ca.pem
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath, help_heading = "TLS")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Client certificate, copied to /etc/nbdroot/tls/client-cert.pem
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath, requires = "tls_key", help_heading = "TLS")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Client key, copied to /etc/nbdroot/tls/client-key.pem (mode 0600)
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath, requires = "tls_cert", help_heading = "TLS")]
+    pub tls_key: Option<PathBuf>,
 }
 
 const MKINITRAMFS_AFTER_HELP: &str = "\

@@ -202,6 +202,12 @@ fn mkinitramfs(m: MkinitramfsArgs) -> Result<(), RunError> {
         modules,
         nic_modules: m.nic_modules,
         binary,
+        tls: initramfs::TlsFiles {
+            enabled: m.tls || m.tls_ca.is_some() || m.tls_cert.is_some() || m.tls_key.is_some(),
+            ca: m.tls_ca,
+            cert: m.tls_cert,
+            key: m.tls_key,
+        },
     };
     let s = initramfs::build(&opts)?;
     log::info!(
