@@ -162,3 +162,38 @@ pub fn plausible_name(name: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_has_two_written_forms() {
+        for v in [Verify::Full, Verify::None] {
+            assert_eq!(Verify::parse(v.as_str()), Some(v));
+        }
+        assert_eq!(Verify::parse("off"), None);
+        assert_eq!(Verify::default(), Verify::Full);
+    }
+
+    #[test]
+    fn names_are_checked_for_syntax() {
+        for ok in ["nbd.example.net", "10.0.2.2", "[fd00::1]", "fd00::1", "a_b"] {
+            assert!(plausible_name(ok), "{ok}");
+        }
+        for bad in ["", "a/b", "a b", "%", "é"] {
+            assert!(!plausible_name(bad), "{bad}");
+        }
+    }
+
+    /// A build without the feature refuses every TLS configuration with the one line.
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn without_the_feature_tls_is_refused() {
+        let err = Client::new(&TlsSettings::default(), "srv").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "TLS was asked for, but this nbdroot was built without TLS"
+        );
+    }
+}
