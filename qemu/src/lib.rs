@@ -13,6 +13,7 @@ pub mod reference;
 pub mod scenario;
 pub mod server;
 pub mod sysroot;
+pub mod tls;
 pub mod vm;
 
 use std::path::{Path, PathBuf};

@@ -173,3 +173,56 @@ impl Session {
         Ok(sock)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::crypto::cipher::{AeadKey, Iv};
+
+    fn iv() -> Iv {
+        Iv::new([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12])
+    }
+
+    #[test]
+    fn secrets_map_onto_the_kernel_structs() {
+        let key = [0xab; 32];
+        // AES-256-GCM: the first 4 bytes of the IV are the salt, the rest the explicit IV; the
+        // sequence number is big-endian.
+        let s = ConnectionTrafficSecrets::Aes256Gcm {
+            key: AeadKey::from(key),
+            iv: iv(),
+        };
+        let (cipher, info) = crypto_info(libc::TLS_1_3_VERSION, 0x0102, &s).unwrap();
+        assert_eq!(cipher, Cipher::Aes256Gcm);
+        let sockopt::TlsCryptoInfo::Aes256Gcm(i) = info else {
+            panic!("{info:?}")
+        };
+        assert_eq!((i.info.version, i.info.cipher_type), (0x0304, 52));
+        assert_eq!(i.salt, [1, 2, 3, 4]);
+        assert_eq!(i.iv, [5, 6, 7, 8, 9, 10, 11, 12]);
+        assert_eq!(i.key, key);
+        assert_eq!(i.rec_seq, [0, 0, 0, 0, 0, 0, 1, 2]);
+
+        // TLS 1.2 AES-256-GCM arrives as the 128 variant with a 32-byte key (rustls#1833).
+        let s = ConnectionTrafficSecrets::Aes128Gcm {
+            key: AeadKey::from(key),
+            iv: iv(),
+        };
+        let (cipher, _) = crypto_info(libc::TLS_1_2_VERSION, 1, &s).unwrap();
+        assert_eq!(cipher, Cipher::Aes256Gcm);
+
+        // ChaCha20-Poly1305: the whole 12-byte IV, no salt.
+        let s = ConnectionTrafficSecrets::Chacha20Poly1305 {
+            key: AeadKey::from(key),
+            iv: iv(),
+        };
+        let (cipher, info) = crypto_info(libc::TLS_1_3_VERSION, 7, &s).unwrap();
+        assert_eq!(cipher, Cipher::Chacha20Poly1305);
+        let sockopt::TlsCryptoInfo::Chacha20Poly1305(i) = info else {
+            panic!("{info:?}")
+        };
+        assert_eq!(i.info.cipher_type, 54);
+        assert_eq!(i.iv, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+        assert_eq!(i.rec_seq, 7u64.to_be_bytes());
+    }
+}
