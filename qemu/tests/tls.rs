@@ -213,10 +213,10 @@ fn nbdkit_tls_root_boots_with_nothing_in_clear() {
     let relay = Relay::start(server.port);
     let out = boot(
         &initrd,
-        format!("root=nbd:10.0.2.2:{}:::tls,conns=2 {IP} rw", relay.port),
+        format!("root=nbd:10.0.2.2:{}:::tls,conns=4 {IP} rw", relay.port),
     );
     drop(server);
-    assert_tls_root(&out, &img, 2);
+    assert_tls_root(&out, &img, 4);
     let read = assert_nothing_in_clear(&relay);
     assert!(
         read > 1 << 20,
@@ -224,8 +224,8 @@ fn nbdkit_tls_root_boots_with_nothing_in_clear() {
     );
     assert_eq!(
         relay.connections.lock().unwrap().len(),
-        2,
-        "two connections"
+        4,
+        "one TLS session per connection, four connections"
     );
 }
 
@@ -271,6 +271,76 @@ fn qemu_nbd_tls_root_boots_with_a_client_certificate() {
     let _ = child.kill();
     let _ = child.wait();
     assert_tls_root(&out, &img, 1);
+}
+
+#[test]
+fn nbd_server_force_tls_root_boots() {
+    let dir = scratch("nbd-server");
+    let pki = pki(&dir);
+    let img = root_image(&dir);
+    let initrd = tls_initramfs(&dir, &pki);
+    let port = nbdroot_qemu::free_port().unwrap();
+    let config = dir.join("nbd-server.conf");
+    let pidfile = dir.join("nbd-server.pid");
+    std::fs::write(
+        &config,
+        format!(
+            "[generic]\nlistenaddr = 127.0.0.1\nport = {port}\nforce_tls = true\n\
+             certfile = {d}/server-cert.pem\nkeyfile = {d}/server-key.pem\n\
+             cacertfile = {d}/ca-cert.pem\n[root]\nexportname = {}\nflush = true\n",
+            img.display(),
+            d = pki.display()
+        ),
+    )
+    .unwrap();
+    let status = Command::new("nbd-server")
+        .arg("-C")
+        .arg(&config)
+        .arg("-p")
+        .arg(&pidfile)
+        .status()
+        .expect("nbd-server");
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !pidfile.exists() || TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nbd-server did not listen"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let out = boot(
+        &initrd,
+        format!("root=nbd:10.0.2.2:{port}:::export=root,tls {IP} rw"),
+    );
+    if let Ok(pid) = std::fs::read_to_string(&pidfile) {
+        let _ = Command::new("kill").arg(pid.trim()).status();
+    }
+    assert_tls_root(&out, &img, 1);
+}
+
+#[test]
+fn server_without_tls_ends_the_boot_with_one_line() {
+    let dir = scratch("no-tls-server");
+    let pki = pki(&dir);
+    let img = root_image(&dir);
+    let initrd = tls_initramfs(&dir, &pki);
+    let server = nbdkit(&["file", img.to_str().unwrap()]).expect("nbdkit");
+    let out = boot(
+        &initrd,
+        format!("root=nbd:10.0.2.2:{}:::tls {IP} rw", server.port),
+    );
+    let lines: Vec<&str> = out
+        .log
+        .lines()
+        .filter(|l| l.contains("nbdroot: ") && l.contains("does not offer TLS"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one refusal line:\n{out}");
+    assert!(!out.contains("NBDROOT-PROBE"), "no plain-text root:\n{out}");
+    assert!(
+        out.contains("Kernel panic - not syncing: Attempted to kill init!"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -427,6 +497,9 @@ fn server_restart_over_tls_loses_nothing() {
         |log| {
             let ok = scenario::restart_server(log, &mut server, Duration::from_secs(3));
             restarted.store(ok, std::sync::atomic::Ordering::SeqCst);
+            // nbdkit runs with --exit-with-parent, and its parent is now this thread: it
+            // stays until the guest is done.
+            scenario::wait_for(log, "reboot: Power down", Duration::from_secs(300));
         },
     );
     drop(server);
