@@ -317,6 +317,9 @@ fn tls(opts: &NbdOpts, plan: &BootPlan) -> String {
         Some(c) => format!("; client certificate {}", c.display()),
         None => String::new(),
     };
+    if !crate::tls::BUILT {
+        return "asked for, but this nbdroot was built without TLS: the boot will refuse it".into();
+    }
     format!("on, then kernel TLS; checks {verify}{client}")
 }
 
@@ -505,6 +508,7 @@ mod tests {
         parse(line).unwrap_or_else(|e| panic!("{line}: {e}"))
     }
 
+    #[cfg(feature = "tls")]
     #[test]
     fn tls_says_what_is_checked() {
         let text = render(&plan(
