@@ -125,7 +125,7 @@ _nbdroot() {
             return 0
             ;;
         nbdroot__subcmd__connect)
-            opts="-N -b -t -C -R -L -i -p -v -h --name --block-size --timeout --connections --readonly --nonetlink --ioctl --foreground --identifier --persist --dead-timeout --swap --mkswap --priority --keepalive --tcp-user-timeout --connect-timeout --retries --tls --tls-ca --tls-cert --tls-key --tls-hostname --tls-verify --verbose --help"
+            opts="-N -b -t -C -R -L -i -p -v -h --name --block-size --timeout --connections --readonly --nonetlink --ioctl --foreground --identifier --persist --dead-timeout --swap --mkswap --priority --keepalive --tcp-user-timeout --nbdtab --connect-timeout --retries --tls --tls-ca --tls-cert --tls-key --tls-hostname --tls-verify --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -185,6 +185,21 @@ _nbdroot() {
                     ;;
                 --tcp-user-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nbdtab)
+                    local oldifs
+                    if [ -n "${IFS+x}" ]; then
+                        oldifs="$IFS"
+                    fi
+                    IFS=$'\n'
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    if [ -n "${oldifs+x}" ]; then
+                        IFS="$oldifs"
+                    fi
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o filenames
+                    fi
                     return 0
                     ;;
                 --connect-timeout)

@@ -40,12 +40,13 @@ complete -c nbdroot -n "__fish_nbdroot_needs_command" -f -a "help" -d 'Print thi
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -s N -l name -d 'Export name [default: from the URI, else the server\'s default]' -r
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -s b -l block-size -d 'Kernel block size: 512, 1024, 2048 or 4096 [default: the server\'s minimum, at least 512]' -r
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -s t -l timeout -d 'Kernel I/O timeout in seconds [default: none]' -r
-complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -s C -l connections -d 'Number of connections; more than 1 needs the server\'s CAN_MULTI_CONN' -r
+complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -s C -l connections -d 'Number of connections; more than 1 needs the server\'s CAN_MULTI_CONN [default: 1]' -r
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -s i -l identifier -d 'Backend identifier shown in /sys/block/nbdN/backend (netlink, Linux >= 5.14)' -r
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -l dead-timeout -d 'How long I/O waits for a dead connection to be replaced [default with --persist or --swap: 120]' -r
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -l priority -d 'Swap priority, 0 to 32767 (implies --swap) [default: the kernel\'s]' -r
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -l keepalive -d 'TCP keepalive: idle seconds, seconds between probes, probes; or off' -r
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -l tcp-user-timeout -d 'TCP_USER_TIMEOUT in seconds: how long sent data may stay unacknowledged; 0 turns it off' -r
+complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -l nbdtab -d 'The table read for `connect nbdN` [default: $NBDROOT_NBDTAB, else /etc/nbdtab]' -r -F
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -l connect-timeout -d 'Bound on connecting and on the handshake, in seconds' -r
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -l retries -d 'Attempts after the first fails (refused, timed out)' -r
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -l tls-ca -d 'PEM file with the CA that signed the server\'s certificate' -r -F

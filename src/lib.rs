@@ -38,6 +38,7 @@ pub mod mount;
 pub mod switch_root;
 
 pub mod boot;
+pub mod hooks;
 
 pub mod cli;
 pub mod initramfs;

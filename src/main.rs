@@ -19,6 +19,11 @@ fn main() -> ExitCode {
         boot::run(boot::init_args_from_env());
     }
     std::panic::set_hook(Box::new(|info| log::error!("internal error: {info}")));
+    // The hooks of initramfs generators (src/hooks/entry.rs): the generator (argv[0]), dracut's
+    // netroot handler (`<netif> nbd:… <NEWROOT>`), `attach`, `mount <NEWROOT>`, `dracut-cmdline`.
+    if let Some(code) = nbdroot::hooks::entry::run(&std::env::args_os().collect::<Vec<_>>()) {
+        return code;
+    }
     // Usage errors exit 2 with clap's message; --help and --version exit 0.
     let cli = Cli::parse();
     if matches!(

@@ -515,3 +515,84 @@ fn connect_without_the_nbd_module_says_so() {
         "{err}"
     );
 }
+
+/// `connect` with `env` set, as a user would run it.
+fn nbdroot_env(args: &[&str], env: (&str, &Path)) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nbdroot"))
+        .args(args)
+        .env(env.0, env.1)
+        .output()
+        .expect("run nbdroot")
+}
+
+#[test]
+fn connect_with_a_lone_device_attaches_its_nbdtab_entry() {
+    let dir = scratch("nbdtab");
+    let table = dir.join("nbdtab");
+    fs::write(
+        &table,
+        "# nbd-client's format\n\
+         nbd1 10.9.9.9 other\n\
+         nbd3 127.0.0.1 data port=10900,bs=4096,frob,_local\n",
+    )
+    .unwrap();
+    let table_arg = table.to_str().unwrap();
+    // The host has no nbd driver: the lookup is seen in the log, then the attach fails.
+    for args in [
+        vec!["connect", "nbd3", "--nbdtab", table_arg, "-v"],
+        vec!["connect", "/dev/nbd3", "--verbose", "--nbdtab", table_arg],
+    ] {
+        let o = nbdroot(&args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        let err = stderr(&o);
+        for want in [
+            format!("nbdroot: warning: {table_arg}: line 3: unknown option \"frob\" ignored (prefix local options with \"_\")\n"),
+            format!("nbdroot: {table_arg}: line 3: nbd3 is 127.0.0.1:10900 export \"data\"\n"),
+            "nbdroot: error: /dev/nbd3 does not exist".to_string(),
+        ] {
+            assert!(err.contains(&want), "{args:?}: missing {want} in\n{err}");
+        }
+        assert!(!err.contains("_local"), "{err}");
+    }
+    // $NBDROOT_NBDTAB names the table when --nbdtab does not.
+    let o = nbdroot_env(&["connect", "nbd1", "-v"], ("NBDROOT_NBDTAB", &table));
+    assert!(
+        stderr(&o).contains("line 2: nbd1 is 10.9.9.9:10809 export \"other\""),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn connect_names_what_is_wrong_with_the_nbdtab_in_one_line() {
+    let dir = scratch("nbdtab-bad");
+    let table = dir.join("nbdtab");
+    let t = table.to_str().unwrap();
+    let cases = [
+        ("nbd0 srv x certfile=/etc/c.pem\n", "nbd0", format!("nbdroot: error: {t}: line 1: \"certfile=\" and \"keyfile=\" go together; give both or neither")),
+        // nbdtab's TLS options are connect's: the CA is read before any connection.
+        ("nbd0 srv x cacertfile=/nonexistent/ca.pem\n", "nbd0", "nbdroot: error: TLS with srv:10809: cannot read the TLS CA certificate /nonexistent/ca.pem: No such file or directory (os error 2)".to_string()),
+        ("nbd0 srv x tls\n", "nbd0", "nbdroot: error: TLS with srv:10809: TLS needs the CA certificate that signed the server's (--tls-ca, rd.nbdroot.tls.ca=); to skip verifying the server, say so with --tls-verify=none or rd.nbdroot.tls.verify=none".to_string()),
+        ("nbd0 srv x\n", "nbd2", format!("nbdroot: error: {t}: no entry for nbd2")),
+        ("nbd0 srv x bs=3\n", "nbd0", format!("nbdroot: error: {t}: line 1: option \"bs=3\": expected 512, 1024, 2048 or 4096")),
+        ("nbd0 srv x persist,nonetlink\n", "nbd0", format!("nbdroot: error: {t}: line 1: \"persist\" needs the netlink interface, and \"nonetlink\" asks for ioctls")),
+    ];
+    for (text, device, want) in cases {
+        fs::write(&table, text).unwrap();
+        let o = nbdroot(&["connect", device, "--nbdtab", t]);
+        assert_eq!(o.status.code(), Some(1), "{text}");
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "{text}: {err}");
+        assert_eq!(err.trim_end(), want, "{text}");
+    }
+    let missing = dir.join("none");
+    let o = nbdroot(&["connect", "nbd0", "--nbdtab", missing.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o).trim_end(),
+        format!(
+            "nbdroot: error: {}: cannot read it (No such file or directory (os error 2)); \"nbd0\" alone names a device listed there, or give a server",
+            missing.display()
+        )
+    );
+}

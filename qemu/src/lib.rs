@@ -3,15 +3,19 @@
 //! every claim the project makes about booting is checked against a real kernel.
 
 pub mod command;
+pub mod debian;
+pub mod dracut;
 pub mod error;
 pub mod floor;
 pub mod image;
 pub mod kernel;
 pub mod lock;
+pub mod mkinitcpio;
 pub mod netns;
 pub mod reference;
 pub mod scenario;
 pub mod server;
+pub mod stats;
 pub mod sysroot;
 pub mod tls;
 pub mod vm;

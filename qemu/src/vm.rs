@@ -44,6 +44,9 @@ pub struct VmConfig {
     pub guestfwd: Vec<(String, u16, u16)>,
     /// Copy the console to stdout while the guest runs (for people watching).
     pub echo: bool,
+    /// End the guest as soon as the console shows one of these texts (for guests that halt
+    /// instead of powering off, such as systemd after dracut's `die`).
+    pub stop_on: Vec<String>,
 }
 
 impl VmConfig {
@@ -64,6 +67,7 @@ impl VmConfig {
             log_path: None,
             guestfwd: Vec::new(),
             echo: false,
+            stop_on: Vec::new(),
         }
     }
 
@@ -142,6 +146,8 @@ pub struct VmOutcome {
     pub elapsed: Duration,
     /// QEMU was killed at the deadline.
     pub timed_out: bool,
+    /// QEMU was ended because the console showed [`VmConfig::stop_on`].
+    pub stopped: bool,
 }
 
 impl VmOutcome {
@@ -151,6 +157,27 @@ impl VmOutcome {
             .lines()
             .filter_map(|l| l.trim_end_matches('\r').strip_prefix(prefix))
             .collect()
+    }
+
+    /// The probe's `NBDROOT-MOUNT` line for `/` (device, mount point, fstype, options), as
+    /// the root's init saw /proc/mounts. Panics with the console when there is none: a test
+    /// helper.
+    pub fn root_mount(&self) -> String {
+        self.lines_with("NBDROOT-MOUNT ")
+            .into_iter()
+            .find(|m| m.split(' ').nth(1) == Some("/"))
+            .unwrap_or_else(|| panic!("no / mount:\n{self}"))
+            .to_string()
+    }
+
+    /// The guest uptime (seconds) the first console line starting with `prefix` reports, as
+    /// the benchmarks' probes print it; an error with the console when there is none.
+    pub fn uptime_after(&self, prefix: &str) -> Result<f64> {
+        self.lines_with(prefix)
+            .first()
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| crate::Error::unexpected("read the guest's uptime", self.to_string()))
     }
 
     /// Whether the console shows `s` anywhere.
@@ -208,7 +235,8 @@ pub fn run(cfg: &VmConfig) -> Result<VmOutcome> {
     let started = Instant::now();
     let mut child = cmd.spawn().step(|| step.clone())?;
     let mut echo = Echo::default();
-    let (status, timed_out) = loop {
+    let mut polls = 0u32;
+    let (status, timed_out, stopped) = loop {
         if cfg.echo {
             echo.copy_new(&log_path);
         }
@@ -216,11 +244,23 @@ pub fn run(cfg: &VmConfig) -> Result<VmOutcome> {
             if cfg.echo {
                 echo.copy_new(&log_path);
             }
-            break (status, false);
+            break (status, false, false);
         }
         if started.elapsed() >= cfg.deadline {
             child.kill().step(|| format!("{step}: kill"))?;
-            break (child.wait().step(|| format!("{step}: reap"))?, true);
+            break (child.wait().step(|| format!("{step}: reap"))?, true, false);
+        }
+        polls += 1;
+        // Every half second: reading the whole log is cheap, but not every 20 ms.
+        if !cfg.stop_on.is_empty() && polls.is_multiple_of(25) {
+            let log = std::fs::read(&log_path).unwrap_or_default();
+            let log = String::from_utf8_lossy(&log);
+            if cfg.stop_on.iter().any(|text| log.contains(text.as_str())) {
+                // A moment for the lines after it.
+                std::thread::sleep(Duration::from_millis(500));
+                child.kill().step(|| format!("{step}: kill"))?;
+                break (child.wait().step(|| format!("{step}: reap"))?, false, true);
+            }
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -235,6 +275,7 @@ pub fn run(cfg: &VmConfig) -> Result<VmOutcome> {
         status,
         elapsed,
         timed_out,
+        stopped,
     })
 }
 

@@ -45,20 +45,12 @@ fn boot(cfg: &VmConfig) -> VmOutcome {
     out
 }
 
-fn root_mount(out: &VmOutcome) -> String {
-    out.lines_with("NBDROOT-MOUNT ")
-        .into_iter()
-        .find(|m| m.split(' ').nth(1) == Some("/"))
-        .unwrap_or_else(|| panic!("no / mount:\n{out}"))
-        .to_string()
-}
-
 fn assert_booted(out: &VmOutcome, device: &str) {
     assert!(
         out.contains("NBDROOT-PROBE-DONE"),
         "the root's init did not finish:\n{out}"
     );
-    let root = root_mount(out);
+    let root = out.root_mount();
     assert!(root.starts_with(&format!("{device} / ")), "{root}\n{out}");
 }
 
@@ -187,7 +179,7 @@ fn dhcp_root_path_with_netroot_dhcp() {
     );
     let out = boot(&in_ns(&ns, "root=/dev/root netroot=dhcp rw"));
     assert_booted(&out, "/dev/nbd0");
-    let root = root_mount(&out);
+    let root = out.root_mount();
     assert!(root.starts_with("/dev/nbd0 / ext4 rw,noatime"), "{root}");
     let lease = out.lines_with("NBDROOT-LEASE ").join("\n");
     assert!(
@@ -227,7 +219,7 @@ fn dhcp_root_path_with_root_dhcp_and_export_name() {
     );
     let out = boot(&in_ns(&ns, "root=dhcp ro"));
     assert_booted(&out, "/dev/nbd0");
-    assert!(root_mount(&out).starts_with("/dev/nbd0 / ext4 ro"), "{out}");
+    assert!(out.root_mount().starts_with("/dev/nbd0 / ext4 ro"), "{out}");
 }
 
 #[test]

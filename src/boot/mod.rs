@@ -8,7 +8,7 @@ use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::address::Endpoint;
 use crate::cmdline::{self, CmdlineError};
@@ -18,7 +18,7 @@ use crate::modules::{self, DepError, LoadError, ModulesDep};
 use crate::mount::{self, rootdev, MountError};
 use crate::net::{self, NetError};
 use crate::plan::render::render;
-use crate::plan::{BootPlan, NbdSpec, OnFail};
+use crate::plan::{BootPlan, NbdSpec, OnFail, RootDevice, RootMount};
 use crate::settings::{FIRST_RETRY_PAUSE, MAX_RETRY_PAUSE};
 use crate::supervise;
 use crate::switch_root::{self, SwitchRootError};
@@ -159,21 +159,14 @@ fn attempt(plan: &BootPlan, start: Instant) -> Result<String, BootError> {
         }
     }
     let mounted = (|| {
-        let root_dev = rootdev::find(&plan.root, &attached.device, plan.tuning.link_timeout)?;
-        let read_only = mount.read_only || attached.read_only;
-        if attached.read_only && !mount.read_only {
-            log::warn!(
-                "{} is read-only: mounting the root read-only",
-                attached.device
-            );
-        }
         let new_root = Path::new(NEW_ROOT);
-        let fstype = mount::mount_root(
-            &root_dev,
+        let (_, read_only) = mount_root_on(
+            &plan.root,
+            &attached.device,
+            attached.read_only,
+            &mount,
+            plan.tuning.link_timeout,
             new_root,
-            mount.fstype.as_deref(),
-            &mount.options,
-            read_only,
         )?;
         let init = match switch_root::find_init(new_root, plan.init.as_deref()) {
             Ok(init) => init,
@@ -183,9 +176,9 @@ fn attempt(plan: &BootPlan, start: Instant) -> Result<String, BootError> {
             }
         };
         log::info!(
-            "mounted {root_dev} ({fstype}, {}) in {} ms; starting {init}",
+            "starting {init} ({} ms after /init began, {})",
+            start.elapsed().as_millis(),
             if read_only { "ro" } else { "rw" },
-            start.elapsed().as_millis()
         );
         Ok(init)
     })();
@@ -195,6 +188,37 @@ fn attempt(plan: &BootPlan, start: Instant) -> Result<String, BootError> {
         }
     }
     mounted
+}
+
+/// Finds the root filesystem on the attached `device` (`root=` may name a partition, a label
+/// or a UUID on it) and mounts it on `target`. Returns the device mounted and whether it is
+/// read-only. Shared by /init and the dracut mount step.
+pub fn mount_root_on(
+    root: &RootDevice,
+    device: &str,
+    device_read_only: bool,
+    mount: &RootMount,
+    link_timeout: Duration,
+    target: &Path,
+) -> Result<(String, bool), BootError> {
+    let root_dev = rootdev::find(root, device, link_timeout)?;
+    let read_only = mount.read_only || device_read_only;
+    if device_read_only && !mount.read_only {
+        log::warn!("{device} is read-only: mounting the root read-only");
+    }
+    let fstype = mount::mount_root(
+        &root_dev,
+        target,
+        mount.fstype.as_deref(),
+        &mount.options,
+        read_only,
+    )?;
+    log::info!(
+        "mounted {root_dev} ({fstype}, {}) on {}",
+        if read_only { "ro" } else { "rw" },
+        target.display()
+    );
+    Ok((root_dev, read_only))
 }
 
 fn read(step: &'static str, path: &Path) -> Result<String, BootError> {
@@ -283,8 +307,9 @@ fn with_image_credentials(mut t: crate::tls::TlsSettings) -> crate::tls::TlsSett
     t
 }
 
-/// Connects, negotiates and hands the sockets to the kernel.
-fn attach(plan: &BootPlan, spec: &NbdSpec, device: Option<u32>) -> Result<Attached, BootError> {
+/// Connects, negotiates and hands the sockets to the kernel, and starts the `@nbdroot`
+/// supervisor for the device (shared by /init and `nbdroot attach`).
+pub fn attach(plan: &BootPlan, spec: &NbdSpec, device: Option<u32>) -> Result<Attached, BootError> {
     let peer = connect::resolve(&Endpoint::Tcp {
         host: spec.host.clone(),
         port: spec.port,

@@ -170,11 +170,14 @@ pub struct TlsArgs {
 /// Attach an export to an nbd device (like nbd-client)
 ///
 /// Attaches the export to DEVICE, or to a free nbd device, and prints the device. Over the
-/// netlink interface unless asked for ioctls or the kernel lacks it.
+/// netlink interface unless asked for ioctls or the kernel lacks it. Given only a device
+/// (nbdN or /dev/nbdN), attaches what /etc/nbdtab lists for it, as `nbd-client nbdN` does;
+/// options given here add to the entry's, and win where both set a value.
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment, after_help = CONNECT_AFTER_HELP)]
 pub struct ConnectArgs {
-    /// host[:port], [ipv6]:port, nbd://host[:port]/export or nbd+unix:///export?socket=PATH
+    /// host[:port], [ipv6]:port, nbd://host[:port]/export or nbd+unix:///export?socket=PATH;
+    /// or, alone, nbdN or /dev/nbdN: its entry in the nbdtab
     #[arg(value_hint = ValueHint::Hostname)]
     pub server: String,
 
@@ -194,15 +197,17 @@ pub struct ConnectArgs {
     #[arg(short, long, value_name = "SECS", value_parser = values::io_timeout)]
     pub timeout: Option<u64>,
 
-    /// Number of connections; more than 1 needs the server's CAN_MULTI_CONN
     #[arg(
         short = 'C',
         long,
         value_name = "N",
         value_parser = values::connections,
-        default_value_t = settings::CONNECTIONS
+        help = format!(
+            "Number of connections; more than 1 needs the server's CAN_MULTI_CONN [default: {}]",
+            settings::CONNECTIONS
+        )
     )]
-    pub connections: u16,
+    pub connections: Option<u16>,
 
     /// Attach read-only
     #[arg(short = 'R', long)]
@@ -280,6 +285,10 @@ pub struct ConnectArgs {
     )]
     pub tcp_user_timeout: u64,
 
+    /// The table read for `connect nbdN` [default: $NBDROOT_NBDTAB, else /etc/nbdtab]
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
+    pub nbdtab: Option<PathBuf>,
+
     #[command(flatten)]
     pub net: NetArgs,
 }
@@ -291,6 +300,7 @@ Examples:
   nbdroot connect nbd+unix:///disk?socket=/run/nbd.sock -b 4096
   nbdroot connect 10.0.0.1 -N data -C 4 --persist --keepalive 5,2,3
   nbdroot connect 10.0.0.1 -N swap --mkswap --priority 10
+  nbdroot connect nbd1 --persist              attach nbd1 as /etc/nbdtab lists it
 
 Exit status:
   0  attached; the device is printed
@@ -515,7 +525,7 @@ mod tests {
         };
         assert_eq!(c.keepalive, KeepaliveSetting(Some(settings::KEEPALIVE)));
         assert_eq!(c.tcp_user_timeout, settings::USER_TIMEOUT.as_secs());
-        assert_eq!(c.connections, settings::CONNECTIONS);
+        assert_eq!(c.connections, None);
         assert_eq!(c.net.connect_timeout, settings::ATTEMPT_TIMEOUT.as_secs());
         assert_eq!(c.net.retries, ConnectPolicy::COMMAND.retries);
     }

@@ -34,6 +34,8 @@ pub enum CommandError {
     Swap(#[from] crate::swap::SwapError),
     #[error("TLS with {server}: {source}")]
     Tls { server: String, source: TlsError },
+    #[error("a supervisor (--persist, --swap, nbdtab's persist) needs the netlink interface, not ioctls (--ioctl, nbdtab's nonetlink)")]
+    PersistNeedsNetlink,
 }
 
 /// The TLS client for `target`: when `settings` asks for TLS or the URI does (`nbds://`).

@@ -5,7 +5,17 @@
 
 pub mod args;
 pub mod commands;
+pub mod nbdtab;
 pub mod run;
 pub mod values;
 
 pub use args::Cli;
+
+/// Whether `word` names one of the tool's subcommands (hidden ones included), for the argv
+/// forms recognised before clap (`src/hooks/entry.rs`).
+pub fn is_subcommand(word: &str) -> bool {
+    use clap::CommandFactory;
+    Cli::command()
+        .get_subcommands()
+        .any(|c| c.get_name() == word || c.get_all_aliases().any(|a| a == word))
+}

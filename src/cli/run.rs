@@ -2,6 +2,7 @@
 //! command and prints its answer.
 
 use std::io::{self, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use crate::cli::args::{
     CheckArgs, Command, ConnectArgs, InfoArgs, ListArgs, MkinitramfsArgs, NetArgs, PlanArgs,
 };
 use crate::cli::commands::{self, Check, CommandError};
+use crate::cli::nbdtab;
 use crate::kernel::attach::{self, AttachError, AttachOptions, Interface};
 use crate::settings::{self, ConnectPolicy, SocketOptions};
 use crate::{address, cmdline, initramfs, plan, supervise};
@@ -28,6 +30,8 @@ pub enum RunError {
     Supervise(#[from] supervise::SuperviseError),
     #[error("supervise: {0}")]
     SuperviseConfig(#[from] supervise::config::ConfigError),
+    #[error("{}: {why}", path.display())]
+    Nbdtab { path: PathBuf, why: String },
     #[error("cannot read /proc/cmdline: {0}")]
     ProcCmdline(io::Error),
     #[error("cannot tell the running kernel's release: {0}; give --kver")]
@@ -98,24 +102,118 @@ fn policy(net: &NetArgs) -> ConnectPolicy {
     }
 }
 
-fn connect(c: &ConnectArgs, out: &mut impl Write) -> Result<(), RunError> {
+/// What `connect` attaches: from the arguments, or from the nbdtab entry the lone device
+/// argument names.
+struct ConnectSpec {
+    endpoint: address::Endpoint,
+    /// `nbds://`: the URI asks for TLS.
+    uri_tls: bool,
+    export: String,
+    device: Option<u32>,
+    from_table: nbdtab::Options,
+}
+
+fn connect_spec(c: &ConnectArgs) -> Result<ConnectSpec, RunError> {
+    if c.device.is_none() {
+        if let Some(index) = nbdtab::device_name(&c.server) {
+            return table_entry(c, index);
+        }
+    }
     let target = address::parse_target(&c.server)?;
-    let swap = c.swap || c.mkswap || c.priority.is_some();
-    let persist = c.persist || swap;
-    let secs = |s: Option<u64>| s.map(Duration::from_secs);
-    let tls = commands::tls_client(&target, tls_settings(&c.net).as_ref())?;
-    let opts = AttachOptions {
+    Ok(ConnectSpec {
+        endpoint: target.endpoint,
+        uri_tls: target.tls,
         export: c.export.clone().or(target.export).unwrap_or_default(),
         device: c
             .device
             .as_deref()
             .map(commands::device_index)
             .transpose()?,
-        connections: c.connections.into(),
-        block_size: c.block_size,
-        timeout: secs(c.timeout),
+        from_table: nbdtab::Options::default(),
+    })
+}
+
+/// The table `connect nbdN` reads: `--nbdtab`, `$NBDROOT_NBDTAB`, else /etc/nbdtab.
+fn table_path(c: &ConnectArgs) -> PathBuf {
+    c.nbdtab
+        .clone()
+        .or_else(|| std::env::var_os(nbdtab::PATH_ENV).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(nbdtab::PATH))
+}
+
+fn table_entry(c: &ConnectArgs, index: u32) -> Result<ConnectSpec, RunError> {
+    let path = table_path(c);
+    let nbdtab_err = |why: String| RunError::Nbdtab {
+        path: path.clone(),
+        why,
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        nbdtab_err(format!(
+            "cannot read it ({e}); \"{}\" alone names a device listed there, or give a server",
+            c.server
+        ))
+    })?;
+    let entries = nbdtab::parse(&text).map_err(|e| nbdtab_err(e.to_string()))?;
+    let entry = nbdtab::lookup(&entries, index).map_err(|e| nbdtab_err(e.to_string()))?;
+    for note in &entry.options.notes {
+        log::warn!("{}: line {}: {note}", path.display(), entry.line);
+    }
+    if entry.options.ioctl && entry.options.persist {
+        return Err(nbdtab_err(format!(
+            "line {}: \"persist\" needs the netlink interface, and \"nonetlink\" asks for ioctls",
+            entry.line
+        )));
+    }
+    log::debug!(
+        "{}: line {}: nbd{index} is {} export \"{}\"",
+        path.display(),
+        entry.line,
+        entry.endpoint,
+        entry.export
+    );
+    Ok(ConnectSpec {
+        endpoint: entry.endpoint.clone(),
+        uri_tls: false,
+        export: c.export.clone().unwrap_or_else(|| entry.export.clone()),
+        device: Some(index),
+        from_table: entry.options.clone(),
+    })
+}
+
+fn connect(c: &ConnectArgs, out: &mut impl Write) -> Result<(), RunError> {
+    let spec = connect_spec(c)?;
+    let table = &spec.from_table;
+    let ioctl = c.ioctl || table.ioctl;
+    let swap = c.swap || c.mkswap || c.priority.is_some();
+    let persist = c.persist || table.persist || swap;
+    if ioctl && persist {
+        return Err(RunError::Command(
+            commands::CommandError::PersistNeedsNetlink,
+        ));
+    }
+    let secs = |s: Option<u64>| s.map(Duration::from_secs);
+    // TLS options on the command line replace the entry's as a whole: a CA from one place and
+    // a key from another is not a configuration anyone wrote.
+    let tls = commands::tls_client(
+        &address::Target {
+            endpoint: spec.endpoint.clone(),
+            export: None,
+            tls: spec.uri_tls,
+        },
+        tls_settings(&c.net).or_else(|| table.tls.clone()).as_ref(),
+    )?;
+    let opts = AttachOptions {
+        export: spec.export,
+        device: spec.device,
+        connections: c
+            .connections
+            .or(table.connections)
+            .unwrap_or(settings::CONNECTIONS)
+            .into(),
+        block_size: c.block_size.or(table.block_size),
+        timeout: secs(c.timeout.or(table.timeout)),
         dead_conn_timeout: secs(c.dead_timeout).or(persist.then_some(settings::DEAD_TIMEOUT)),
-        read_only: c.readonly,
+        read_only: c.readonly || table.read_only,
         identifier: c.identifier.clone(),
         policy: policy(&c.net),
         socket: SocketOptions {
@@ -124,12 +222,12 @@ fn connect(c: &ConnectArgs, out: &mut impl Write) -> Result<(), RunError> {
         },
         tls,
     };
-    let interface = if c.ioctl {
+    let interface = if ioctl {
         Interface::Ioctl
     } else {
         Interface::Netlink
     };
-    let attached = commands::connect(&target.endpoint, &opts, interface, c.foreground)?;
+    let attached = commands::connect(&spec.endpoint, &opts, interface, c.foreground)?;
     if persist {
         commands::supervise(&attached, &opts)?;
     }

@@ -5,10 +5,10 @@
 use std::io;
 
 use clap::{Command, CommandFactory};
-use clap_mangen::roff::{bold, roman, Inline, Roff};
+use clap_mangen::roff::{bold, italic, roman, Inline, Roff};
 use clap_mangen::Man;
 
-use nbdroot::cli::Cli;
+use nbdroot::cli::{nbdtab, Cli};
 
 use crate::File;
 
@@ -64,6 +64,9 @@ fn page(cmd: &Command) -> Result<File, String> {
     let mut roff = Roff::new();
     after_help_sections(&mut roff, after_help.as_deref().unwrap_or_default())
         .map_err(|e| format!("{name}: {e}"))?;
+    if name == "nbdroot-connect" {
+        nbdtab_section(&mut roff);
+    }
     see_also(&mut roff, &name);
     sections.push(roff.render());
     Ok(File {
@@ -129,6 +132,29 @@ fn after_help_sections(roff: &mut Roff, text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// FILES: /etc/nbdtab, nbd-client's table, as `connect nbdN` reads it (nbdtab(5)).
+fn nbdtab_section(roff: &mut Roff) {
+    roff.control("SH", ["FILES"]);
+    roff.control("TP", []);
+    roff.text([bold(nbdtab::PATH)]);
+    roff.text([roman(
+        "Read by connect given only a device (nbdN or /dev/nbdN), in nbd-client's format \
+         (nbdtab(5)): one entry a line, ",
+    )]);
+    roff.text([italic(nbdtab::FORM)]);
+    roff.text([roman(
+        ", fields separated by spaces or tabs, options by commas, # to the end of a line a \
+         comment. --nbdtab or $NBDROOT_NBDTAB name another file. The options:",
+    )]);
+    roff.control("RS", []);
+    for (option, meaning) in nbdtab::OPTIONS {
+        roff.control("TP", []);
+        roff.text([bold(*option)]);
+        roff.text([roman(*meaning)]);
+    }
+    roff.control("RE", []);
+}
+
 /// Related pages: nbdroot's own, then the tools each command stands in for.
 fn see_also(roff: &mut Roff, page: &str) {
     let related: &[&str] = match page {
@@ -143,6 +169,7 @@ fn see_also(roff: &mut Roff, page: &str) {
             "nbdroot-check(8)",
             "nbdroot-status(8)",
             "nbd-client(8)",
+            "nbdtab(5)",
         ],
         "nbdroot-disconnect" | "nbdroot-check" => &["nbdroot-connect(8)", "nbd-client(8)"],
         "nbdroot-list" => &["nbdroot-info(8)", "nbdinfo(1)"],

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use nbdroot_qemu::error::Context;
 use nbdroot_qemu::reference::nbd_client_initramfs;
+use nbdroot_qemu::stats::Stats;
 use nbdroot_qemu::{
     cache_dir, debian_cloud_kernel, floor_initramfs, nbdroot_binary, nbdroot_initramfs,
     nbdroot_initramfs_with, qemu_nbd, run, Kernel, RootFs, VmConfig,
@@ -53,12 +54,7 @@ fn boot_uptime(
     cfg.append = append.to_string();
     cfg.net = !append.is_empty();
     cfg.deadline = Duration::from_secs(120);
-    let out = run(&cfg)?;
-    out.lines_with(prefix)
-        .first()
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| nbdroot_qemu::Error::unexpected("read the guest's uptime", out.to_string()))
+    run(&cfg)?.uptime_after(prefix)
 }
 
 /// One initramfs and command line to boot, and its samples.
@@ -84,32 +80,6 @@ impl Stack {
             marker,
             stats: Stats { samples: vec![] },
         }
-    }
-}
-
-struct Stats {
-    samples: Vec<f64>,
-}
-
-impl Stats {
-    fn median(&self) -> f64 {
-        let mut s = self.samples.clone();
-        s.sort_by(f64::total_cmp);
-        let n = s.len();
-        if n % 2 == 1 {
-            s[n / 2]
-        } else {
-            (s[n / 2 - 1] + s[n / 2]) / 2.0
-        }
-    }
-    fn range(&self) -> (f64, f64) {
-        let min = self.samples.iter().copied().fold(f64::INFINITY, f64::min);
-        let max = self
-            .samples
-            .iter()
-            .copied()
-            .fold(f64::NEG_INFINITY, f64::max);
-        (min, max)
     }
 }
 

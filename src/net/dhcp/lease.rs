@@ -129,7 +129,7 @@ pub fn resolv_conf(iface: &str, lease: &Lease) -> String {
 
 /// Single-quotes `value` for the shell: every `'` becomes `'\''`, everything else (newlines,
 /// `$(…)`) stays literal inside the quotes.
-fn sh_quote(value: &str) -> String {
+pub fn sh_quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', r"'\''"))
 }
 

@@ -1,0 +1,154 @@
+//! dracut benchmark: guest uptime when the root's init runs, nbdroot's dracut module against
+//! dracut's own `nbd` module with Debian's nbd-client 3.24 (and dracut's network-legacy with
+//! dhclient, the backend that calls its netroot handler on 059), and nbdroot as that netroot
+//! handler (`nbdroot_network=dracut`), in each initrd kind, same dracut, kernel, server and
+//! root, booted alternately in one run. Prints a Markdown table for
+//! BENCHMARKS.md. Figures, not pass/fail.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use nbdroot_qemu::dracut::{build_image, Dracut, ImageSpec, NbdModule, Release};
+use nbdroot_qemu::error::Context;
+use nbdroot_qemu::stats::Stats;
+use nbdroot_qemu::{cache_dir, debian_cloud_kernel, qemu_nbd, run, Kernel, RootFs, VmConfig};
+
+const USAGE: &str = "usage: bench-dracut [--rounds N] [--release 059|ng111]...
+  --rounds N    boots per image (default 5)
+  --release R   which dracut (repeatable; default both)";
+
+fn main() -> ExitCode {
+    let mut rounds = 5usize;
+    let mut releases = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match (a.as_str(), args.next().as_deref()) {
+            ("--rounds", Some(n)) if n.parse::<usize>().is_ok_and(|n| n > 0) => {
+                rounds = n.parse().unwrap_or(5)
+            }
+            ("--release", Some("059")) => releases.push(Release::Debian059),
+            ("--release", Some("ng111")) => releases.push(Release::Ng111),
+            _ => {
+                eprintln!("{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if releases.is_empty() {
+        releases = vec![Release::Debian059, Release::Ng111];
+    }
+    match bench(rounds, &releases) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench-dracut: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One image and its samples.
+struct Row {
+    name: String,
+    initrd: PathBuf,
+    bytes: u64,
+    stats: Stats,
+}
+
+/// The probe's uptime (seconds), or an error with the console.
+fn boot_uptime(kernel: &Kernel, initrd: &Path, append: &str) -> nbdroot_qemu::Result<f64> {
+    let mut cfg = VmConfig::new(&kernel.vmlinuz, initrd);
+    cfg.append = append.to_string();
+    cfg.memory_mib = 512;
+    cfg.deadline = Duration::from_secs(240);
+    run(&cfg)?.uptime_after("NBDROOT-PROBE pid=1 uptime=")
+}
+
+fn bench(rounds: usize, releases: &[Release]) -> nbdroot_qemu::Result<()> {
+    let kernel = debian_cloud_kernel()?;
+    let dir = cache_dir()?.join("bench-dracut");
+    std::fs::create_dir_all(&dir).step(|| format!("create {}", dir.display()))?;
+    let img = dir.join("root.ext4");
+    let mut root = RootFs::new(dir.join("root"))?;
+    root.add_file("etc/os-release", "ID=nbdroot-probe\n", 0o644)?;
+    root.with_probe().build_ext4(&img, 64, None)?;
+    let server = qemu_nbd(&img, None, false)?;
+    let append = format!(
+        "root=nbd:10.0.2.2:{} ip=dhcp rw rd.shell=0 rd.retry=60 systemd.show_status=0",
+        server.port
+    );
+
+    let mut rows = Vec::new();
+    for &release in releases {
+        let dracut = Dracut::get(release)?;
+        for systemd in [false, true] {
+            let kind = if systemd { "systemd" } else { "shell" };
+            let mut handler = ImageSpec::nbdroot(systemd)?;
+            handler.extra_modules.push("network-legacy".into());
+            handler.conf.push("nbdroot_network=dracut".into());
+            let specs = [
+                (
+                    "nbdroot",
+                    "nbdroot's module (its own DHCP)",
+                    ImageSpec::nbdroot(systemd)?,
+                ),
+                (
+                    "stock",
+                    "dracut's nbd + nbd-client 3.24 + network-legacy (dhclient)",
+                    ImageSpec {
+                        nbd: NbdModule::Stock,
+                        systemd,
+                        extra_modules: vec!["network-legacy".into()],
+                        conf: Vec::new(),
+                    },
+                ),
+                (
+                    "handler",
+                    "nbdroot as netroot handler of network-legacy (dhclient)",
+                    handler,
+                ),
+            ];
+            for (tag, what, spec) in specs {
+                let initrd = dir.join(format!("{release:?}-{kind}-{tag}.img"));
+                let bytes = build_image(&dracut, &kernel, &spec, &initrd)?;
+                rows.push(Row {
+                    name: format!("{release}, {kind} initrd: {what}"),
+                    initrd,
+                    bytes,
+                    stats: Stats::default(),
+                });
+            }
+        }
+    }
+    for round in 1..=rounds {
+        let mut line = format!("round {round}/{rounds}:");
+        for row in rows.iter_mut() {
+            let up = boot_uptime(&kernel, &row.initrd, &append)?;
+            row.stats.samples.push(up);
+            line.push_str(&format!(" {up:.2}"));
+        }
+        eprintln!("{line}");
+    }
+
+    println!(
+        "Guest uptime when the root's init runs (QEMU TCG, 1 vCPU, {} kernel, qemu-nbd on 127.0.0.1, `{append}`, {rounds} boots each, alternating):\n",
+        kernel.version
+    );
+    println!("| image | initramfs bytes | median s | min – max s | / stock |");
+    println!("|---|---|---|---|---|");
+    // Rows come in threes per dracut and initrd kind: nbdroot, stock, handler.
+    for group in rows.chunks(3) {
+        let stock = group.get(1).map(|r| r.stats.median());
+        for row in group {
+            let (min, max) = row.stats.range();
+            let ratio = stock.map_or(String::new(), |s| format!("{:.2}×", row.stats.median() / s));
+            println!(
+                "| {} | {} | {:.2} | {min:.2} – {max:.2} | {ratio} |",
+                row.name,
+                row.bytes,
+                row.stats.median()
+            );
+        }
+    }
+    Ok(())
+}

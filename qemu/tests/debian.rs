@@ -1,0 +1,128 @@
+//! The Debian package in a Debian 12 root (the debootstrap root, copied): it installs with
+//! dpkg beside nbd-client, diverts nbd-client's initramfs scripts away, ships a unit systemd
+//! accepts, reads /etc/nbdtab, and gives nbd-client its scripts back when removed. lintian
+//! finds no error in it.
+
+use std::path::Path;
+use std::process::Command;
+
+use nbdroot_qemu::debian::{build_deb, chroot, copy_in, nbd_client_debs, root_copy};
+use nbdroot_qemu::{nbdroot_binary, scratch};
+
+const ITD: &str = "/usr/share/initramfs-tools";
+
+fn sh(root: &Path, step: &str, script: &str) -> String {
+    let out = chroot(root, step, script).unwrap_or_else(|e| panic!("{e}"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn package_diverts_nbd_client_scripts_and_gives_them_back() {
+    let dir = scratch("debian", "package");
+    let deb = build_deb(&nbdroot_binary().unwrap(), &dir).unwrap();
+
+    // No error from lintian (warnings and notes are shown, not failed on).
+    let lint = Command::new("lintian")
+        .args(["--fail-on", "error", "-E", "--pedantic"])
+        .arg(&deb)
+        .output()
+        .expect("run lintian (apt-get install lintian)");
+    let said = String::from_utf8_lossy(&lint.stdout);
+    assert!(lint.status.success(), "lintian:\n{said}");
+    assert!(!said.lines().any(|l| l.starts_with("E: ")), "{said}");
+
+    let root = root_copy(&dir).unwrap();
+    let client = copy_in(&root, &nbd_client_debs().unwrap()).unwrap();
+    let ours = copy_in(&root, &[deb]).unwrap();
+    sh(
+        &root,
+        "install nbd-client",
+        &format!("dpkg -i {}", client.join(" ")),
+    );
+    let before = sh(
+        &root,
+        "list",
+        &format!("ls {ITD}/hooks {ITD}/scripts/local-top"),
+    );
+    assert!(
+        before.contains("\nnbd\n") && before.contains("nbd-client"),
+        "{before}"
+    );
+
+    sh(&root, "install nbdroot", &format!("dpkg -i {}", ours[0]));
+    let ls = |dir: &str| -> Vec<String> {
+        sh(&root, "list", &format!("ls {ITD}/{dir}"))
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    let hooks = ls("hooks");
+    assert!(hooks.contains(&"nbdroot".into()), "{hooks:?}");
+    assert!(
+        !hooks.iter().any(|h| h == "nbd" || h == "nbd-client"),
+        "nbd-client's hooks must be out of initramfs-tools' way: {hooks:?}"
+    );
+    assert_eq!(ls("scripts/local-top"), Vec::<String>::new());
+    assert_eq!(ls("scripts/init-premount"), vec!["nbdroot".to_string()]);
+    assert_eq!(
+        sh(&root, "list", "ls /usr/share/nbdroot/nbd-client"),
+        "hooks-nbd\nhooks-nbd-client\nlocal-top-nbd\n"
+    );
+    let diversions = sh(
+        &root,
+        "list diversions",
+        "dpkg-divert --list nbdroot | sort",
+    );
+    assert_eq!(diversions.lines().count(), 3, "{diversions}");
+    assert!(diversions.contains(&format!(
+        "diversion of {ITD}/scripts/local-top/nbd to /usr/share/nbdroot/nbd-client/local-top-nbd by nbdroot"
+    )));
+
+    // The unit, as systemd reads it for an instance.
+    sh(
+        &root,
+        "systemd-analyze verify",
+        "systemd-analyze verify --man=no nbdroot@nbd1.service",
+    );
+    // The man pages, completions and documentation are where Debian looks.
+    sh(
+        &root,
+        "installed files",
+        "test -x /usr/sbin/nbdroot && test -f /usr/share/man/man8/nbdroot-connect.8.gz \
+         && test -f /usr/share/bash-completion/completions/nbdroot \
+         && test -f /usr/share/doc/nbdroot/copyright && test -f /usr/share/doc/nbdroot/changelog.gz",
+    );
+
+    // nbdtab as nbd-client reads it: the entry is found (and the attach fails, no nbd here).
+    let o = Command::new("chroot")
+        .arg(&root)
+        .args([
+            "/bin/sh",
+            "-c",
+            "printf 'nbd1 127.0.0.1 data port=10900,_x\\n' >/etc/nbdtab; /usr/sbin/nbdroot connect nbd1 -v",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("/etc/nbdtab: line 1: nbd1 is 127.0.0.1:10900 export \"data\""),
+        "{err}"
+    );
+
+    sh(&root, "remove nbdroot", "dpkg --purge nbdroot");
+    let after = sh(
+        &root,
+        "list",
+        &format!("ls {ITD}/hooks {ITD}/scripts/local-top"),
+    );
+    assert_eq!(
+        after, before,
+        "removing nbdroot gives nbd-client its scripts back"
+    );
+    assert_eq!(
+        sh(&root, "list diversions", "dpkg-divert --list nbdroot"),
+        ""
+    );
+    sh(&root, "no leftovers", "test ! -e /usr/share/nbdroot");
+}
