@@ -288,6 +288,33 @@ fn qemu_nbd_x509_with_and_without_client_certificate() {
     round_trip(attempt(&server, &pki.settings(), "").unwrap(), Some(&file));
 }
 
+/// nbdroot offers ChaCha20-Poly1305 only (every other test here negotiates it): a server whose
+/// priorities leave it out is refused in one line that says what to allow.
+#[test]
+fn server_without_chacha20_is_refused_by_name() {
+    let scratch = Scratch::new("tls-suites");
+    let pki = Pki::new(&scratch);
+    let file = scratch.file("disk.img", MIB, 0);
+    let object = |priority: &str| {
+        format!(
+            "tls-creds-x509,id=tls0,endpoint=server,dir={},verify-peer=off,priority={priority}",
+            pki.server_dir("server").display()
+        )
+    };
+    let without = object("NORMAL:-CHACHA20-POLY1305");
+    let server = qemu_nbd(
+        &scratch,
+        &["--object", &without, "--tls-creds", "tls0"],
+        &file,
+    );
+    let err = fatal(attempt(&server, &pki.settings(), "")).to_string();
+    assert!(
+        err.contains("accepts none of its cipher suites")
+            && err.contains("allow CHACHA20-POLY1305"),
+        "{err}"
+    );
+}
+
 #[test]
 fn nbd_server_force_tls_round_trips() {
     let scratch = Scratch::new("tls-nbd-server");

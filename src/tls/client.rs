@@ -7,17 +7,13 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::{Resumption, WebPkiServerVerifier};
-use rustls::crypto::ring::{cipher_suite, default_provider};
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::client::Resumption;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{
-    AlertDescription, CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct,
-    RootCertStore, SignatureScheme, StreamOwned,
-};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{AlertDescription, CertificateError, ClientConfig, ClientConnection, StreamOwned};
 
+use super::provider::provider;
+use super::verify::Verifier;
 use super::{TlsError, TlsSettings, Verify};
 
 /// A loaded TLS configuration for one server name.
@@ -35,31 +31,6 @@ pub struct Client {
 #[derive(Debug)]
 pub struct Session {
     pub(super) stream: StreamOwned<ClientConnection, TcpStream>,
-}
-
-/// The cipher suites, in the order offered. A record that is not application data (a TLS 1.3
-/// KeyUpdate, an alert) kills a kernel-TLS socket held by nbd, and GnuTLS servers (nbdkit,
-/// qemu-nbd, nbd-server) send a KeyUpdate by themselves after about 2^24 records in TLS 1.3,
-/// except with ChaCha20-Poly1305, which GnuTLS never rekeys. So TLS 1.3 ChaCha20 comes
-/// first; the AES-GCM suites follow for servers that choose themselves (nbd-server's
-/// %SERVER_PRECEDENCE), and a connection killed by a KeyUpdate is replaced by the supervisor
-/// like any dead connection. TLS 1.2 (no KeyUpdate at all) remains for servers without 1.3.
-/// Every suite here maps onto a kernel-TLS cipher of Linux 6.1.
-fn provider() -> CryptoProvider {
-    CryptoProvider {
-        cipher_suites: vec![
-            cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
-            cipher_suite::TLS13_AES_256_GCM_SHA384,
-            cipher_suite::TLS13_AES_128_GCM_SHA256,
-            cipher_suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-            cipher_suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-            cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-            cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-            cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-            cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-        ],
-        ..default_provider()
-    }
 }
 
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -102,30 +73,27 @@ impl Client {
                 name: name.to_string(),
             })?
             .to_owned();
-        let provider = Arc::new(provider());
-        let builder = ClientConfig::builder_with_provider(provider.clone())
+        let roots = match (settings.verify, &settings.ca) {
+            (Verify::Full, None) => return Err(TlsError::NoCa),
+            (Verify::Full, Some(ca)) => Some(
+                certificates("CA certificate", ca)?
+                    .iter()
+                    .map(|c| {
+                        webpki::anchor_from_trusted_cert(c)
+                            .map(|a| a.to_owned())
+                            .map_err(|e| unusable("CA certificate", ca, e))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            (Verify::None, _) => None,
+        };
+        let builder = ClientConfig::builder_with_provider(Arc::new(provider()))
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| TlsError::Handshake {
                 reason: e.to_string(),
-            })?;
-        let builder = match (settings.verify, &settings.ca) {
-            (Verify::Full, None) => return Err(TlsError::NoCa),
-            (Verify::Full, Some(ca)) => {
-                let mut roots = RootCertStore::empty();
-                for cert in certificates("CA certificate", ca)? {
-                    roots
-                        .add(cert)
-                        .map_err(|e| unusable("CA certificate", ca, e))?;
-                }
-                let verifier = WebPkiServerVerifier::builder_with_provider(roots.into(), provider)
-                    .build()
-                    .map_err(|e| unusable("CA certificate", ca, e))?;
-                builder.with_webpki_verifier(verifier)
-            }
-            (Verify::None, _) => builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NoVerification(provider))),
-        };
+            })?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Verifier(roots)));
         let mut config = match (&settings.cert, &settings.key) {
             (None, None) => builder.with_no_client_auth(),
             (Some(_), None) => return Err(TlsError::CertWithoutKey),
@@ -167,7 +135,8 @@ impl Client {
             })?;
         while conn.is_handshaking() {
             if let Err(e) = conn.complete_io(&mut tcp) {
-                return Err(handshake_error(e, &self.name));
+                let hello = conn.negotiated_cipher_suite().is_some();
+                return Err(handshake_error(e, &self.name, hello));
             }
         }
         // TLS 1.2: the client's Finished may still be queued.
@@ -181,9 +150,14 @@ impl Client {
 }
 
 /// One line for a failed handshake: what was wrong with the certificate, or what the server
-/// said, or the network.
-fn handshake_error(e: io::Error, name: &ServerName<'_>) -> TlsError {
+/// said, or the network. `hello`: the server had answered with its ServerHello, so a refusal
+/// is about the client's certificate, not about the cipher suites.
+fn handshake_error(e: io::Error, name: &ServerName<'_>, hello: bool) -> TlsError {
     let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
+        // GnuTLS servers (qemu-nbd) hang up on a ClientHello they share no suite with.
+        if e.kind() == io::ErrorKind::UnexpectedEof && !hello {
+            return TlsError::NoSharedSuite;
+        }
         return TlsError::Io(e);
     };
     let name = name.to_str();
@@ -207,6 +181,9 @@ fn handshake_error(e: io::Error, name: &ServerName<'_>) -> TlsError {
             }
             other => format!("{other:?}"),
         }),
+        rustls::Error::AlertReceived(
+            AlertDescription::HandshakeFailure | AlertDescription::InsufficientSecurity,
+        ) if !hello => TlsError::NoSharedSuite,
         rustls::Error::AlertReceived(AlertDescription::CertificateRequired)
         | rustls::Error::AlertReceived(AlertDescription::HandshakeFailure) => {
             TlsError::Handshake {
@@ -246,56 +223,5 @@ impl Write for Session {
 impl AsRawFd for Session {
     fn as_raw_fd(&self) -> RawFd {
         self.stream.sock.as_raw_fd()
-    }
-}
-
-/// Accepts any certificate: only with `verify=none`, which the user must write. The
-/// signatures of the handshake are still checked, so the session is encrypted, just not
-/// authenticated.
-#[derive(Debug)]
-struct NoVerification(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }

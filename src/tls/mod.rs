@@ -18,6 +18,10 @@ mod client;
 mod ktls;
 #[cfg(not(feature = "tls"))]
 mod none;
+#[cfg(feature = "tls")]
+mod provider;
+#[cfg(feature = "tls")]
+mod verify;
 
 #[cfg(feature = "tls")]
 pub use client::{Client, Session};
@@ -26,19 +30,11 @@ pub use ktls::Cipher;
 #[cfg(not(feature = "tls"))]
 pub use none::{Client, Session};
 
-/// Every module kernel TLS may need for the suites nbdroot offers (Linux 6.1, x86-64, in
-/// modules.dep order), for image builders: the kernel asks for the crypto templates with
+/// Every module kernel TLS needs for the suites nbdroot offers (ChaCha20-Poly1305; Linux 6.1,
+/// x86-64, in modules.dep order), for image builders: the kernel asks for the crypto templates with
 /// request_module, which an initramfs without modprobe cannot answer.
 pub const MODULES: &[&str] = &[
     "tls",
-    "cryptd",
-    "crypto_simd",
-    "aesni-intel",
-    "gf128mul",
-    "ghash-generic",
-    "ghash-clmulni-intel",
-    "ctr",
-    "gcm",
     "libchacha",
     "chacha-x86_64",
     "poly1305-x86_64",
@@ -121,6 +117,8 @@ pub enum TlsError {
     Certificate { reason: String },
     #[error("TLS handshake failed: {reason}")]
     Handshake { reason: String },
+    #[error("the server refused nbdroot's TLS offer before answering it: it accepts none of its cipher suites (ChaCha20-Poly1305 with TLS 1.3 or 1.2, ECDHE on X25519 or P-256); allow CHACHA20-POLY1305 in its TLS priorities")]
+    NoSharedSuite,
     #[error("the server closed the connection right after the TLS handshake: it probably wants a client certificate (--tls-cert and --tls-key, rd.nbdroot.tls.cert= and .key=)")]
     ClosedWithoutClientCert,
     #[error("TLS connection failed: {0}")]
