@@ -115,3 +115,64 @@ pub fn tls_initramfs(kernel: &Kernel, out: &Path, pki: Option<&Path>) -> Result<
     }
     command::run(&format!("build TLS initramfs {}", out.display()), &mut cmd).map(drop)
 }
+
+/// The credentials an image builder's hook is given, in the layout it reads
+/// (`/etc/nbdroot/tls`): `ca.pem`, `client-cert.pem` and `client-key.pem`, each holding its own
+/// name. The key is world-readable here, so that a 0600 key in the image is the hook's doing.
+pub fn hook_credentials(dir: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let tls = dir.join("host-tls");
+    fs::create_dir_all(&tls).step(|| format!("create {}", tls.display()))?;
+    for f in HOOK_FILES {
+        let path = tls.join(f);
+        fs::write(&path, f).step(|| format!("write {}", path.display()))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644))
+            .step(|| format!("chmod {}", path.display()))?;
+    }
+    Ok(tls)
+}
+
+/// The files of [`hook_credentials`].
+pub const HOOK_FILES: [&str; 3] = ["ca.pem", "client-cert.pem", "client-key.pem"];
+
+/// What an unpacked image (`root`) must hold when its hook was given [`hook_credentials`]:
+/// the three files with their content under `etc/nbdroot/tls` (mode 0700), the key 0600 and
+/// the certificates 0644; and the kernel TLS modules. Panics naming what is wrong.
+pub fn assert_hook_credentials(root: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| {
+        fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    let dir = root.join("etc/nbdroot/tls");
+    assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+    for f in HOOK_FILES {
+        let path = dir.join(f);
+        let want = if f == "client-key.pem" { 0o600 } else { 0o644 };
+        assert_eq!(mode(&path), want, "{}", path.display());
+        assert_eq!(fs::read_to_string(&path).unwrap(), f, "{}", path.display());
+    }
+    let mut stack = vec![root.to_path_buf()];
+    let mut found = Vec::new();
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(p);
+            } else if name.starts_with("tls.ko") || name.starts_with("chacha20poly1305.ko") {
+                found.push(name);
+            }
+        }
+    }
+    for want in ["tls.ko", "chacha20poly1305.ko"] {
+        assert!(
+            found.iter().any(|f| f.starts_with(want)),
+            "no {want} under {}",
+            root.display()
+        );
+    }
+}
