@@ -799,3 +799,132 @@ while read -r k v; do echo "NBDROOT-TLS $k $v"; done < /proc/net/tls_stat"#,
     );
     eprintln!("{line}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Refusals: one line each, and never the root in plain text
+
+/// A server certificate for 10.0.2.2 that expired (its validity ends a day before it begins),
+/// signed by `pki`'s CA, with that CA, in a directory nbdkit reads.
+fn expired_certs(dir: &Path, pki: &Path) -> String {
+    let certs = dir.join("expired");
+    std::fs::create_dir_all(&certs).unwrap();
+    let openssl = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(&certs)
+            .output()
+            .expect("run openssl");
+        assert!(o.status.success(), "openssl {args:?}: {o:?}");
+    };
+    std::fs::write(
+        certs.join("server.ext"),
+        "subjectAltName=IP:10.0.2.2\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let (ca, ca_key) = (pki.join("ca-cert.pem"), pki.join("ca-key.pem"));
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "server-key.pem",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=10.0.2.2",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        ca.to_str().unwrap(),
+        "-CAkey",
+        ca_key.to_str().unwrap(),
+        "-CAcreateserial",
+        "-days",
+        "-1",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server-cert.pem",
+    ]);
+    std::fs::copy(&ca, certs.join("ca-cert.pem")).unwrap();
+    // notBefore is the signing second: past it, the certificate reads as expired.
+    thread::sleep(Duration::from_millis(1100));
+    format!("--tls-certificates={}", certs.display())
+}
+
+/// Each refusal the issue lists that the tests above do not boot, one boot each: the boot
+/// ends with exactly one nbdroot line naming the cause, and the root never comes up.
+#[test]
+fn refusals_end_the_boot_with_one_line_each() {
+    let dir = scratch("refusals");
+    let pki = pki(&dir);
+    let img = root_image(&dir);
+    let initrd = tls_initramfs(&dir, &pki);
+    let image = img.to_str().unwrap();
+    let tls = nbdkit(&["--tls=require", &nbdkit_certs(&dir, &pki), "file", image]).expect("nbdkit");
+    let expired =
+        nbdkit(&["--tls=require", &expired_certs(&dir, &pki), "file", image]).expect("nbdkit");
+    // No tls.ko, no crypto modules: the plain initramfs.
+    let plain_initrd = dir.join("initrd-plain.img");
+    nbdroot_qemu::nbdroot_initramfs(&boot_kit().kernel, &plain_initrd).expect("mkinitramfs");
+    let root = |port: u16, opts: &str| format!("root=nbd:10.0.2.2:{port}:::{opts} {IP} rw");
+    let cases: Vec<(&str, &Path, String, &str)> = vec![
+        (
+            "wrong name",
+            &initrd,
+            format!(
+                "{} rd.nbdroot.tls.hostname=disk.example.net",
+                root(tls.port, "tls")
+            ),
+            "it is not valid for the name \"disk.example.net\"",
+        ),
+        (
+            "expired certificate",
+            &initrd,
+            root(expired.port, "tls"),
+            "it has expired",
+        ),
+        (
+            "a server that requires TLS, TLS not asked",
+            &initrd,
+            root(tls.port, ""),
+            "requires TLS",
+        ),
+        (
+            "no kernel TLS in the initramfs",
+            &plain_initrd,
+            format!("{} rd.nbdroot.tls.verify=none", root(tls.port, "tls")),
+            "the kernel has no TLS support",
+        ),
+        (
+            "unreadable credentials",
+            &initrd,
+            format!(
+                "{} rd.nbdroot.tls.ca=/etc/nbdroot/tls/missing.pem",
+                root(tls.port, "tls")
+            ),
+            "cannot read the TLS CA certificate /etc/nbdroot/tls/missing.pem",
+        ),
+    ];
+    for (name, initrd, append, want) in cases {
+        let out = boot(initrd, append);
+        let lines: Vec<&str> = out
+            .log
+            .lines()
+            .filter(|l| l.contains("nbdroot: ") && l.contains(want))
+            .collect();
+        assert_eq!(lines.len(), 1, "{name}: one line with \"{want}\":\n{out}");
+        assert!(!out.contains("NBDROOT-PROBE"), "{name}: no root:\n{out}");
+        assert!(
+            out.contains("Kernel panic - not syncing: Attempted to kill init!"),
+            "{name}:\n{out}"
+        );
+    }
+}
