@@ -82,7 +82,8 @@ nbdroot_tls_install() {
         [[ -e $_dir/$_f ]] || continue
         _mode=0644
         [[ $_f == client-key.pem ]] && _mode=0600
-        if ! install -m "$_mode" "$_dir/$_f" "$initdir/etc/nbdroot/tls/$_f"; then
+        # `command`: install() is this module's own hook function.
+        if ! command install -m "$_mode" "$_dir/$_f" "$initdir/etc/nbdroot/tls/$_f"; then
             dfatal "nbdroot: cannot copy $_dir/$_f into the image"
             return 1
         fi

@@ -6,7 +6,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use nbdroot_qemu::debian::{build_deb, chroot, copy_in, nbd_client_debs, root_copy};
+use nbdroot_qemu::debian::{
+    build_deb, chroot, copy_in, initramfs_tools_debs, nbd_client_debs, root_copy,
+};
 use nbdroot_qemu::{nbdroot_binary, scratch};
 
 const ITD: &str = "/usr/share/initramfs-tools";
@@ -135,9 +137,15 @@ fn initramfs_tools_hook_puts_tls_credentials_in_the_image() {
     let dir = scratch("debian", "tls-credentials");
     let deb = build_deb(&nbdroot_binary().unwrap(), &dir).unwrap();
     let root = root_copy(&dir).unwrap();
+    let tools = copy_in(&root, &initramfs_tools_debs(&dir).unwrap()).unwrap();
+    sh(
+        &root,
+        "install initramfs-tools",
+        &format!("dpkg -i --force-depends {}", tools.join(" ")),
+    );
     let ours = copy_in(&root, &[deb]).unwrap();
     sh(&root, "install nbdroot", &format!("dpkg -i {}", ours[0]));
-    // The kernel the images are for, where mkinitramfs looks for its modules.
+    // The kernel the images are for: its modules and its config, which mkinitramfs reads.
     let kernel = nbdroot_qemu::debian_cloud_kernel().expect("Debian cloud kernel");
     let modules = root.join("lib/modules");
     std::fs::create_dir_all(&modules).unwrap();
@@ -148,6 +156,9 @@ fn initramfs_tools_hook_puts_tls_credentials_in_the_image() {
         .status()
         .unwrap();
     assert!(copied.success());
+    let config = format!("config-{}", kernel.version);
+    let boot = kernel.vmlinuz.parent().unwrap();
+    std::fs::copy(boot.join(&config), root.join("boot").join(&config)).unwrap();
     let creds = nbdroot_qemu::tls::hook_credentials(&root.join("tmp")).expect("credentials");
     let inside = "/tmp/host-tls";
     assert_eq!(creds, root.join("tmp/host-tls"));
