@@ -199,6 +199,8 @@ fn mkinitcpio_install_hook_help() {
         "ip=",
         "rd.nbdroot.retries",
         "encrypt",
+        "rd.nbdroot.tls.verify=none",
+        "NBDROOT_TLS_DIR",
     ] {
         assert!(text.contains(want), "no {want:?} in:\n{text}");
     }
