@@ -125,7 +125,7 @@ _nbdroot() {
             return 0
             ;;
         nbdroot__subcmd__connect)
-            opts="-N -b -t -C -R -L -i -p -v -h --name --block-size --timeout --connections --readonly --nonetlink --ioctl --foreground --identifier --persist --dead-timeout --swap --mkswap --priority --keepalive --tcp-user-timeout --nbdtab --connect-timeout --retries --tls --tls-ca --tls-cert --tls-key --tls-hostname --tls-verify --verbose --help"
+            opts="-N -b -t -C -R -L -i -p -v -h --name --block-size --timeout --connections --readonly --nonetlink --ioctl --foreground --identifier --persist --dead-timeout --swap --mkswap --priority --keepalive --tcp-user-timeout --replica --replicas-shared --nbdtab --connect-timeout --retries --tls --tls-ca --tls-cert --tls-key --tls-hostname --tls-verify --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -184,6 +184,10 @@ _nbdroot() {
                     return 0
                     ;;
                 --tcp-user-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --replica)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

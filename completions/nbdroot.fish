@@ -46,6 +46,7 @@ complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -l dead-timeout
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -l priority -d 'Swap priority, 0 to 32767 (implies --swap) [default: the kernel\'s]' -r
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -l keepalive -d 'TCP keepalive: idle seconds, seconds between probes, probes; or off' -r
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -l tcp-user-timeout -d 'TCP_USER_TIMEOUT in seconds: how long sent data may stay unacknowledged; 0 turns it off' -r
+complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -l replica -d 'A server exporting the same image (same size, flags and data, checked); repeatable' -r
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -l nbdtab -d 'The table read for `connect nbdN` [default: $NBDROOT_NBDTAB, else /etc/nbdtab]' -r -F
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -l connect-timeout -d 'Bound on connecting and on the handshake, in seconds' -r
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -l retries -d 'Attempts after the first fails (refused, timed out)' -r
@@ -61,6 +62,7 @@ complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -l foreground -
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -s p -l persist -d 'Keep a supervisor (@nbdroot) that replaces dead connections (netlink)'
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -l swap -d 'Swap on the device (implies --persist)'
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -l mkswap -d 'Write a swap signature first (implies --swap)'
+complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -l replicas-shared -d 'The replicas share their storage, so a writable export may fail over between them'
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -l tls -d 'Use TLS (NBD_OPT_STARTTLS); connect hands kernel TLS sockets to the driver. Never falls back to plain text. Implied by nbds:// and by any --tls-* option'
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -s v -l verbose -d 'Print debug messages'
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -s h -l help -d 'Print help (see more with \'--help\')'

@@ -114,7 +114,8 @@ pub enum Stream {
 }
 
 impl Stream {
-    fn set_timeouts(&self, t: Option<Duration>) -> io::Result<()> {
+    /// Bounds every read and write (`None`: unbounded).
+    pub fn set_timeouts(&self, t: Option<Duration>) -> io::Result<()> {
         let tcp = |s: &TcpStream| s.set_read_timeout(t).and_then(|_| s.set_write_timeout(t));
         match self {
             Stream::Tcp(s) => tcp(s),

@@ -30,6 +30,7 @@ pub mod net;
 
 pub mod connect;
 pub mod proto;
+pub mod replica;
 
 pub mod kernel;
 

@@ -596,3 +596,18 @@ fn connect_names_what_is_wrong_with_the_nbdtab_in_one_line() {
         )
     );
 }
+
+#[test]
+fn a_malformed_replica_is_refused_with_the_form() {
+    let o = nbdroot(&["connect", "10.0.0.1", "--replica", "nbd://10.0.0.2/x"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("invalid value 'nbd://10.0.0.2/x' for '--replica <HOST[:PORT]>'")
+            && err.contains("expected <host>[:<port>] or [<IPv6>]:<port>"),
+        "{err}"
+    );
+    // --replicas-shared means nothing without replicas.
+    let o = nbdroot(&["connect", "10.0.0.1", "--replicas-shared"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}

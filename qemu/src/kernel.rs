@@ -149,3 +149,20 @@ fn files_named(dir: &Path, prefix: &str, suffix: &str) -> Result<Vec<PathBuf>> {
     found.sort();
     Ok(found)
 }
+
+/// The package file of [`debian_cloud_kernel`] (downloaded with it), for installing the same
+/// kernel inside a Debian root; an error under `NBDROOT_KERNEL_DIR`, which has no package.
+pub fn debian_cloud_kernel_deb() -> Result<PathBuf> {
+    let kernel = debian_cloud_kernel()?;
+    let debs = crate::cache_dir()?.join("kernel").join("debs");
+    let prefix = format!("linux-image-{}_", kernel.version);
+    files_named(&debs, &prefix, ".deb")?.pop().ok_or_else(|| {
+        Error::unexpected(
+            format!("find the package of kernel {}", kernel.version),
+            format!(
+                "no {prefix}*.deb in {} (NBDROOT_KERNEL_DIR names a kernel without its package)",
+                debs.display()
+            ),
+        )
+    })
+}

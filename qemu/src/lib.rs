@@ -4,6 +4,8 @@
 
 pub mod command;
 pub mod debian;
+pub mod debian_boot;
+pub mod debian_probe;
 pub mod dracut;
 pub mod error;
 pub mod floor;
@@ -12,6 +14,9 @@ pub mod kernel;
 pub mod lock;
 pub mod mkinitcpio;
 pub mod netns;
+pub mod ns_server;
+pub mod proxy;
+pub mod recipes;
 pub mod reference;
 pub mod scenario;
 pub mod server;
@@ -28,7 +33,7 @@ pub use error::{Error, Result};
 pub use floor::floor_initramfs;
 pub use image::{debugfs_cat, e2fsck_clean, ext4_from_dir, probe_root, RootFs, RootImage};
 pub use kernel::{debian_cloud_kernel, Kernel};
-pub use server::{free_port, nbdkit, qemu_nbd, NbdServer};
+pub use server::{free_port, nbd_server, nbd_server_in, nbdkit, qemu_nbd, NbdServer};
 pub use vm::{run, VmConfig, VmOutcome};
 
 use error::Context;

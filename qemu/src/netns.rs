@@ -74,6 +74,15 @@ impl NetNs {
         .map(drop)
     }
 
+    /// Adds another host-side address on tap0 (in [`PREFIX`].0/24), for a second server
+    /// host.
+    pub fn add_address(&self, addr: &str) -> Result<()> {
+        self.exec(
+            "add a host address",
+            &["ip", "addr", "add", &format!("{addr}/24"), "dev", "tap0"],
+        )
+    }
+
     /// Runs a command inside the namespace and waits for it.
     pub fn exec(&self, step: &str, argv: &[&str]) -> Result<()> {
         command::run(

@@ -3,7 +3,7 @@
 //! Each server listens on a free port picked at start, so tests run in parallel; its stderr
 //! goes to a log file so a failed test can be diagnosed after the fact.
 
-use std::fs::File;
+use std::fs::{self, File};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -27,9 +27,30 @@ pub struct NbdServer {
     pub log: PathBuf,
     /// The program and its arguments, without the address (kept for restart).
     argv: Vec<String>,
-    /// The option that sets the listening address (`-b` for qemu-nbd, `-i` for nbdkit).
-    bind_flag: &'static str,
+    /// How the server is told where to listen.
+    listen: Listen,
     child: Option<Child>,
+    /// The daemon's pid, for a server that daemonizes.
+    daemon: Option<u32>,
+}
+
+/// How a server takes its listening address.
+#[derive(Debug)]
+enum Listen {
+    /// An option before the other arguments (`-b` for qemu-nbd, `-i` for nbdkit), then `-p`.
+    Flag(&'static str),
+    /// nbd-server: a configuration file written before each start from a template with
+    /// `@PORT@`. It serves more than one client only as a daemon (`-d` serves one and
+    /// exits), so it daemonizes and writes its pid to `pid_file`; as a daemon it leads its
+    /// own process group, which holds the per-client children a restart must end too.
+    Config {
+        path: PathBuf,
+        template: String,
+        pid_file: PathBuf,
+        /// Run in this network namespace, listening on this address, port 10809 (the
+        /// namespace's ports are its own).
+        netns: Option<(String, String)>,
+    },
 }
 
 /// Serves `image` (raw) with `qemu-nbd`; many clients at once, surviving disconnects.
@@ -42,7 +63,7 @@ pub fn qemu_nbd(image: &Path, export: Option<&str>, read_only: bool) -> Result<N
     let mut argv: Vec<String> = argv.into_iter().map(String::from).collect();
     argv.push(image.display().to_string());
     let log = PathBuf::from(format!("{}.qemu-nbd.log", image.display()));
-    NbdServer::start(argv, log, "-b")
+    NbdServer::start(argv, log, Listen::Flag("-b"))
 }
 
 /// Runs `nbdkit <args>` (plugin and its parameters) on a free port, tied to this process.
@@ -51,19 +72,68 @@ pub fn nbdkit(args: &[&str]) -> Result<NbdServer> {
     let argv = fixed.iter().chain(args).map(|a| a.to_string()).collect();
     let name = format!("nbdkit-{}-{}.log", std::process::id(), crate::unique());
     let log = crate::logs_dir()?.join(name);
-    NbdServer::start(argv, log, "-i")
+    NbdServer::start(argv, log, Listen::Flag("-i"))
+}
+
+/// Runs the real `nbd-server` (in the foreground) with one named export per `(name, image)`,
+/// read-write, on a free port; its configuration file and log sit beside the first image.
+pub fn nbd_server(exports: &[(&str, &Path)]) -> Result<NbdServer> {
+    nbd_server_at(None, exports)
+}
+
+/// [`nbd_server`] inside the network namespace `ns`, listening on `addr`:10809 there.
+pub fn nbd_server_in(ns: &str, addr: &str, exports: &[(&str, &Path)]) -> Result<NbdServer> {
+    nbd_server_at(Some((ns.to_string(), addr.to_string())), exports)
+}
+
+fn nbd_server_at(netns: Option<(String, String)>, exports: &[(&str, &Path)]) -> Result<NbdServer> {
+    let first = exports.first().map(|(_, p)| *p).ok_or_else(|| {
+        Error::unexpected(
+            "start nbd-server",
+            "no export given (expected name and image)",
+        )
+    })?;
+    let template = String::from(
+        "[generic]\nuser = root\ngroup = root\nlistenaddr = @ADDR@\nport = @PORT@\nallowlist = true\n",
+    );
+    let addr = netns.as_ref().map_or("127.0.0.1", |(_, a)| a.as_str());
+    let mut template = template.replace("@ADDR@", addr);
+    for (name, image) in exports {
+        template.push_str(&format!("[{name}]\nexportname = {}\n", image.display()));
+    }
+    let path = PathBuf::from(format!("{}.nbd-server.conf", first.display()));
+    let pid_file = PathBuf::from(format!("{}.nbd-server.pid", first.display()));
+    let argv = ["nbd-server", "-C", &path.to_string_lossy(), "-p"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([pid_file.display().to_string()])
+        .collect();
+    let log = PathBuf::from(format!("{}.nbd-server.log", first.display()));
+    let listen = Listen::Config {
+        path,
+        template,
+        pid_file,
+        netns,
+    };
+    NbdServer::start(argv, log, listen)
 }
 
 impl NbdServer {
-    fn start(argv: Vec<String>, log: PathBuf, bind_flag: &'static str) -> Result<Self> {
+    fn start(argv: Vec<String>, log: PathBuf, listen: Listen) -> Result<Self> {
         let (port, child) = (0, None);
         let mut server = NbdServer {
             port,
             log,
             argv,
-            bind_flag,
+            listen,
             child,
+            daemon: None,
         };
+        if let Listen::Config { netns: Some(_), .. } = server.listen {
+            server.port = 10809;
+            server.spawn()?;
+            return Ok(server);
+        }
         for _ in 0..PORT_ATTEMPTS {
             server.port = free_port()?;
             if server.spawn()? {
@@ -88,6 +158,13 @@ impl NbdServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+        if let Some(pid) = self.daemon.take() {
+            // The whole group: the per-client children hold the connections.
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}"), &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 
     /// Starts the server again on the same port, as after a server restart.
@@ -106,9 +183,33 @@ impl NbdServer {
     /// process took the port first.
     fn spawn(&mut self) -> Result<bool> {
         let mut cmd = Command::new(&self.argv[0]);
-        // Options go before the positional arguments (the image, or the nbdkit plugin).
-        cmd.args([self.bind_flag, "127.0.0.1", "-p", &self.port.to_string()])
-            .args(&self.argv[1..]);
+        let mut inside = None;
+        if let Listen::Config {
+            netns: Some((ns, addr)),
+            ..
+        } = &self.listen
+        {
+            cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns, &self.argv[0]]);
+            inside = Some((ns.clone(), addr.clone()));
+        }
+        match &self.listen {
+            // Options go before the positional arguments (the image, or the nbdkit plugin).
+            Listen::Flag(flag) => {
+                cmd.args([flag, "127.0.0.1", "-p", &self.port.to_string()]);
+            }
+            Listen::Config {
+                path,
+                template,
+                pid_file,
+                ..
+            } => {
+                let text = template.replace("@PORT@", &self.port.to_string());
+                fs::write(path, text).step(|| format!("write {}", path.display()))?;
+                let _ = fs::remove_file(pid_file);
+            }
+        }
+        cmd.args(&self.argv[1..]);
         let step = format!("start NBD server `{}`", command::describe(&cmd));
         let log = File::options().create(true).append(true).open(&self.log);
         let log = log.step(|| format!("{step}: open log {}", self.log.display()))?;
@@ -117,8 +218,18 @@ impl NbdServer {
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
         let mut child = cmd.spawn().step(|| step.clone())?;
         let started = Instant::now();
+        let pid_file = match &self.listen {
+            Listen::Config { pid_file, .. } => Some(pid_file.clone()),
+            Listen::Flag(_) => None,
+        };
+        // A daemonizing server's first process exits 0 once the daemon runs.
+        let mut daemonized = false;
         loop {
-            if let Some(status) = child.try_wait().step(|| format!("{step}: wait"))? {
+            let exited = match daemonized {
+                true => None,
+                false => child.try_wait().step(|| format!("{step}: wait"))?,
+            };
+            if let Some(status) = exited.filter(|s| !(s.success() && pid_file.is_some())) {
                 let log = std::fs::read(&self.log).unwrap_or_default();
                 let log = String::from_utf8_lossy(log.get(log_start..).unwrap_or_default());
                 if log.contains("Address already in use") {
@@ -129,15 +240,33 @@ impl NbdServer {
                     format!("exited with {status} before listening; log:\n{log}"),
                 ));
             }
+            daemonized |= exited.is_some();
             // A process that took the port meanwhile would answer too; the window is tiny
             // (ports come from the kernel's port-0 choice) and such a server then exits.
-            if TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok() {
-                self.child = Some(child);
-                return Ok(true);
+            let listening = match &inside {
+                None => {
+                    TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok()
+                }
+                Some((ns, addr)) => listening_in(ns, addr, self.port),
+            };
+            if listening {
+                let Some(pid_file) = &pid_file else {
+                    self.child = Some(child);
+                    return Ok(true);
+                };
+                let pid = fs::read_to_string(pid_file).ok();
+                if let Some(pid) = pid.and_then(|p| p.trim().parse().ok()) {
+                    self.daemon = Some(pid);
+                    return Ok(true);
+                }
             }
             if started.elapsed() > START_TIMEOUT {
                 let _ = child.kill();
                 let _ = child.wait();
+                // A daemon that never listened is ended too.
+                let pid = pid_file.as_ref().and_then(|f| fs::read_to_string(f).ok());
+                self.daemon = pid.and_then(|p| p.trim().parse().ok());
+                self.kill();
                 return Err(Error::unexpected(
                     step,
                     format!("port {} not open after {START_TIMEOUT:?}", self.port),
@@ -152,6 +281,17 @@ impl Drop for NbdServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Whether `addr:port` accepts a connection inside the namespace `ns` (bash's /dev/tcp).
+fn listening_in(ns: &str, addr: &str, port: u16) -> bool {
+    Command::new("ip")
+        .args(["netns", "exec", ns, "bash", "-c"])
+        .arg(format!("exec 3<>/dev/tcp/{addr}/{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// A port nobody listens on right now (the kernel's choice for port 0). Another process may

@@ -217,6 +217,13 @@ impl fmt::Display for VmOutcome {
 /// Holds a VM slot for the guest's life (see [`lock::vm_slot`]); the deadline starts when
 /// QEMU starts, so time spent queueing for a slot never counts against a guest.
 pub fn run(cfg: &VmConfig) -> Result<VmOutcome> {
+    let _slot = lock::vm_slot()?;
+    run_unslotted(cfg)
+}
+
+/// [`run`] without taking a VM slot: for benchmarks that boot several guests at once on
+/// purpose, to measure the contention the slots otherwise prevent.
+pub fn run_unslotted(cfg: &VmConfig) -> Result<VmOutcome> {
     let dir = crate::logs_dir()?;
     let name = format!("{}-{}", std::process::id(), crate::unique());
     let log_path = cfg
@@ -226,7 +233,6 @@ pub fn run(cfg: &VmConfig) -> Result<VmOutcome> {
     let err_path = dir.join(format!("{name}.qemu-stderr.log"));
     let err_file = File::create(&err_path).step(|| format!("create {}", err_path.display()))?;
 
-    let _slot = lock::vm_slot()?;
     let mut cmd = cfg.command(&log_path);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())

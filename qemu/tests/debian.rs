@@ -9,7 +9,12 @@ use std::process::Command;
 use nbdroot_qemu::debian::{
     build_deb, chroot, copy_in, initramfs_tools_debs, nbd_client_debs, root_copy,
 };
-use nbdroot_qemu::{nbdroot_binary, scratch};
+use nbdroot_qemu::debian_boot::{prepare, DebianBoot, Extras, NbdPackage, SERVER_IP};
+use nbdroot_qemu::debian_probe::{add_probe, status_blocks, tagged, value, FILES};
+use nbdroot_qemu::netns::NetNs;
+use nbdroot_qemu::{
+    debugfs_cat, e2fsck_clean, nbd_server, nbd_server_in, nbdroot_binary, run, scratch, RootFs,
+};
 
 const ITD: &str = "/usr/share/initramfs-tools";
 
@@ -198,5 +203,241 @@ fn initramfs_tools_hook_puts_tls_credentials_in_the_image() {
             "E: nbdroot: /tmp/host-tls has only one of client-cert.pem and client-key.pem"
         ),
         "{err}"
+    );
+}
+
+/// The guest's nbdtab: the second export, as nbd-client's nbdtab(5) writes it (default port).
+const NBDTAB: &str = "# device host export options\nnbd1 10.0.2.100 data\n";
+/// The second export's filesystem, mounted once the network is up.
+const FSTAB: &str = "/dev/nbd1 /mnt/data ext4 _netdev 0 2\n";
+
+/// md5 of `bytes` in hex, as the guest's md5sum prints it.
+fn md5_hex(bytes: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = Command::new("md5sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run md5sum");
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// One boot of the flagship: the system comes up fully, `nbdroot status` shows the root and
+/// nbd1 connected, nbd1 is mounted from fstab, the writes survive a server restart when
+/// `restart` (the data is on the server's images), and the guest powers off cleanly.
+/// How the guest reaches the server.
+enum Net {
+    /// QEMU's user network, static ip=, 10.0.2.100:10809 forwarded to the host's nbd-server.
+    Forward,
+    /// A private network namespace: dnsmasq hands out the address and this root-path,
+    /// nbd-server listens on 10.0.2.100:10809 there (the nbdtab's address).
+    Dhcp(&'static str),
+}
+
+fn flagship_boot(
+    boot: &DebianBoot,
+    dir: &Path,
+    form: &str,
+    root_arg: &str,
+    net: Net,
+    restart: bool,
+) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    let img = boot
+        .copy_image(&dir.join(format!("root-{form}.ext4")))
+        .unwrap();
+    let mut data = RootFs::new(dir.join(format!("data-{form}"))).unwrap();
+    data.add_file("from-host", "the host made this\n", 0o644)
+        .unwrap();
+    let data_img = data
+        .build_ext4(&dir.join(format!("data-{form}.ext4")), 64, None)
+        .unwrap()
+        .path;
+    let exports = [("root", img.as_path()), ("data", data_img.as_path())];
+    let (server, mut cfg, ns) = match net {
+        Net::Forward => {
+            let server = nbd_server(&exports).expect("nbd-server");
+            let cfg = boot.vm(root_arg, server.port);
+            (server, cfg, None)
+        }
+        Net::Dhcp(root_path) => {
+            let mut ns = NetNs::new("debian").expect("network namespace");
+            ns.exec(
+                "give the namespace the nbdtab's server address",
+                &[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("{SERVER_IP}/32"),
+                    "dev",
+                    "tap0",
+                ],
+            )
+            .unwrap();
+            ns.dnsmasq(&[format!("dhcp-option=option:root-path,{root_path}")])
+                .expect("dnsmasq");
+            let server = nbd_server_in(&ns.name, SERVER_IP, &exports).expect("nbd-server");
+            let cfg = boot.vm_in(&ns.name, root_arg);
+            (server, cfg, Some(ns))
+        }
+    };
+    let mut server = server;
+    let log = dir.join(format!("console-{form}.log"));
+    cfg.log_path = Some(log.clone());
+
+    // The host's side: once the guest writes, kill nbd-server (with its per-client
+    // processes) and start it again on the same port 3 s later.
+    let finished = Arc::new(AtomicBool::new(false));
+    let host = {
+        let finished = finished.clone();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            while !finished.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(1800) {
+                let seen =
+                    std::fs::read_to_string(&log).is_ok_and(|l| l.contains("NBDT-DEB WRITING"));
+                if seen && restart {
+                    std::thread::sleep(Duration::from_millis(800));
+                    server.kill();
+                    std::thread::sleep(Duration::from_secs(3));
+                    let restarted = server.restart();
+                    return (server, Some(restarted.map_err(|e| e.to_string())));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (server, None)
+        })
+    };
+    let out = run(&cfg).expect("run QEMU");
+    finished.store(true, Ordering::Relaxed);
+    let (server, restarted) = host.join().unwrap();
+    drop(server);
+    drop(ns);
+    eprintln!("{form}: the guest ran {:.0} s", out.elapsed.as_secs_f64());
+    assert!(!out.timed_out, "{form}: the guest hung:\n{out}");
+    let v = |k: &str| value(&out, k).unwrap_or_else(|e| panic!("{form}: {e}"));
+
+    assert_eq!(v("state"), "running", "{form}: systemd's state:\n{out}");
+    assert_eq!(v("failed"), "", "{form}: failed units:\n{out}");
+    assert!(
+        v("root").starts_with("/dev/nbd0 / ext4 rw"),
+        "{form}:\n{out}"
+    );
+    let status = status_blocks(&out, "status");
+    for dev in ["nbd0", "nbd1"] {
+        let block = status.iter().find(|(d, _)| d == dev);
+        assert!(
+            block.is_some_and(|(_, l)| l.iter().any(|l| l == "state=connected")),
+            "{form}: nbdroot status shows no connected {dev}: {status:?}\n{out}"
+        );
+    }
+    assert_eq!(v("nbd1_unit"), "active", "{form}:\n{out}");
+    assert!(
+        v("data").starts_with("/dev/nbd1 /mnt/data ext4 rw"),
+        "{form}: /mnt/data from fstab:\n{out}"
+    );
+    if restart {
+        assert!(
+            matches!(restarted, Some(Ok(()))),
+            "{form}: the server restart did not happen: {restarted:?}\n{out}"
+        );
+        // Both supervisors lived through it: each replaced its connection.
+        let after = status_blocks(&out, "after");
+        for dev in ["nbd0", "nbd1"] {
+            let reconnects = after
+                .iter()
+                .find(|(d, _)| d == dev)
+                .and_then(|(_, l)| l.iter().find_map(|l| l.strip_prefix("reconnects=")))
+                .and_then(|n| n.parse::<u64>().ok());
+            assert!(
+                reconnects.is_some_and(|n| n >= 1),
+                "{form}: {dev} after the restart: {after:?}\n{out}"
+            );
+        }
+    }
+    assert_eq!(v("errors"), "0", "{form}: failed writes:\n{out}");
+    assert_eq!(
+        v("kernel_io_errors"),
+        "0",
+        "{form}: kernel I/O errors:\n{out}"
+    );
+    assert!(
+        !out.contains("I/O error"),
+        "{form}: I/O error on the console:\n{out}"
+    );
+    assert!(
+        out.contains("reboot: Power down") && !out.stopped,
+        "{form}: systemctl poweroff did not finish:\n{out}"
+    );
+
+    // What the guest wrote is on the server's images, and both are clean.
+    let sums = tagged(&out, "SUM ");
+    assert_eq!(sums.len(), 2 * FILES, "{form}: sums:\n{out}");
+    for line in sums {
+        let (sum, file) = line.trim().split_once(' ').unwrap();
+        let (image, path) = match file.strip_prefix("/mnt/data") {
+            Some(rest) => (&data_img, rest.to_string()),
+            None => (&img, file.to_string()),
+        };
+        let bytes = debugfs_cat(image, &path).unwrap();
+        assert_eq!(md5_hex(&bytes), sum, "{form}: {file} on the server");
+    }
+    let wrote = debugfs_cat(&data_img, "/guest-wrote").unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&wrote),
+        format!("written by boot {}\n", v("boot_id")),
+        "{form}"
+    );
+    e2fsck_clean(&img).expect("the root image is clean after the power-off");
+    e2fsck_clean(&data_img).expect("the data image is clean after the power-off");
+}
+
+/// The flagship: Debian 12 with Debian's cloud kernel, initramfs-tools and the nbdroot
+/// package installed by dpkg, its initramfs made by `update-initramfs`, served by nbd-server;
+/// booted with `root=nbd:` (with a server restart while it writes), with Debian's
+/// `nbdroot=` form, and with `nbdroot=dhcp` from dnsmasq's root-path.
+#[test]
+fn debian_boots_from_nbd_with_the_package() {
+    let dir = scratch("debian", "flagship");
+    let deb = build_deb(&nbdroot_binary().unwrap(), &dir).unwrap();
+    let mut extras = Extras::default();
+    add_probe(&mut extras, true);
+    extras
+        .file("etc/nbdtab", NBDTAB, 0o644)
+        .file("etc/fstab", FSTAB, 0o644)
+        .command("mkdir -p /mnt/data && systemctl enable nbdroot@nbd1.service");
+    let boot = prepare(&NbdPackage::Nbdroot(deb), &extras).expect("prepare the Debian system");
+    flagship_boot(
+        &boot,
+        &dir,
+        "root-nbd",
+        "root=nbd:10.0.2.100:root",
+        Net::Forward,
+        true,
+    );
+    flagship_boot(
+        &boot,
+        &dir,
+        "nbdroot",
+        "nbdroot=10.0.2.100,root,nbd0 root=/dev/nbd0",
+        Net::Forward,
+        false,
+    );
+    // Debian's DHCP form: everything from the root-path, in nbd-client's grammar.
+    flagship_boot(
+        &boot,
+        &dir,
+        "nbdroot-dhcp",
+        "nbdroot=dhcp",
+        Net::Dhcp("10.0.2.100,root,nbd0"),
+        false,
     );
 }

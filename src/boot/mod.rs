@@ -15,10 +15,11 @@ use crate::cmdline::{self, CmdlineError};
 use crate::connect::{self, ConnectError};
 use crate::kernel::attach::{self, AttachError, AttachOptions, Attached};
 use crate::modules::{self, DepError, LoadError, ModulesDep};
+use crate::mount::overlay::{Layers, OverlayError};
 use crate::mount::{self, rootdev, MountError};
 use crate::net::{self, NetError};
 use crate::plan::render::render;
-use crate::plan::{BootPlan, NbdSpec, OnFail, RootDevice, RootMount};
+use crate::plan::{BootPlan, NbdSpec, OnFail, Overlay, Replicas, RootDevice, RootMount};
 use crate::settings::{FIRST_RETRY_PAUSE, MAX_RETRY_PAUSE};
 use crate::supervise;
 use crate::switch_root::{self, SwitchRootError};
@@ -61,6 +62,8 @@ pub enum BootError {
     Swap(#[from] crate::swap::SwapError),
     #[error(transparent)]
     Mount(#[from] MountError),
+    #[error(transparent)]
+    Overlay(#[from] OverlayError),
     #[error(transparent)]
     SwitchRoot(#[from] SwitchRootError),
 }
@@ -146,6 +149,10 @@ fn attempt(plan: &BootPlan, start: Instant) -> Result<String, BootError> {
         log::debug!("plan: {line}");
     }
     let mount = plan.mount.resolve(&spec);
+    let mut spec = spec;
+    // Under an overlay nothing writes to the root: attached read-only, the kernel refuses
+    // any write to the server's copy.
+    spec.opts.read_only |= plan.overlay.is_some();
     let attached = attach(plan, &spec, plan.device)?;
     log::debug!(
         "{} attached at {} ms",
@@ -158,16 +165,33 @@ fn attempt(plan: &BootPlan, start: Instant) -> Result<String, BootError> {
             return Err(e);
         }
     }
+    let mut upper = None;
     let mounted = (|| {
         let new_root = Path::new(NEW_ROOT);
-        let (_, read_only) = mount_root_on(
-            &plan.root,
-            &attached.device,
-            attached.read_only,
-            &mount,
-            plan.tuning.link_timeout,
-            new_root,
-        )?;
+        let read_only = match &plan.overlay {
+            None => {
+                mount_root_on(
+                    &plan.root,
+                    &attached.device,
+                    attached.read_only,
+                    &mount,
+                    plan.tuning.link_timeout,
+                    new_root,
+                )?
+                .1
+            }
+            Some(overlay) => {
+                overlay_root(
+                    plan,
+                    overlay,
+                    &attached.device,
+                    &mount,
+                    new_root,
+                    &mut upper,
+                )?;
+                false
+            }
+        };
         let init = match switch_root::find_init(new_root, plan.init.as_deref()) {
             Ok(init) => init,
             Err(e) => {
@@ -183,11 +207,73 @@ fn attempt(plan: &BootPlan, start: Instant) -> Result<String, BootError> {
         Ok(init)
     })();
     if mounted.is_err() {
-        if let Err(e) = crate::kernel::disconnect(attached.index) {
-            log::warn!("cannot detach {} after the failure: {e}", attached.device);
+        if plan.overlay.is_some() {
+            Layers::default().unmount();
+        }
+        for (index, device) in upper.into_iter().chain([(attached.index, attached.device)]) {
+            if let Err(e) = crate::kernel::disconnect(index) {
+                log::warn!("cannot detach {device} after the failure: {e}");
+            }
         }
     }
     mounted
+}
+
+/// `rd.nbdroot.overlay=`: the root's filesystem read-only under /run/nbdroot/overlay, the
+/// upper layer (a tmpfs, or a second export's filesystem) beside it, and the overlay on
+/// `target`. `upper` receives the second export's device, for the caller to detach on failure.
+fn overlay_root(
+    plan: &BootPlan,
+    overlay: &Overlay,
+    device: &str,
+    mount: &RootMount,
+    target: &Path,
+    upper: &mut Option<(u32, String)>,
+) -> Result<(), BootError> {
+    load_on_demand("overlay")?;
+    let layers = Layers::default();
+    layers.create()?;
+    let lower = RootMount {
+        read_only: true,
+        ..mount.clone()
+    };
+    mount_root_on(
+        &plan.root,
+        device,
+        true,
+        &lower,
+        plan.tuning.link_timeout,
+        &layers.lower,
+    )?;
+    match overlay {
+        Overlay::Tmpfs { size } => layers.mount_tmpfs(size.as_deref())?,
+        Overlay::Nbd(spec) => {
+            // The upper layer is an export of its own: the root's replicas are not its copies.
+            let attached = attach_export(plan, spec, None, &Replicas::default())?;
+            *upper = Some((attached.index, attached.device.clone()));
+            layers.check_upper_device(&attached.device, &spec.export, spec.fstype.as_deref())?;
+            let fstype = mount::mount_root(
+                &attached.device,
+                &layers.rw,
+                spec.fstype.as_deref(),
+                spec.rootflags.as_deref().unwrap_or(""),
+                false,
+            )?;
+            log::info!(
+                "mounted {} ({fstype}, rw) on {} for the overlay's upper layer",
+                attached.device,
+                layers.rw.display()
+            );
+        }
+    }
+    layers.mount_overlay(target)?;
+    log::info!(
+        "mounted overlay on {} (lower {} read-only, upper {})",
+        target.display(),
+        layers.lower.display(),
+        layers.rw.display()
+    );
+    Ok(())
 }
 
 /// Finds the root filesystem on the attached `device` (`root=` may name a partition, a label
@@ -229,12 +315,49 @@ fn read(step: &'static str, path: &Path) -> Result<String, BootError> {
     })
 }
 
-/// Loads the modules the initramfs lists, dependencies first.
-fn load_modules() -> Result<(), BootError> {
+/// The initramfs's modules directory for the running kernel.
+fn module_dir() -> PathBuf {
     let release = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_default();
-    let dir = PathBuf::from("/lib/modules").join(&release);
+    PathBuf::from("/lib/modules").join(release)
+}
+
+/// Loads `names` and their dependencies from the initramfs, dependencies first.
+fn load_with_deps(dir: &Path, names: &[&str]) -> Result<(), BootError> {
+    let dep = ModulesDep::parse(&read(
+        "reading the module dependencies",
+        &dir.join("modules.dep"),
+    )?)?;
+    let builtin = fs::read_to_string(dir.join("modules.builtin"))
+        .map(|t| modules::parse_builtin(&t))
+        .unwrap_or_default();
+    // One after the other: loading them in parallel threads was measured slower (a single
+    // CPU, and the kernel serialises much of module loading anyway).
+    for path in dep.load_order(names, &builtin)? {
+        let t = Instant::now();
+        modules::load_module(&dir.join(&path))?;
+        log::debug!("loaded {path} in {} ms", t.elapsed().as_millis());
+    }
+    Ok(())
+}
+
+/// Loads a module the image carries but does not load at every boot (overlay), unless the
+/// kernel already has the filesystem.
+fn load_on_demand(name: &str) -> Result<(), BootError> {
+    let known = fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    if known
+        .lines()
+        .any(|l| l.split_whitespace().last() == Some(name))
+    {
+        return Ok(());
+    }
+    load_with_deps(&module_dir(), &[name])
+}
+
+/// Loads the modules the initramfs lists, dependencies first.
+fn load_modules() -> Result<(), BootError> {
+    let dir = module_dir();
     let list_path = Path::new("/").join(modules::INITRAMFS_MODULE_LIST);
     let list = fs::read_to_string(&list_path).unwrap_or_default();
     let names: Vec<&str> = list
@@ -243,20 +366,7 @@ fn load_modules() -> Result<(), BootError> {
         .filter(|l| !l.is_empty())
         .collect();
     if !names.is_empty() {
-        let dep = ModulesDep::parse(&read(
-            "reading the module dependencies",
-            &dir.join("modules.dep"),
-        )?)?;
-        let builtin = fs::read_to_string(dir.join("modules.builtin"))
-            .map(|t| modules::parse_builtin(&t))
-            .unwrap_or_default();
-        // One after the other: loading them in parallel threads was measured slower (a single
-        // CPU, and the kernel serialises much of module loading anyway).
-        for path in dep.load_order(&names, &builtin)? {
-            let t = Instant::now();
-            modules::load_module(&dir.join(&path))?;
-            log::debug!("loaded {path} in {} ms", t.elapsed().as_millis());
-        }
+        load_with_deps(&dir, &names)?;
     }
     // Drivers for the devices present (coldplug rescans until a bus driver's new devices,
     // such as a virtio NIC behind virtio_pci, have theirs too).
@@ -270,7 +380,7 @@ fn load_modules() -> Result<(), BootError> {
 /// `rd.nbdroot.swap=`: attach the export (with its own supervisor), optionally write a swap
 /// signature, swapon, and raise the memory reserve.
 fn swap_on(plan: &BootPlan, spec: &NbdSpec) -> Result<(), BootError> {
-    let attached = attach(plan, spec, None)?;
+    let attached = attach_export(plan, spec, None, &Replicas::default())?;
     let result = (|| {
         if spec.opts.mkswap {
             crate::swap::mkswap(&attached.device, attached.export.size)?;
@@ -310,10 +420,34 @@ fn with_image_credentials(mut t: crate::tls::TlsSettings) -> crate::tls::TlsSett
 /// Connects, negotiates and hands the sockets to the kernel, and starts the `@nbdroot`
 /// supervisor for the device (shared by /init and `nbdroot attach`).
 pub fn attach(plan: &BootPlan, spec: &NbdSpec, device: Option<u32>) -> Result<Attached, BootError> {
+    attach_export(plan, spec, device, &plan.replicas)
+}
+
+/// [`attach`], with the replicas of this export (the root's; none for swap).
+fn attach_export(
+    plan: &BootPlan,
+    spec: &NbdSpec,
+    device: Option<u32>,
+    replicas: &Replicas,
+) -> Result<Attached, BootError> {
     let peer = connect::resolve(&Endpoint::Tcp {
         host: spec.host.clone(),
         port: spec.port,
     })?;
+    // A replica whose name does not resolve is one that does not answer: left out.
+    let replica_peers = replicas
+        .servers
+        .iter()
+        .filter_map(|(host, port)| {
+            let endpoint = Endpoint::Tcp {
+                host: host.clone(),
+                port: *port,
+            };
+            connect::resolve(&endpoint)
+                .map_err(|e| log::warn!("replica {endpoint} left out: {e}"))
+                .ok()
+        })
+        .collect();
     let t = &plan.tuning;
     let tls = match plan.tls_for(spec).map(with_image_credentials) {
         Some(settings) => Some(
@@ -338,6 +472,8 @@ pub fn attach(plan: &BootPlan, spec: &NbdSpec, device: Option<u32>) -> Result<At
         policy: plan.connect,
         socket: t.socket,
         tls,
+        replicas: replica_peers,
+        shared_storage: replicas.shared_storage,
     };
     let attached = attach::attach_netlink(&peer, &opts)?;
     // The supervisor replaces dead connections; without it the root still works, but a

@@ -285,6 +285,19 @@ pub struct ConnectArgs {
     )]
     pub tcp_user_timeout: u64,
 
+    /// A server exporting the same image (same size, flags and data, checked); repeatable
+    #[arg(
+        long = "replica",
+        value_name = "HOST[:PORT]",
+        value_parser = values::replica,
+        help_heading = "Replicas"
+    )]
+    pub replicas: Vec<(crate::address::Host, u16)>,
+
+    /// The replicas share their storage, so a writable export may fail over between them
+    #[arg(long, requires = "replicas", help_heading = "Replicas")]
+    pub replicas_shared: bool,
+
     /// The table read for `connect nbdN` [default: $NBDROOT_NBDTAB, else /etc/nbdtab]
     #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
     pub nbdtab: Option<PathBuf>,

@@ -221,6 +221,21 @@ fn connect(c: &ConnectArgs, out: &mut impl Write) -> Result<(), RunError> {
             user_timeout: (c.tcp_user_timeout > 0).then(|| Duration::from_secs(c.tcp_user_timeout)),
         },
         tls,
+        replicas: c
+            .replicas
+            .iter()
+            .filter_map(|(host, port)| {
+                let endpoint = address::Endpoint::Tcp {
+                    host: host.clone(),
+                    port: *port,
+                };
+                // One whose name does not resolve is one that does not answer: left out.
+                crate::connect::resolve(&endpoint)
+                    .map_err(|e| log::warn!("replica {endpoint} left out: {e}"))
+                    .ok()
+            })
+            .collect(),
+        shared_storage: c.replicas_shared,
     };
     let interface = if ioctl {
         Interface::Ioctl

@@ -32,6 +32,13 @@ fn number<T: FromStr + PartialOrd>(
         .ok_or_else(expected)
 }
 
+/// `--replica`: `host[:port]` or `[v6]:port`.
+pub fn replica(text: &str) -> Result<(crate::address::Host, u16), Expected> {
+    crate::cmdline::replica_server(text).ok_or(Expected::form(
+        "<host>[:<port>] or [<IPv6>]:<port>, e.g. 10.0.0.2 or 10.0.0.3:10900",
+    ))
+}
+
 /// `--block-size`: the block sizes the nbd driver accepts.
 pub fn block_size(text: &str) -> Result<u32, Expected> {
     match text.parse() {

@@ -6,6 +6,7 @@
 
 pub mod ip;
 pub mod mac;
+pub mod overlay;
 pub mod params;
 pub mod root;
 
@@ -13,7 +14,8 @@ use std::time::Duration;
 
 use crate::address::Host;
 use crate::plan::{
-    BootPlan, DebianSpec, FromDhcp, MinFree, MountParams, NetPlan, OnFail, RootDevice, RootSource,
+    BootPlan, DebianSpec, FromDhcp, MinFree, MountParams, NetPlan, OnFail, Replicas, RootDevice,
+    RootSource,
 };
 use crate::settings::{self, ConnectPolicy, Tuning, KEEPALIVE_FORM};
 
@@ -222,6 +224,10 @@ pub fn parse(line: &str) -> Result<BootPlan, CmdlineError> {
         })?),
         None => None,
     };
+    let overlay = p
+        .last("rd.nbdroot.overlay")
+        .map(overlay::parse)
+        .transpose()?;
     let min_free_kbytes = match p.last("rd.nbdroot.min_free_kbytes") {
         None => MinFree::Auto,
         Some("off") => MinFree::Off,
@@ -234,6 +240,7 @@ pub fn parse(line: &str) -> Result<BootPlan, CmdlineError> {
     };
 
     let tls = tls(&p)?;
+    let replicas = replicas(&p)?;
 
     // A typo in nbdroot's own namespace would otherwise silently leave a default in place.
     for (key, value) in &p.0 {
@@ -250,6 +257,7 @@ pub fn parse(line: &str) -> Result<BootPlan, CmdlineError> {
         tls,
         swap,
         min_free_kbytes,
+        overlay,
         source,
         device,
         root,
@@ -260,9 +268,60 @@ pub fn parse(line: &str) -> Result<BootPlan, CmdlineError> {
         connect,
         tuning,
         onfail,
+        replicas,
         from_dhcp: FromDhcp::default(),
         warnings,
     })
+}
+
+/// `rd.nbdroot.replicas=<host[:port]>[,…]` and `rd.nbdroot.replicas.shared=0|1`.
+fn replicas(p: &Params) -> Result<Replicas, CmdlineError> {
+    let mut r = Replicas::default();
+    if let Some(list) = p.last("rd.nbdroot.replicas") {
+        for item in list.split(',') {
+            r.servers
+                .push(replica_server(item).ok_or_else(|| CmdlineError::Value {
+                    param: "rd.nbdroot.replicas",
+                    value: list.to_string(),
+                    expected: REPLICAS_FORM,
+                })?);
+        }
+    }
+    r.shared_storage = match p.last("rd.nbdroot.replicas.shared") {
+        None | Some("0") => false,
+        Some("1" | "") => true,
+        Some(v) => {
+            return Err(CmdlineError::Value {
+                param: "rd.nbdroot.replicas.shared",
+                value: v.to_string(),
+                expected: "0 or 1",
+            })
+        }
+    };
+    Ok(r)
+}
+
+/// What `rd.nbdroot.replicas=` takes, for errors.
+pub const REPLICAS_FORM: &str =
+    "a comma-separated list of <host>[:<port>] ([<IPv6>]:<port>), e.g. 10.0.0.2,10.0.0.3:10900";
+
+/// One replica: `host[:port]` or `[v6]:port`, no URI and no export.
+pub fn replica_server(item: &str) -> Option<(Host, u16)> {
+    if item.is_empty() || item.contains("://") || item.contains('/') {
+        return None;
+    }
+    let name_ok = |n: &str| {
+        n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    };
+    match crate::address::parse_target(item).ok()?.endpoint {
+        crate::address::Endpoint::Tcp {
+            host: Host::Name(n),
+            ..
+        } if !name_ok(&n) => None,
+        crate::address::Endpoint::Tcp { host, port } => Some((host, port)),
+        crate::address::Endpoint::Unix(_) => None,
+    }
 }
 
 /// A parameter as written: `key=value` or `key`.

@@ -423,6 +423,38 @@ pub const PARAMS: &[Param] = &[
     ),
     param(
         Knobs,
+        "rd.nbdroot.overlay",
+        "rd.nbdroot.overlay=tmpfs[:<size>] | nbd:<server>:<port|export>[:<fstype>[:<flags>[:<nbdopts>]]]",
+        None,
+        "mount the root read-only (the device attached read-only, so the server's copy is never \
+         written) under an overlayfs, mounted read-write: the writable layer on a tmpfs of that \
+         size (512m, 2g, 25%; default half the RAM), or on the filesystem of a second, \
+         per-machine export, which must hold one already (nothing is formatted) and keeps the \
+         writes across reboots. The layers stay under /run/nbdroot/overlay. nbdroot's own \
+         initramfs only.",
+    ),
+    param(
+        Knobs,
+        "rd.nbdroot.replicas",
+        "rd.nbdroot.replicas=<host>[:<port>][,…]",
+        None,
+        "servers exporting the same image as the root's (port 10809 unless given). Each must \
+         serve the same size, flags and data (blocks sampled through each); one that differs is \
+         refused, one that does not answer is left out and retried by the supervisor. The \
+         connections (at least one per server) are spread over them, and a dead one moves to \
+         a live server. A writable export needs rd.nbdroot.replicas.shared=1.",
+    ),
+    param(
+        Knobs,
+        "rd.nbdroot.replicas.shared",
+        "rd.nbdroot.replicas.shared=0 | 1",
+        Some("0"),
+        "1 declares that the replicas share their storage (one disk behind them), so a \
+         writable export may fail over between them; without it a writable export with \
+         replicas is refused.",
+    ),
+    param(
+        Knobs,
         "rd.nbdroot.debug",
         "rd.nbdroot.debug",
         None,

@@ -333,6 +333,8 @@ fn errors_name_parameter_value_and_form() {
         ("root=nbd:s:1 rd.nbdroot.swap=nbd:s", "rd.nbdroot.swap=nbd:s: the port or export name is missing"),
         ("root=nbd:s:1 rd.nbdroot.swap=nbd:s:1:::prio=x", "rd.nbdroot.swap=nbd:s:1:::prio=x: nbd option \"prio=x\": expected a swap priority"),
         ("root=nbd:s:1 rd.nbdroot.min_free_kbytes=1", "rd.nbdroot.min_free_kbytes=1: expected KiB from 128"),
+        ("root=nbd:s:1 rd.nbdroot.overlay=tmpfs:lots", "rd.nbdroot.overlay=tmpfs:lots: expected tmpfs, tmpfs:<size> (512m, 2g, 25%) or nbd:"),
+        ("root=nbd:s:1 rd.nbdroot.overlay=nbd:u", "rd.nbdroot.overlay=nbd:u: the port or export name is missing"),
     ];
     for (line, want) in cases {
         let err = parse(line).unwrap_err().to_string();
@@ -403,10 +405,15 @@ fn the_parameter_table_agrees_with_the_parser() {
          rd.nbdroot.user_timeout=1 rd.nbdroot.dead_timeout=1 rd.nbdroot.onfail=retry \
          rd.nbdroot.swap=nbd:s:2 rd.nbdroot.min_free_kbytes=off rd.nbdroot.debug rd.debug \
          rd.nbdroot.tls.ca=/a rd.nbdroot.tls.cert=/b rd.nbdroot.tls.key=/c \
-         rd.nbdroot.tls.hostname=h rd.nbdroot.tls.verify=none",
+         rd.nbdroot.tls.hostname=h rd.nbdroot.tls.verify=none \
+         rd.nbdroot.overlay=tmpfs rd.nbdroot.replicas=t rd.nbdroot.replicas.shared=1",
     )
     .unwrap();
     assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+    assert_eq!(
+        plan.overlay,
+        Some(crate::plan::Overlay::Tmpfs { size: None })
+    );
 }
 
 #[test]
@@ -555,4 +562,42 @@ fn root_path_errors() {
         );
         assert_eq!(plan, before, "a failed apply changes nothing");
     }
+}
+
+#[test]
+fn replicas_are_read_with_their_ports() {
+    let plan = parse(
+        "root=nbd:10.0.0.1:root rd.nbdroot.replicas=10.0.0.2,[fd00::3]:10900,nbd-b.lan:10811",
+    )
+    .unwrap();
+    let servers: Vec<String> = plan
+        .replicas
+        .servers
+        .iter()
+        .map(|(h, p)| format!("{h}:{p}"))
+        .collect();
+    assert_eq!(
+        servers,
+        ["10.0.0.2:10809", "[fd00::3]:10900", "nbd-b.lan:10811"]
+    );
+    assert!(!plan.replicas.shared_storage);
+    let plan = parse("root=nbd:s:1 rd.nbdroot.replicas=t rd.nbdroot.replicas.shared=1").unwrap();
+    assert!(plan.replicas.shared_storage);
+    for bad in ["a,,b", "nbd://a/x", "a:0", "a:b:c", ""] {
+        let err = parse(&format!("root=nbd:s:1 rd.nbdroot.replicas={bad}"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "rd.nbdroot.replicas={bad}: expected {}",
+                super::REPLICAS_FORM
+            )
+        );
+    }
+    let err = parse("root=nbd:s:1 rd.nbdroot.replicas.shared=yes").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "rd.nbdroot.replicas.shared=yes: expected 0 or 1"
+    );
 }

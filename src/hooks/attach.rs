@@ -68,6 +68,12 @@ pub enum AttachStepError {
     Env(#[from] RootEnvError),
     #[error("cannot take {LOCK}: {0}")]
     Lock(io::Error),
+    #[error(
+        "rd.nbdroot.overlay= needs nbdroot's own initramfs (nbdroot mkinitramfs): the dracut, \
+         mkinitcpio and initramfs-tools hooks mount no overlay, and the root without one would \
+         be written on the server"
+    )]
+    Overlay,
 }
 
 impl From<net::NetError> for AttachStepError {
@@ -114,6 +120,15 @@ pub(crate) fn parse(line: &str, flavour: Flavour) -> Result<BootPlan, CmdlineErr
     }
 }
 
+/// Refuses what only nbdroot's own /init does: an overlay root (without it the root would be
+/// mounted writable on the server's shared image).
+fn supported(plan: &BootPlan) -> Result<(), AttachStepError> {
+    match plan.overlay {
+        Some(_) => Err(AttachStepError::Overlay),
+        None => Ok(()),
+    }
+}
+
 /// [`attach`] for `flavour`'s hooks.
 pub fn attach_as(handler: Option<&Handler>, flavour: Flavour) -> Result<Outcome, AttachStepError> {
     let _lock = lock()?;
@@ -128,6 +143,7 @@ pub fn attach_as(handler: Option<&Handler>, flavour: Flavour) -> Result<Outcome,
     for w in &plan.warnings {
         log::warn!("{w}");
     }
+    supported(&plan)?;
     if let Some(h) = handler {
         let spec = root::parse_nbd(&h.netroot).map_err(|source| CmdlineError::Root {
             param: "netroot",
@@ -324,6 +340,20 @@ mod tests {
             Flavour::Mkinitcpio
         )
         .is_err());
+    }
+
+    #[test]
+    fn an_overlay_root_is_refused_with_a_line_naming_the_parameter() {
+        let plan = parse("root=nbd:s:root rd.nbdroot.overlay=tmpfs", Flavour::Dracut).unwrap();
+        let err = supported(&plan).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "rd.nbdroot.overlay= needs nbdroot's own initramfs (nbdroot mkinitramfs): the dracut, \
+             mkinitcpio and initramfs-tools hooks mount no overlay, and the root without one \
+             would be written on the server"
+        );
+        let plan = parse("root=nbd:s:root", Flavour::Dracut).unwrap();
+        assert!(supported(&plan).is_ok());
     }
 
     #[test]

@@ -20,6 +20,10 @@ use cpio::CpioWriter;
 /// and its transport (virtio_pci is not a symbol dependency of virtio_net, so it is named).
 pub const DEFAULT_MODULES: [&str; 3] = ["nbd", "virtio_net", "virtio_pci"];
 
+/// Modules the image carries when the kernel has them, for /init to load only when a boot
+/// parameter needs them (overlay for `rd.nbdroot.overlay=`).
+pub const ON_DEMAND_MODULES: [&str; 1] = ["overlay"];
+
 /// `--nic-modules default`: common virtual and physical NIC drivers, those the kernel has.
 // Not Mellanox (mlx4_en, mlx5_core): together they would triple the image (~1 MB);
 // name them with --nic-modules where they are needed.
@@ -225,7 +229,14 @@ pub fn build(opts: &Options) -> Result<Summary, InitramfsError> {
     .filter_map(|(to, mode, from)| Some((to, mode, from.as_ref()?)))
     .map(|(to, mode, from)| Ok((to, mode, read(from)?)))
     .collect::<Result<_, InitramfsError>>()?;
-    let wanted: Vec<&String> = modules.iter().chain(&nic).collect();
+    // The TLS modules are loaded at boot with the named ones; the on-demand ones only ride
+    // along, for /init to load when a parameter asks.
+    let on_demand: Vec<String> = ON_DEMAND_MODULES
+        .iter()
+        .map(|m| m.to_string())
+        .filter(|m| dep.path_of(m).is_some() && !modules.contains(m))
+        .collect();
+    let wanted: Vec<&String> = modules.iter().chain(&nic).chain(&on_demand).collect();
     let files = dep
         .load_order(&wanted, &builtin)
         .map_err(|source| InitramfsError::Dep {
@@ -348,10 +359,13 @@ mod tests {
         let kdir = dir.join("lib/modules/6.1.0-test");
         fs::create_dir_all(kdir.join("kernel/drivers/net")).unwrap();
         fs::create_dir_all(kdir.join("kernel/drivers/block")).unwrap();
+        fs::create_dir_all(kdir.join("kernel/fs/overlayfs")).unwrap();
+        fs::write(kdir.join("kernel/fs/overlayfs/overlay.ko"), "overlay").unwrap();
         fs::write(
             kdir.join("modules.dep"),
             "kernel/drivers/block/nbd.ko:\nkernel/drivers/net/virtio_net.ko: kernel/drivers/net/failover.ko\nkernel/drivers/net/failover.ko:\nkernel/drivers/net/e1000.ko:\n\
-             kernel/drivers/net/mlx4_en.ko: kernel/drivers/net/mlx4_core.ko\nkernel/drivers/net/mlx4_core.ko:\n",
+             kernel/drivers/net/mlx4_en.ko: kernel/drivers/net/mlx4_core.ko\nkernel/drivers/net/mlx4_core.ko:\n\
+             kernel/fs/overlayfs/overlay.ko:\n",
         )
         .unwrap();
         fs::write(kdir.join("modules.builtin"), "kernel/fs/ext4/ext4.ko\n").unwrap();
@@ -484,7 +498,10 @@ mod tests {
             tls: TlsFiles::default(),
         };
         let summary = build(&opts).unwrap();
-        assert_eq!(summary.module_files, 3);
+        assert_eq!(
+            summary.module_files, 4,
+            "nbd, virtio_net, failover, overlay"
+        );
         let mut raw = Vec::new();
         flate2::read::GzDecoder::new(File::open(&opts.output).unwrap())
             .read_to_end(&mut raw)
@@ -498,6 +515,8 @@ mod tests {
         assert!(!dep.contains("e1000"));
         assert_eq!(get("etc/nbdroot/modules").unwrap(), b"nbd\nvirtio_net\n");
         assert!(get("lib/modules/6.1.0-test/kernel/drivers/net/failover.ko").is_some());
+        // overlay: carried for rd.nbdroot.overlay=, loaded only then (not in the list above).
+        assert!(get("lib/modules/6.1.0-test/kernel/fs/overlayfs/overlay.ko").is_some());
         assert!(get("lib/modules/6.1.0-test/kernel/drivers/net/e1000.ko").is_none());
         assert!(
             get("lib/modules/6.1.0-test/modules.alias").is_none(),
@@ -523,14 +542,14 @@ mod tests {
                 NicModules::Named(vec!["e1000".into()]),
                 vec!["e1000"],
                 0,
-                4,
+                5,
                 format!("{virtio}{e1000}{nbd}"),
             ),
             (
                 NicModules::Named(vec!["virtio_net".into(), "e1000".into(), "mlx4_en".into()]),
                 vec!["virtio_net", "e1000", "mlx4_en"],
                 0,
-                6,
+                7,
                 // mlx4_en has no aliases: it takes mlx4_core's.
                 format!(
                     "{virtio}{e1000}{mlx4}{nbd}{}",

@@ -42,6 +42,11 @@ pub struct AttachOptions {
     pub socket: SocketOptions,
     /// TLS for every connection, handed to the kernel as kernel-TLS sockets.
     pub tls: Option<crate::tls::Client>,
+    /// Servers exporting the same image as `peer` ([`crate::replica`]): the connections are
+    /// spread over all that answer.
+    pub replicas: Vec<Peer>,
+    /// The replicas share their storage, so a writable export may fail over between them.
+    pub shared_storage: bool,
 }
 
 impl Default for AttachOptions {
@@ -58,6 +63,8 @@ impl Default for AttachOptions {
             policy: ConnectPolicy::default(),
             socket: SocketOptions::default(),
             tls: None,
+            replicas: Vec::new(),
+            shared_storage: false,
         }
     }
 }
@@ -66,6 +73,8 @@ impl Default for AttachOptions {
 pub enum AttachError {
     #[error(transparent)]
     Connect(#[from] ConnectError),
+    #[error(transparent)]
+    Replica(#[from] crate::replica::probe::ProbeError),
     #[error("attaching {peer} to the kernel: {source}")]
     Netlink { peer: String, source: KernelError },
     #[error("attaching {peer} to the kernel: {source}")]
@@ -98,6 +107,10 @@ pub struct Attached {
     /// The server or the options made the device read-only.
     pub read_only: bool,
     pub peer: Peer,
+    /// With replicas: the fingerprint every server's export matched at attach time.
+    pub fingerprint: Option<u64>,
+    /// With replicas: the servers (0 the main one) that did not answer, or differed.
+    pub down: Vec<usize>,
 }
 
 impl Attached {
@@ -112,7 +125,14 @@ impl Attached {
             "{} {name}: {} bytes, block size {block_size}, {}{}, on {}",
             self.peer,
             self.export.size,
-            crate::text::plural(opts.connections, "connection"),
+            crate::text::plural(
+                if opts.replicas.is_empty() {
+                    opts.connections
+                } else {
+                    crate::replica::connection_count(opts.connections, opts.replicas.len() + 1)
+                },
+                "connection"
+            ),
             if self.read_only { ", read-only" } else { "" },
             self.device
         )
@@ -121,6 +141,8 @@ impl Attached {
 
 struct Prepared {
     conns: Vec<Connection>,
+    fingerprint: Option<u64>,
+    down: Vec<usize>,
     export: Export,
     flags: u16,
     block_size: u32,
@@ -128,14 +150,37 @@ struct Prepared {
 }
 
 fn prepare(peer: &Peer, opts: &AttachOptions) -> Result<Prepared, AttachError> {
-    let conns = connect::connect_many(
-        peer,
-        &opts.export,
-        opts.connections.max(1),
-        &opts.policy,
-        &opts.socket,
-        opts.tls.as_ref(),
-    )?;
+    let (conns, fingerprint, down) = if opts.replicas.is_empty() {
+        let conns = connect::connect_many(
+            peer,
+            &opts.export,
+            opts.connections.max(1),
+            &opts.policy,
+            &opts.socket,
+            opts.tls.as_ref(),
+        )?;
+        (conns, None, Vec::new())
+    } else {
+        let servers: Vec<Peer> = std::iter::once(peer.clone())
+            .chain(opts.replicas.iter().cloned())
+            .collect();
+        let g = crate::replica::probe::gather(
+            &crate::replica::probe::Ask {
+                servers: &servers,
+                export: &opts.export,
+                connections: opts.connections,
+                policy: opts.policy,
+                socket: opts.socket,
+                read_only: opts.read_only,
+                shared_storage: opts.shared_storage,
+                tls: opts.tls.as_ref(),
+            },
+            crate::replica::epoch_secs(),
+        )?;
+        let spread: Vec<String> = g.conns.iter().map(|c| c.peer.to_string()).collect();
+        log::info!("connections spread over {}", spread.join(", "));
+        (g.conns, Some(g.identity.fingerprint), g.board.down())
+    };
     let export = conns[0].export.clone();
     let read_only = opts.read_only || export.read_only();
     let flags = if read_only {
@@ -148,6 +193,8 @@ fn prepare(peer: &Peer, opts: &AttachOptions) -> Result<Prepared, AttachError> {
         .unwrap_or_else(|| export.kernel_block_size());
     Ok(Prepared {
         conns,
+        fingerprint,
+        down,
         export,
         flags,
         block_size,
@@ -185,6 +232,8 @@ pub fn attach_netlink(peer: &Peer, opts: &AttachOptions) -> Result<Attached, Att
         export: p.export,
         read_only: p.read_only,
         peer: peer.clone(),
+        fingerprint: p.fingerprint,
+        down: p.down.clone(),
     };
     log::info!("{}", attached.describe(opts, p.block_size));
     wait_for_node(&attached.device)?;
@@ -261,6 +310,8 @@ pub fn attach_ioctl(
         export: p.export.clone(),
         read_only: p.read_only,
         peer: peer.clone(),
+        fingerprint: p.fingerprint,
+        down: p.down.clone(),
     };
     log::info!("{}", attached.describe(opts, p.block_size));
 

@@ -2,6 +2,7 @@
 //! device, and mounting it.
 
 pub mod options;
+pub mod overlay;
 pub mod rootdev;
 
 use std::fs;

@@ -36,11 +36,25 @@ pub struct BootPlan {
     /// `rd.nbdroot.tls.*`: the TLS credentials and checks. Any of them turns TLS on for every
     /// NBD connection of the boot, as does `tls` in an nbdopts field ([`BootPlan::tls_for`]).
     pub tls: Option<crate::tls::TlsSettings>,
+    /// `rd.nbdroot.overlay=`: the root mounted read-only under an overlayfs whose upper layer
+    /// is here.
+    pub overlay: Option<Overlay>,
+    /// `rd.nbdroot.replicas=`: servers exporting the same image as the root's.
+    pub replicas: Replicas,
     /// What the DHCP lease contributed to the root, once applied
     /// ([`crate::cmdline::apply_root_path`]).
     pub from_dhcp: FromDhcp,
     /// Conflicts resolved by precedence and unknown `rd.nbdroot.*` parameters, for the log.
     pub warnings: Vec<String>,
+}
+
+/// `rd.nbdroot.replicas=` and `rd.nbdroot.replicas.shared=`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Replicas {
+    /// `host[:port]` of each replica, in the order given (port 10809 unless given).
+    pub servers: Vec<(Host, u16)>,
+    /// The servers share their storage: a writable export may fail over between them.
+    pub shared_storage: bool,
 }
 
 /// The parts of the root's description a DHCP lease gave, for people reading the plan.
@@ -186,6 +200,16 @@ pub enum MinFree {
     Auto,
     Off,
     KiB(u64),
+}
+
+/// `rd.nbdroot.overlay=`: where the writable layer over the read-only root lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Overlay {
+    /// `tmpfs[:<size>]`: in memory, gone at reboot; `size` as tmpfs takes it (`512m`, `25%`),
+    /// `None` for tmpfs's default (half the RAM).
+    Tmpfs { size: Option<String> },
+    /// `nbd:…`: a filesystem on a second, per-machine export, kept across reboots.
+    Nbd(NbdSpec),
 }
 
 /// `rd.nbdroot.onfail=`: what a failed boot does.

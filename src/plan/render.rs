@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use super::{
     BootPlan, DebianSpec, FromDhcp, IpConfig, Mac, MinFree, ModeFrom, NbdOpts, NbdSpec, OnFail,
-    RootDevice, RootSource, StaticIp,
+    Overlay, RootDevice, RootSource, StaticIp,
 };
 use crate::settings::{FIRST_BACKOFF, FIRST_RETRY_PAUSE, MAX_BACKOFF, MAX_RETRY_PAUSE};
 use crate::switch_root::INIT_CANDIDATES;
@@ -21,9 +21,14 @@ pub fn render(plan: &BootPlan) -> String {
         ("device", device(plan)),
         ("connections", connections(plan)),
         ("mount", mount(plan)),
-        ("init", init(plan)),
-        ("supervisor", supervisor(plan)),
     ];
+    if let Some(o) = &plan.overlay {
+        sections.push(("overlay", overlay(plan, o)));
+    }
+    sections.extend([("init", init(plan)), ("supervisor", supervisor(plan))]);
+    if !plan.replicas.servers.is_empty() {
+        sections.insert(2, ("replicas", replicas(plan)));
+    }
     if let Some(swap) = &plan.swap {
         sections.push(("swap", self::swap(plan, swap)));
     }
@@ -323,6 +328,36 @@ fn tls(opts: &NbdOpts, plan: &BootPlan) -> String {
     format!("on, then kernel TLS; checks {verify}{client}")
 }
 
+fn replicas(plan: &BootPlan) -> Rows {
+    let r = &plan.replicas;
+    let servers: Vec<String> = r.servers.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+    let n = opts(plan).connections.unwrap_or(plan.tuning.connections);
+    let count = crate::replica::connection_count(n.into(), r.servers.len() + 1);
+    vec![
+        row("servers", servers.join(", ")),
+        row(
+            "checked",
+            "same size, flags and sampled blocks as the first server that answers; one that \
+             differs is refused, one that does not answer is left out until it does",
+        ),
+        row(
+            "connections",
+            format!(
+                "{} spread over the servers that answer; a dead one moves to a live server",
+                plural(count, "connection")
+            ),
+        ),
+        row(
+            "failover",
+            if r.shared_storage {
+                "also for a writable export (rd.nbdroot.replicas.shared=1: shared storage)"
+            } else {
+                "read-only exports only (a writable one is refused without rd.nbdroot.replicas.shared=1)"
+            },
+        ),
+    ]
+}
+
 fn connection_count(opts: &NbdOpts, plan: &BootPlan) -> String {
     let n = opts.connections.unwrap_or(plan.tuning.connections);
     let mut v = plural(n, "connection");
@@ -433,10 +468,12 @@ fn init(plan: &BootPlan) -> Rows {
 }
 
 fn supervisor(plan: &BootPlan) -> Rows {
-    let whose = if plan.swap.is_some() {
-        "the root's and the swap's"
-    } else {
-        "the root's"
+    let upper = matches!(plan.overlay, Some(Overlay::Nbd(_)));
+    let whose = match (plan.swap.is_some(), upper) {
+        (false, false) => "the root's",
+        (true, false) => "the root's and the swap's",
+        (false, true) => "the root's and the overlay's",
+        (true, true) => "the root's, the swap's and the overlay's",
     };
     vec![row(
         "state",
@@ -475,6 +512,44 @@ fn swap(plan: &BootPlan, spec: &NbdSpec) -> Rows {
         ),
         row("min_free_kbytes", min_free),
     ]
+}
+
+fn overlay(plan: &BootPlan, overlay: &Overlay) -> Rows {
+    let mut rows =
+        vec![
+        row(
+            "lower layer",
+            "the root above, attached and mounted read-only: the server's copy is never written",
+        ),
+        row(
+            "root",
+            format!("overlay, read-write; the layers under {}", crate::mount::overlay::DIR),
+        ),
+    ];
+    match overlay {
+        Overlay::Tmpfs { size } => rows.push(row(
+            "upper layer",
+            format!(
+                "tmpfs of {}, gone at reboot",
+                size.as_deref().unwrap_or("half the RAM (tmpfs's default)")
+            ),
+        )),
+        Overlay::Nbd(spec) => rows.extend([
+            row(
+                "upper layer",
+                "the filesystem on this export, kept across reboots (never formatted)",
+            ),
+            row("address", spec.address()),
+            row("export", export(&spec.export)),
+            row("nbd device", "the first free one"),
+            row("connections", connection_count(&spec.opts, plan)),
+            row(
+                "type",
+                spec.fstype.clone().unwrap_or_else(|| "detected".into()),
+            ),
+        ]),
+    }
+    rows
 }
 
 fn onfail(onfail: OnFail) -> Rows {
@@ -537,6 +612,25 @@ mod tests {
         };
         let rest = &text[start..];
         rest.find("\n\n").map_or(rest, |end| &rest[..end + 1])
+    }
+
+    #[test]
+    fn overlay_section_follows_mount() {
+        let text = render(&plan("root=nbd:s:1 rd.nbdroot.overlay=tmpfs:1g"));
+        assert!(text.find("\nmount\n").unwrap() < text.find("\noverlay\n").unwrap());
+        let o = section(&text, "overlay");
+        assert!(o.contains("the server's copy is never written"), "{o}");
+        assert!(o.contains("tmpfs of 1g, gone at reboot"), "{o}");
+        assert!(o.contains("/run/nbdroot/overlay"), "{o}");
+        let text = render(&plan("root=nbd:s:1 rd.nbdroot.overlay=nbd:u:upper-m1:ext4"));
+        let o = section(&text, "overlay");
+        assert!(o.contains("kept across reboots (never formatted)"), "{o}");
+        assert!(o.contains("\"upper-m1\""), "{o}");
+        assert!(o.contains("u:10809"), "{o}");
+        assert!(
+            text.contains("on: @nbdroot replaces the root's and the overlay's dead connections")
+        );
+        assert!(!render(&plan("root=nbd:s:1")).contains("\noverlay\n"));
     }
 
     #[test]
@@ -661,6 +755,33 @@ on failure
                 "  given by:         the DHCP root-path \"nbd:10.0.0.1:root:ext4:noatime\""
             )]
         );
+    }
+
+    #[test]
+    fn replicas_have_their_section() {
+        let p = plan("root=nbd:10.0.0.1:root rd.nbdroot.replicas=10.0.0.2,[fd00::3]:10900");
+        assert_eq!(
+            section(&render(&p), "replicas"),
+            "\
+replicas
+  servers:          10.0.0.2:10809, [fd00::3]:10900
+  checked:          same size, flags and sampled blocks as the first server that answers; one that differs is refused, one that does not answer is left out until it does
+  connections:      3 connections spread over the servers that answer; a dead one moves to a live server
+  failover:         read-only exports only (a writable one is refused without rd.nbdroot.replicas.shared=1)
+"
+        );
+        let p = plan("root=nbd:a:1 rd.nbdroot.replicas=b rd.nbdroot.replicas.shared=1 rd.nbdroot.connections=4");
+        let text = render(&p);
+        assert!(
+            text.contains("\n  connections:      4 connections spread over"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n  failover:         also for a writable export"),
+            "{text}"
+        );
+        // No replicas, no section.
+        assert!(!render(&plan("root=nbd:a:1")).contains("\nreplicas\n"));
     }
 
     #[test]

@@ -459,6 +459,13 @@ impl<S: Read + Write> Client<S> {
         self.transact(command, flags, offset, len, &[], &mut [])
     }
 
+    /// Hands back the stream, with the session still open, once every request has been
+    /// answered (nothing is in flight between calls): for a socket checked here and then
+    /// handed to the kernel, which goes on with its own cookies.
+    pub fn into_stream(self) -> S {
+        self.stream
+    }
+
     /// Ends the session with NBD_CMD_DISC, which has no reply, and hands back the stream (the
     /// server closes its side once earlier requests are done). Dropping a `Client` without
     /// it just closes the stream, which servers take as an abrupt disconnect.

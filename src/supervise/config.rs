@@ -26,6 +26,13 @@ pub struct Config {
     pub attempt_timeout: Duration,
     pub socket: SocketOptions,
     pub identifier: Option<String>,
+    /// Servers exporting the same image ([`crate::replica`]): a dead connection goes to
+    /// whichever server answers, live ones first.
+    pub replicas: Vec<Peer>,
+    /// With replicas: the fingerprint a server's export must match to take connections.
+    pub fingerprint: Option<u64>,
+    /// With replicas: the servers (0 the main one) that were down at attach time.
+    pub down: Vec<usize>,
     /// An inherited directory descriptor for status files (/run/nbdroot), which stays valid
     /// after switch_root moves /run away from the supervisor's view.
     pub status_fd: Option<i32>,
@@ -53,6 +60,21 @@ fn unhex(s: &str) -> Option<String> {
     String::from_utf8(bytes?).ok()
 }
 
+fn encode_peer(peer: &Peer) -> String {
+    match peer {
+        Peer::Tcp(a) => format!("tcp:{a}"),
+        Peer::Unix(p) => format!("unix:{}", hex(&p.to_string_lossy())),
+    }
+}
+
+fn decode_peer(text: &str) -> Option<Peer> {
+    match text.split_once(':')? {
+        ("tcp", a) => a.parse::<SocketAddr>().ok().map(Peer::Tcp),
+        ("unix", p) => Some(Peer::Unix(PathBuf::from(unhex(p)?))),
+        _ => None,
+    }
+}
+
 impl Config {
     /// The supervisor of a device just attached with `opts`.
     pub fn new(attached: &Attached, opts: &AttachOptions) -> Self {
@@ -67,10 +89,17 @@ impl Config {
             export: opts.export.clone(),
             size: attached.export.size,
             flags: attached.export.flags | read_only,
-            connections: opts.connections,
+            connections: if opts.replicas.is_empty() {
+                opts.connections
+            } else {
+                crate::replica::connection_count(opts.connections, opts.replicas.len() + 1)
+            },
             attempt_timeout: opts.policy.attempt_timeout,
             socket: opts.socket,
             identifier: opts.identifier.clone(),
+            replicas: opts.replicas.clone(),
+            fingerprint: attached.fingerprint,
+            down: attached.down.clone(),
             status_fd: None,
             tls: opts.tls.as_ref().map(|c| c.settings().clone()),
         }
@@ -78,10 +107,7 @@ impl Config {
 
     /// `key=value` pairs joined by `;`, strings hex-encoded.
     pub fn encode(&self) -> String {
-        let peer = match &self.peer {
-            Peer::Tcp(a) => format!("tcp:{a}"),
-            Peer::Unix(p) => format!("unix:{}", hex(&p.to_string_lossy())),
-        };
+        let peer = encode_peer(&self.peer);
         let keepalive = settings::keepalive_text(self.socket.keepalive);
         let mut s = format!(
             "index={};peer={peer};export={};size={};flags={};conns={};timeout={};keepalive={keepalive};user_timeout={}",
@@ -95,6 +121,17 @@ impl Config {
         );
         if let Some(id) = &self.identifier {
             s.push_str(&format!(";ident={}", hex(id)));
+        }
+        if !self.replicas.is_empty() {
+            let list: Vec<String> = self.replicas.iter().map(encode_peer).collect();
+            s.push_str(&format!(";replicas={}", list.join("|")));
+        }
+        if let Some(fp) = self.fingerprint {
+            s.push_str(&format!(";fp={fp}"));
+        }
+        if !self.down.is_empty() {
+            let list: Vec<String> = self.down.iter().map(usize::to_string).collect();
+            s.push_str(&format!(";down={}", list.join("|")));
         }
         if let Some(fd) = self.status_fd {
             s.push_str(&format!(";status_fd={fd}"));
@@ -123,10 +160,13 @@ impl Config {
                 .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
         };
         let num = |key: &str| get(key).and_then(|v| v.parse::<u64>().ok()).ok_or_else(bad);
-        let peer = match get("peer").ok_or_else(bad)?.split_once(':') {
-            Some(("tcp", a)) => Peer::Tcp(a.parse::<SocketAddr>().map_err(|_| bad())?),
-            Some(("unix", p)) => Peer::Unix(PathBuf::from(unhex(p).ok_or_else(bad)?)),
-            _ => return Err(bad()),
+        let peer = decode_peer(get("peer").ok_or_else(bad)?).ok_or_else(bad)?;
+        let replicas = match get("replicas") {
+            Some(list) => list
+                .split('|')
+                .map(|p| decode_peer(p).ok_or_else(bad))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
         };
         let keepalive =
             settings::parse_keepalive(get("keepalive").ok_or_else(bad)?).map_err(|_| bad())?;
@@ -159,6 +199,17 @@ impl Config {
                 user_timeout: (user_timeout > 0).then(|| Duration::from_millis(user_timeout)),
             },
             identifier: get("ident").map(|h| unhex(h).ok_or_else(bad)).transpose()?,
+            replicas,
+            fingerprint: get("fp")
+                .map(|v| v.parse().map_err(|_| bad()))
+                .transpose()?,
+            down: match get("down") {
+                Some(list) => list
+                    .split('|')
+                    .map(|v| v.parse().map_err(|_| bad()))
+                    .collect::<Result<Vec<_>, _>>()?,
+                None => Vec::new(),
+            },
             status_fd: get("status_fd")
                 .map(|v| v.parse().map_err(|_| bad()))
                 .transpose()?,
@@ -183,6 +234,12 @@ mod tests {
             attempt_timeout: Duration::from_secs(10),
             socket: SocketOptions::default(),
             identifier: Some("nbdroot".into()),
+            replicas: vec![
+                Peer::Tcp("10.0.0.2:10809".parse().unwrap()),
+                Peer::Tcp("[fd00::3]:10900".parse().unwrap()),
+            ],
+            fingerprint: Some(u64::MAX),
+            down: vec![0, 2],
             status_fd: Some(11),
             tls: Some(TlsSettings {
                 ca: Some("/etc/nbdroot/tls/ca;x.pem".into()),
@@ -201,6 +258,9 @@ mod tests {
             user_timeout: None,
         };
         c.identifier = None;
+        c.replicas.clear();
+        c.fingerprint = None;
+        c.down.clear();
         c.status_fd = None;
         assert_eq!(Config::decode(&c.encode()), Ok(c));
         for bad in ["", "index=x", "index=1;peer=tcp:nope"] {

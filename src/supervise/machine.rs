@@ -185,6 +185,12 @@ impl Supervisor {
         &self.status
     }
 
+    /// With replicas: the server that took the sockets of the reconnect in progress, which
+    /// its messages and the status name from now on.
+    pub fn set_server(&mut self, server: String) {
+        self.status.server = server;
+    }
+
     /// The device was just attached: publish, then wait for the kernel. Comes before any
     /// [`Supervisor::handle`].
     pub fn start(&mut self, now: Instant) -> Actions {

@@ -25,8 +25,9 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::stat::Mode;
 use nix::unistd::{fork, pipe, read, ForkResult};
 
-use crate::connect::{self, Connection};
+use crate::connect::{self, Connection, Peer};
 use crate::kernel::{self, Events, KernelError};
+use crate::replica::{self, Board};
 use crate::settings::ConnectPolicy;
 pub use config::Config;
 use machine::{Action, Actions, Device, Event, Supervisor};
@@ -38,6 +39,9 @@ pub const STATUS_DIR: &str = "/run/nbdroot";
 /// argv[0] of the supervisor: systemd spares root-owned processes whose argv[0] starts
 /// with '@' at switch_root and shutdown (its "root storage daemon" convention).
 pub const ARGV0: &str = "@nbdroot";
+/// Bound on each step of a look at a server that is down (every [`machine::CHECK_EVERY`]
+/// while the device is healthy).
+const DOWN_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the parent waits for the supervisor to report that it is ready.
 const START_WAIT: Duration = Duration::from_secs(5);
 
@@ -157,12 +161,26 @@ pub fn run(cfg: Config, ready_fd: Option<i32>) -> Result<(), SuperviseError> {
         connections: cfg.connections,
     };
     let mut sup = Supervisor::new(index, attached, status);
+    let servers: Vec<Peer> = std::iter::once(cfg.peer.clone())
+        .chain(cfg.replicas.iter().cloned())
+        .collect();
+    let board = (!cfg.replicas.is_empty()).then(|| {
+        let names = servers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.to_string(), !cfg.down.contains(&i)));
+        Board::new(names, replica::epoch_secs())
+    });
     let mut driver = Driver {
         cfg: &cfg,
         tls,
         events,
         rss,
         sockets: Vec::new(),
+        servers,
+        board,
+        board_changed: false,
+        took: None,
     };
 
     let mut actions = sup.start(Instant::now());
@@ -178,6 +196,9 @@ pub fn run(cfg: Config, ready_fd: Option<i32>) -> Result<(), SuperviseError> {
         let Some(event) = driver.execute(actions.next)? else {
             return Ok(());
         };
+        if let (Event::Negotiated(_), Some(server)) = (&event, driver.took.take()) {
+            sup.set_server(server);
+        }
         actions = sup.handle(Instant::now(), event);
         driver.prepare(&actions, sup.status());
     }
@@ -192,6 +213,14 @@ struct Driver<'a> {
     rss: status::Rss,
     /// Negotiated by the last `Connect`, for the `Reconfigure` that may follow.
     sockets: Vec<Connection>,
+    /// The main server, then the replicas.
+    servers: Vec<Peer>,
+    /// With replicas: each server's state.
+    board: Option<Board>,
+    /// The board changed since the status was last written.
+    board_changed: bool,
+    /// With replicas: the server whose sockets the last `Connect` negotiated.
+    took: Option<String>,
 }
 
 impl Driver<'_> {
@@ -200,9 +229,14 @@ impl Driver<'_> {
         if let Some(note) = &actions.log {
             log::log!(note.level, "{}", note.text);
         }
-        if actions.publish {
+        if actions.publish || self.board_changed {
+            self.board_changed = false;
+            let mut st = st.clone();
+            if let Some(b) = &self.board {
+                st.servers = b.render();
+            }
             if let Some(fd) = self.cfg.status_fd {
-                if let Err(e) = status::write(fd, self.cfg.index, st) {
+                if let Err(e) = status::write(fd, self.cfg.index, &st) {
                     log::warn!("cannot write the status of {}: {e}", st.device);
                 }
             }
@@ -231,14 +265,22 @@ impl Driver<'_> {
                     })?;
                 Event::LinkDead(dead)
             }
-            Action::CheckDevice => Event::Device(match kernel::netlink::is_configured(cfg.index) {
-                Ok(Some(true)) => Device::Configured,
-                Ok(None | Some(false)) => Device::Unconfigured,
-                Err(e) => {
-                    log::debug!("{}: {e}", kernel::device_path(cfg.index));
-                    Device::Unanswered
+            Action::CheckDevice => {
+                let device = match kernel::netlink::is_configured(cfg.index) {
+                    Ok(Some(true)) => Device::Configured,
+                    Ok(None | Some(false)) => Device::Unconfigured,
+                    Err(e) => {
+                        log::debug!("{}: {e}", kernel::device_path(cfg.index));
+                        Device::Unanswered
+                    }
+                };
+                // Unanswered is no news: the servers are worth a look all the same.
+                if device != Device::Unconfigured {
+                    self.probe_down_servers();
                 }
-            }),
+                Event::Device(device)
+            }
+            Action::Connect if self.board.is_some() => self.connect_replicas(),
             Action::Connect => {
                 let policy = ConnectPolicy {
                     attempt_timeout: cfg.attempt_timeout,
@@ -286,6 +328,102 @@ impl Driver<'_> {
             Action::Stop => return Ok(None),
         };
         Ok(Some(event))
+    }
+}
+
+impl Driver<'_> {
+    fn record(&mut self, server: usize, answered: bool) {
+        if let Some(b) = &mut self.board {
+            if b.record(server, answered, replica::epoch_secs()) {
+                let (level, state) = if answered {
+                    (log::Level::Info, "back")
+                } else {
+                    (log::Level::Warn, "down")
+                };
+                log::log!(
+                    level,
+                    "{}: server {} is {state}",
+                    kernel::device_path(self.cfg.index),
+                    self.servers[server]
+                );
+                self.board_changed = true;
+            }
+        }
+    }
+
+    /// One attempt on `server`, each step bounded by `timeout`: connect, negotiate, and
+    /// check the export's fingerprint.
+    fn probe(
+        &self,
+        server: usize,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<Vec<Connection>, String> {
+        let cfg = self.cfg;
+        let peer = &self.servers[server];
+        let policy = ConnectPolicy {
+            attempt_timeout: timeout,
+            retries: 0,
+        };
+        let mut conns = connect::connect_many(
+            peer,
+            &cfg.export,
+            count,
+            &policy,
+            &cfg.socket,
+            self.tls.as_ref(),
+        )
+        .map_err(|e| e.to_string())?;
+        let first = conns.remove(0);
+        let (first, id) =
+            replica::probe::fingerprint(first, cfg.attempt_timeout).map_err(|e| e.to_string())?;
+        if let Some(fp) = cfg.fingerprint.filter(|fp| *fp != id.fingerprint) {
+            return Err(format!(
+                "replica {peer} refused: different data in the sampled blocks (fingerprint {:016x}, not {fp:016x})",
+                id.fingerprint
+            ));
+        }
+        conns.insert(0, first);
+        Ok(conns)
+    }
+
+    /// A dead connection with replicas: the servers that answered last first, the first
+    /// one that answers with the same export takes the device's connections (the kernel
+    /// fills its dead slots with them and drops the rest).
+    fn connect_replicas(&mut self) -> Event {
+        let order = self.board.as_ref().map(Board::order).unwrap_or_default();
+        let mut errors = Vec::new();
+        for server in order {
+            match self.probe(server, self.cfg.connections, self.cfg.attempt_timeout) {
+                Ok(conns) => {
+                    self.record(server, true);
+                    let offer = Offer {
+                        size: conns[0].export.size,
+                        flags: conns[0].export.flags,
+                    };
+                    self.sockets = conns;
+                    self.took = Some(self.servers[server].to_string());
+                    return Event::Negotiated(offer);
+                }
+                Err(e) => {
+                    self.record(server, false);
+                    errors.push(e);
+                }
+            }
+        }
+        Event::ConnectFailed(errors.join("; "))
+    }
+
+    /// While the device is healthy: see whether the servers that were down are back, so
+    /// the status says so and the next dead connection may go to them.
+    fn probe_down_servers(&mut self) {
+        let down = self.board.as_ref().map(Board::down).unwrap_or_default();
+        for server in down {
+            // Short: a silent host must not keep the supervisor from the kernel's events.
+            let timeout = self.cfg.attempt_timeout.min(DOWN_PROBE_TIMEOUT);
+            let answered = self.probe(server, 1, timeout).is_ok();
+            self.record(server, answered);
+        }
     }
 }
 

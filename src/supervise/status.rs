@@ -47,6 +47,9 @@ pub struct Status {
     pub last_stall_ms: Option<u128>,
     pub rss_kib: Option<u64>,
     pub guards: String,
+    /// With replicas: one `server.N=<addr> <state> since=<epoch secs>` line per server
+    /// ([`crate::replica::Board::render`]).
+    pub servers: String,
 }
 
 impl Status {
@@ -73,6 +76,7 @@ impl Status {
             self.rss_kib.map(|v| v.to_string()).unwrap_or_default()
         );
         let _ = writeln!(s, "guards={}", self.guards);
+        s.push_str(&self.servers);
         s
     }
 }
@@ -161,6 +165,7 @@ mod tests {
             last_stall_ms: Some(250),
             rss_kib: None,
             guards: "mlockall=false io_flusher=true oom_score_adj=unchanged".into(),
+            servers: String::new(),
         };
         assert_eq!(
             st.render(),
