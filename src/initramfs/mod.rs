@@ -447,7 +447,8 @@ mod tests {
             ..opts
         };
         let summary = build(&opts).unwrap();
-        assert_eq!(summary.module_files, 3);
+        // nbd, tls, chacha20poly1305, and overlay on demand (in the image, not in the list).
+        assert_eq!(summary.module_files, 4);
         let mut raw = Vec::new();
         flate2::read::GzDecoder::new(File::open(&opts.output).unwrap())
             .read_to_end(&mut raw)
@@ -458,6 +459,7 @@ mod tests {
             get("etc/nbdroot/modules").unwrap().3,
             b"nbd\ntls\nchacha20poly1305\n"
         );
+        assert!(entries.iter().any(|e| e.0.ends_with("/overlay.ko")));
         for (path, mode, data) in [
             (TLS_CA, 0o100644, "CA"),
             (TLS_CERT, 0o100644, "CERT"),
