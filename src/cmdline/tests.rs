@@ -601,3 +601,36 @@ fn replicas_are_read_with_their_ports() {
         "rd.nbdroot.replicas.shared=yes: expected 0 or 1"
     );
 }
+
+/// The overlay's upper export and the swap export take TLS as the root does: `tls` in their
+/// own nbdopts, or every connection of the boot once an `rd.nbdroot.tls.*` is given.
+#[test]
+fn overlay_upper_and_swap_take_tls_like_the_root() {
+    let plan = parse(
+        "root=nbd:s:gold rd.nbdroot.overlay=nbd:10.0.0.1:upper:ext4::tls \
+         rd.nbdroot.swap=nbd:s:swap",
+    )
+    .unwrap();
+    let Some(crate::plan::Overlay::Nbd(upper)) = &plan.overlay else {
+        panic!("{:?}", plan.overlay);
+    };
+    assert!(upper.opts.tls);
+    assert!(plan.tls_for(upper).is_some());
+    assert!(plan.tls_for(&plan.source.nbd().unwrap()).is_none());
+    assert!(plan.tls_for(plan.swap.as_ref().unwrap()).is_none());
+
+    let plan = parse(
+        "root=nbd:s:gold rd.nbdroot.overlay=nbd:10.0.0.1:upper rd.nbdroot.swap=nbd:s:swap \
+         rd.nbdroot.tls.ca=/ca.pem",
+    )
+    .unwrap();
+    let Some(crate::plan::Overlay::Nbd(upper)) = &plan.overlay else {
+        panic!("{:?}", plan.overlay);
+    };
+    for spec in [upper, plan.swap.as_ref().unwrap()] {
+        let t = plan
+            .tls_for(spec)
+            .expect("TLS for every export of the boot");
+        assert_eq!(t.ca.as_deref(), Some(std::path::Path::new("/ca.pem")));
+    }
+}
