@@ -50,6 +50,12 @@ complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -l replica -d '
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -l nbdtab -d 'The table read for `connect nbdN` [default: $NBDROOT_NBDTAB, else /etc/nbdtab]' -r -F
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -l connect-timeout -d 'Bound on connecting and on the handshake, in seconds' -r
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -l retries -d 'Attempts after the first fails (refused, timed out)' -r
+complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -l tls-ca -d 'PEM file with the CA that signed the server\'s certificate' -r -F
+complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -l tls-cert -d 'PEM client certificate, for servers that ask for one (with --tls-key)' -r -F
+complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -l tls-key -d 'PEM private key of the client certificate' -r -F
+complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -l tls-hostname -d 'Name the server\'s certificate must carry [default: the server as written]' -r
+complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -l tls-verify -d 'full: check the certificate against --tls-ca and the name; none: do not authenticate the server at all' -r -f -a "full\t''
+none\t''"
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -s R -l readonly -d 'Attach read-only'
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -s L -l ioctl -l nonetlink -d 'Use the ioctl interface: a daemon (@nbdroot serve) stays to serve the device'
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -l foreground -d 'With --ioctl: serve the device from this process until it is disconnected'
@@ -57,6 +63,7 @@ complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -s p -l persist
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -l swap -d 'Swap on the device (implies --persist)'
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -l mkswap -d 'Write a swap signature first (implies --swap)'
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -l replicas-shared -d 'The replicas share their storage, so a writable export may fail over between them'
+complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -l tls -d 'Use TLS (NBD_OPT_STARTTLS); connect hands kernel TLS sockets to the driver. Never falls back to plain text. Implied by nbds:// and by any --tls-* option'
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -s v -l verbose -d 'Print debug messages'
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand disconnect" -s v -l verbose -d 'Print debug messages'
@@ -65,11 +72,25 @@ complete -c nbdroot -n "__fish_nbdroot_using_subcommand check" -s v -l verbose -
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand list" -l connect-timeout -d 'Bound on connecting and on the handshake, in seconds' -r
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand list" -l retries -d 'Attempts after the first fails (refused, timed out)' -r
+complete -c nbdroot -n "__fish_nbdroot_using_subcommand list" -l tls-ca -d 'PEM file with the CA that signed the server\'s certificate' -r -F
+complete -c nbdroot -n "__fish_nbdroot_using_subcommand list" -l tls-cert -d 'PEM client certificate, for servers that ask for one (with --tls-key)' -r -F
+complete -c nbdroot -n "__fish_nbdroot_using_subcommand list" -l tls-key -d 'PEM private key of the client certificate' -r -F
+complete -c nbdroot -n "__fish_nbdroot_using_subcommand list" -l tls-hostname -d 'Name the server\'s certificate must carry [default: the server as written]' -r
+complete -c nbdroot -n "__fish_nbdroot_using_subcommand list" -l tls-verify -d 'full: check the certificate against --tls-ca and the name; none: do not authenticate the server at all' -r -f -a "full\t''
+none\t''"
+complete -c nbdroot -n "__fish_nbdroot_using_subcommand list" -l tls -d 'Use TLS (NBD_OPT_STARTTLS); connect hands kernel TLS sockets to the driver. Never falls back to plain text. Implied by nbds:// and by any --tls-* option'
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand list" -s v -l verbose -d 'Print debug messages'
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand list" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand info" -s N -l name -d 'Export name [default: from the URI, else the server\'s default]' -r
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand info" -l connect-timeout -d 'Bound on connecting and on the handshake, in seconds' -r
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand info" -l retries -d 'Attempts after the first fails (refused, timed out)' -r
+complete -c nbdroot -n "__fish_nbdroot_using_subcommand info" -l tls-ca -d 'PEM file with the CA that signed the server\'s certificate' -r -F
+complete -c nbdroot -n "__fish_nbdroot_using_subcommand info" -l tls-cert -d 'PEM client certificate, for servers that ask for one (with --tls-key)' -r -F
+complete -c nbdroot -n "__fish_nbdroot_using_subcommand info" -l tls-key -d 'PEM private key of the client certificate' -r -F
+complete -c nbdroot -n "__fish_nbdroot_using_subcommand info" -l tls-hostname -d 'Name the server\'s certificate must carry [default: the server as written]' -r
+complete -c nbdroot -n "__fish_nbdroot_using_subcommand info" -l tls-verify -d 'full: check the certificate against --tls-ca and the name; none: do not authenticate the server at all' -r -f -a "full\t''
+none\t''"
+complete -c nbdroot -n "__fish_nbdroot_using_subcommand info" -l tls -d 'Use TLS (NBD_OPT_STARTTLS); connect hands kernel TLS sockets to the driver. Never falls back to plain text. Implied by nbds:// and by any --tls-* option'
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand info" -s v -l verbose -d 'Print debug messages'
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand info" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand mkinitramfs" -s o -l output -d 'The image to write' -r -F
@@ -78,6 +99,10 @@ complete -c nbdroot -n "__fish_nbdroot_using_subcommand mkinitramfs" -l kmoddir 
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand mkinitramfs" -l modules -d 'Modules /init always loads, with their dependencies [default: nbd,virtio_net,virtio_pci]' -r
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand mkinitramfs" -l nic-modules -d 'NIC drivers /init loads for the devices it finds: default, none, or A,B,...' -r
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand mkinitramfs" -l binary -d 'The static binary to use as /init [default: this one]' -r -F
+complete -c nbdroot -n "__fish_nbdroot_using_subcommand mkinitramfs" -l tls-ca -d 'CA certificate for the boot\'s TLS, copied to /etc/nbdroot/tls/ca.pem' -r -F
+complete -c nbdroot -n "__fish_nbdroot_using_subcommand mkinitramfs" -l tls-cert -d 'Client certificate, copied to /etc/nbdroot/tls/client-cert.pem' -r -F
+complete -c nbdroot -n "__fish_nbdroot_using_subcommand mkinitramfs" -l tls-key -d 'Client key, copied to /etc/nbdroot/tls/client-key.pem (mode 0600)' -r -F
+complete -c nbdroot -n "__fish_nbdroot_using_subcommand mkinitramfs" -l tls -d 'Include kernel TLS: the tls module and the crypto modules its ciphers need. Implied by --tls-ca, --tls-cert and --tls-key'
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand mkinitramfs" -s v -l verbose -d 'Print debug messages'
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand mkinitramfs" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand plan" -l root-path -d 'Show the plan as if DHCP had sent this root-path (option 17), for root=dhcp and nbdroot=dhcp' -r

@@ -1,5 +1,6 @@
 //! Where a server is, as users write it on the command line: `host`, `host:port`,
-//! `[v6addr]:port`, `nbd://host[:port][/export]`, `nbd+unix:///export?socket=PATH`.
+//! `[v6addr]:port`, `nbd://host[:port][/export]`, `nbds://…` (the same over TLS),
+//! `nbd+unix:///export?socket=PATH`.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -9,7 +10,7 @@ use crate::proto::consts::DEFAULT_PORT;
 
 /// The expected forms, quoted in errors.
 pub const TARGET_FORMS: &str =
-    "host[:port], [ipv6]:port, nbd://host[:port][/export] or nbd+unix:///export?socket=/path";
+    "host[:port], [ipv6]:port, nbd[s]://host[:port][/export] or nbd+unix:///export?socket=/path";
 
 /// A server's name or address, as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +50,8 @@ impl fmt::Display for Endpoint {
 pub struct Target {
     pub endpoint: Endpoint,
     pub export: Option<String>,
+    /// `nbds://`: the URI itself asks for TLS.
+    pub tls: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,12 +79,18 @@ pub fn parse_target(value: &str) -> Result<Target, TargetError> {
         return Ok(Target {
             endpoint: Endpoint::Unix(PathBuf::from(percent_decode(socket))),
             export: Some(percent_decode(export)),
+            tls: false,
         });
     }
-    if value.starts_with("nbds") {
-        return Err(err("TLS (nbds://) is not supported"));
+    if value.starts_with("nbds+") {
+        return Err(err("TLS over a Unix socket is not supported"));
     }
-    let (authority, export) = match value.strip_prefix("nbd://") {
+    let (uri, tls) = match (value.strip_prefix("nbd://"), value.strip_prefix("nbds://")) {
+        (Some(rest), _) => (Some(rest), false),
+        (_, Some(rest)) => (Some(rest), true),
+        _ => (None, false),
+    };
+    let (authority, export) = match uri {
         Some(rest) => match rest.split_once('/') {
             Some((a, e)) => (a, Some(percent_decode(e))),
             None => (rest, None),
@@ -93,6 +102,7 @@ pub fn parse_target(value: &str) -> Result<Target, TargetError> {
     Ok(Target {
         endpoint: Endpoint::Tcp { host, port },
         export,
+        tls,
     })
 }
 
@@ -183,7 +193,13 @@ mod tests {
             let t = parse_target(input).unwrap();
             assert_eq!(&t.endpoint, endpoint, "{input}");
             assert_eq!(t.export.as_deref(), *export, "{input}");
+            assert!(!t.tls, "{input}");
         }
+        let t = parse_target("nbds://srv:1234/root").unwrap();
+        assert_eq!(
+            (t.endpoint, t.export.as_deref(), t.tls),
+            (tcp("srv", 1234), Some("root"), true)
+        );
         assert_eq!(tcp("fd00::1", 99).to_string(), "[fd00::1]:99");
         assert_eq!(percent_decode("a%2fb%zz%4"), "a/b%zz%4");
         assert_eq!(percent_decode("é%"), "é%");
@@ -197,7 +213,8 @@ mod tests {
             "srv:x",
             "srv:70000",
             "[::1",
-            "nbds://srv/x",
+            "nbds+unix:///x?socket=/s",
+            "nbds://srv:0/x",
             "http://srv",
             "nbd+unix:///x",
         ] {

@@ -14,9 +14,10 @@ use nix::sys::socket::{setsockopt, sockopt};
 
 use crate::address::{self, Endpoint, Host, TargetError};
 use crate::proto::consts::TFLAG_CAN_MULTI_CONN;
-use crate::proto::{self, Export, HandshakeError};
+use crate::proto::{self, Export, HandshakeError, TlsStarted};
 use crate::settings::{ConnectPolicy, SocketOptions, FIRST_BACKOFF, MAX_BACKOFF};
 use crate::text;
+use crate::tls::{self, TlsError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -59,6 +60,8 @@ pub enum ConnectError {
         size: u64,
         flags: u16,
     },
+    #[error("TLS with {peer}: {source}")]
+    Tls { peer: String, source: TlsError },
     #[error(transparent)]
     Target(#[from] TargetError),
 }
@@ -101,20 +104,67 @@ pub fn resolve(endpoint: &Endpoint) -> Result<Peer, ConnectError> {
     }
 }
 
-/// A connected socket of either kind.
+/// A connected socket of either kind, or a TLS session in userspace. A TCP socket may be a
+/// kernel-TLS one: it reads and writes clear text like any other.
 #[derive(Debug)]
 pub enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    Tls(Box<tls::Session>),
 }
 
 impl Stream {
     /// Bounds every read and write (`None`: unbounded).
     pub fn set_timeouts(&self, t: Option<Duration>) -> io::Result<()> {
+        let tcp = |s: &TcpStream| s.set_read_timeout(t).and_then(|_| s.set_write_timeout(t));
         match self {
-            Stream::Tcp(s) => s.set_read_timeout(t).and_then(|_| s.set_write_timeout(t)),
+            Stream::Tcp(s) => tcp(s),
             Stream::Unix(s) => s.set_read_timeout(t).and_then(|_| s.set_write_timeout(t)),
+            Stream::Tls(s) => tcp(s.tcp()),
         }
+    }
+
+    /// Runs NBD_OPT_STARTTLS and the TLS handshake: afterwards the stream is a TLS session in
+    /// userspace, ready for the options asked again inside it.
+    pub fn start_tls(
+        self,
+        peer: &Peer,
+        client: &tls::Client,
+    ) -> Result<(Stream, TlsStarted), AttemptError> {
+        let Stream::Tcp(mut tcp) = self else {
+            return Err(tls_fatal(peer, TlsError::NotTcp));
+        };
+        let started = proto::starttls(&mut tcp).map_err(|e| classify(peer, e))?;
+        let session = client.handshake(tcp).map_err(|e| tls_attempt(peer, e))?;
+        Ok((Stream::Tls(Box::new(session)), started))
+    }
+
+    /// Makes a negotiated stream one the kernel can hold: a TLS session in userspace becomes a
+    /// kernel-TLS socket; plain sockets are already fine.
+    pub fn into_kernel(self, peer: &Peer) -> Result<Stream, AttemptError> {
+        match self {
+            Stream::Tls(session) => session
+                .into_kernel()
+                .map(Stream::Tcp)
+                .map_err(|e| tls_attempt(peer, e)),
+            plain => Ok(plain),
+        }
+    }
+}
+
+fn tls_fatal(peer: &Peer, source: TlsError) -> AttemptError {
+    AttemptError::Fatal(ConnectError::Tls {
+        peer: peer.to_string(),
+        source,
+    })
+}
+
+/// A TLS failure is worth another attempt only when the network failed, never when a
+/// certificate or the configuration did.
+fn tls_attempt(peer: &Peer, e: TlsError) -> AttemptError {
+    match e {
+        TlsError::Io(e) => AttemptError::Connect(e),
+        e => tls_fatal(peer, e),
     }
 }
 
@@ -123,6 +173,7 @@ impl Read for Stream {
         match self {
             Stream::Tcp(s) => s.read(buf),
             Stream::Unix(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
         }
     }
 }
@@ -132,10 +183,14 @@ impl Write for Stream {
         match self {
             Stream::Tcp(s) => s.write(buf),
             Stream::Unix(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        match self {
+            Stream::Tls(s) => s.flush(),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -144,6 +199,7 @@ impl AsRawFd for Stream {
         match self {
             Stream::Tcp(s) => s.as_raw_fd(),
             Stream::Unix(s) => s.as_raw_fd(),
+            Stream::Tls(s) => s.as_raw_fd(),
         }
     }
 }
@@ -216,15 +272,31 @@ fn set_timeouts(stream: &Stream, peer: &Peer, t: Option<Duration>) -> Result<(),
     })
 }
 
-/// One bounded attempt: connect within `timeout`, then negotiate within `timeout`.
+/// One bounded attempt: connect within `timeout`, then negotiate within `timeout` (inside TLS
+/// when `tls` is given: the connection is then a TLS session in userspace).
 pub fn attempt(
     peer: &Peer,
     export: &str,
     timeout: Duration,
     opts: &SocketOptions,
+    tls: Option<&tls::Client>,
 ) -> Result<Connection, AttemptError> {
     let mut stream = dial(peer, timeout, opts)?;
-    let export = proto::negotiate(&mut stream, export).map_err(|e| classify(peer, e))?;
+    let export = match tls {
+        None => proto::negotiate(&mut stream, export).map_err(|e| classify(peer, e)),
+        Some(client) => {
+            let started;
+            (stream, started) = stream.start_tls(peer, client)?;
+            proto::negotiate_in_tls(&mut stream, started, export).map_err(|e| match e {
+                // In TLS 1.3 a server checks the client's certificate only after the
+                // handshake, and those that want one just close: say what is likely missing.
+                HandshakeError::Closed { .. } if client.settings().cert.is_none() => {
+                    tls_fatal(peer, TlsError::ClosedWithoutClientCert)
+                }
+                e => classify(peer, e),
+            })
+        }
+    }?;
     // The kernel (or a long-lived client) owns the socket from here: no userspace timeouts.
     set_timeouts(&stream, peer, None)?;
     Ok(Connection {
@@ -259,9 +331,28 @@ pub fn connect(
     export: &str,
     policy: &ConnectPolicy,
     opts: &SocketOptions,
+    tls: Option<&tls::Client>,
 ) -> Result<Connection, ConnectError> {
     retry(peer, policy, || {
-        attempt(peer, export, policy.attempt_timeout, opts)
+        attempt(peer, export, policy.attempt_timeout, opts, tls)
+    })
+}
+
+/// [`connect`] for the kernel: a TLS session becomes a kernel-TLS socket, keys installed for
+/// both directions, checked to have nothing in flight.
+pub fn connect_for_kernel(
+    peer: &Peer,
+    export: &str,
+    policy: &ConnectPolicy,
+    opts: &SocketOptions,
+    tls: Option<&tls::Client>,
+) -> Result<Connection, ConnectError> {
+    retry(peer, policy, || {
+        let c = attempt(peer, export, policy.attempt_timeout, opts, tls)?;
+        Ok(Connection {
+            stream: c.stream.into_kernel(peer)?,
+            ..c
+        })
     })
 }
 
@@ -305,16 +396,18 @@ fn retry<T>(
     }
 }
 
-/// `count` connections to the same export. More than one needs the server's CAN_MULTI_CONN,
-/// and every connection must see the same export.
+/// `count` connections to the same export, for the kernel (see [`connect_for_kernel`]; with
+/// TLS, one session per socket). More than one needs the server's CAN_MULTI_CONN, and every
+/// connection must see the same export.
 pub fn connect_many(
     peer: &Peer,
     export: &str,
     count: usize,
     policy: &ConnectPolicy,
     opts: &SocketOptions,
+    tls: Option<&tls::Client>,
 ) -> Result<Vec<Connection>, ConnectError> {
-    let first = connect(peer, export, policy, opts)?;
+    let first = connect_for_kernel(peer, export, policy, opts, tls)?;
     if count > 1 && first.export.flags & TFLAG_CAN_MULTI_CONN == 0 {
         return Err(ConnectError::NoMultiConn {
             peer: peer.to_string(),
@@ -324,7 +417,7 @@ pub fn connect_many(
     }
     let mut all = vec![first];
     for index in 1..count {
-        let c = connect(peer, export, policy, opts)?;
+        let c = connect_for_kernel(peer, export, policy, opts, tls)?;
         if (c.export.size, c.export.flags) != (all[0].export.size, all[0].export.flags) {
             return Err(ConnectError::Inconsistent {
                 peer: peer.to_string(),
@@ -374,6 +467,7 @@ impl proto::Client<Stream> {
             export,
             &ConnectPolicy::COMMAND,
             &SocketOptions::default(),
+            None,
         )?;
         Ok(Self::new(c.stream, c.export))
     }
@@ -408,9 +502,15 @@ mod tests {
             attempt_timeout: Duration::from_secs(1),
             retries: 2,
         };
-        let err = connect(&Peer::Tcp(addr), "", &policy, &SocketOptions::default())
-            .unwrap_err()
-            .to_string();
+        let err = connect(
+            &Peer::Tcp(addr),
+            "",
+            &policy,
+            &SocketOptions::default(),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             err.starts_with(&format!("cannot reach {addr}: connection refused (after ")),
             "{err}"
@@ -427,9 +527,15 @@ mod tests {
             retries: 0,
         };
         let start = Instant::now();
-        let err = connect(&Peer::Tcp(addr), "", &policy, &SocketOptions::default())
-            .unwrap_err()
-            .to_string();
+        let err = connect(
+            &Peer::Tcp(addr),
+            "",
+            &policy,
+            &SocketOptions::default(),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(start.elapsed() < Duration::from_secs(5));
         assert!(
             err.contains("timed out while reading the server greeting"),

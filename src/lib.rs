@@ -53,3 +53,4 @@ pub mod modules;
 pub mod netlink;
 pub mod settings;
 pub mod text;
+pub mod tls;

@@ -29,8 +29,17 @@ pub fn secs(d: Duration) -> String {
     if d.subsec_nanos() == 0 {
         return format!("{} s", d.as_secs());
     }
-    let text = format!("{:.3}", d.as_secs_f64());
-    format!("{} s", text.trim_end_matches('0'))
+    // Integer arithmetic, not `{:.3}`: float formatting costs the binary ~5 KB.
+    let ms = d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 >= 500_000);
+    let text = format!("{}.{:03}", ms / 1000, ms % 1000);
+    format!("{} s", text.trim_end_matches('0').trim_end_matches('.'))
+}
+
+/// Seconds to one decimal, rounded: `7.84` → "7.8" (as `{:.1}` would print it, without the
+/// float formatting code).
+pub fn tenths(secs: f64) -> String {
+    let t = (secs.max(0.0) * 10.0).round() as u64;
+    format!("{}.{}", t / 10, t % 10)
 }
 
 /// How long a series of attempts took, for a failure message: "after 7.8 s, 6 attempts", or
@@ -40,13 +49,37 @@ pub fn tried(secs: f64, attempts: u32) -> String {
     if secs < 0.05 {
         count
     } else {
-        format!("after {secs:.1} s, {count}")
+        format!("after {} s, {count}", tenths(secs))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seconds_without_float_formatting() {
+        for (secs, want) in [
+            (7.84, "7.8"),
+            (7.86, "7.9"),
+            (0.05, "0.1"),
+            (9.96, "10.0"),
+            (0.0, "0.0"),
+        ] {
+            assert_eq!(tenths(secs), want, "{secs}");
+            assert_eq!(tenths(secs), format!("{secs:.1}"), "{secs}");
+        }
+        for (ms, want) in [
+            (10_000, "10 s"),
+            (250, "0.25 s"),
+            (1500, "1.5 s"),
+            (1001, "1.001 s"),
+            (3, "0.003 s"),
+        ] {
+            assert_eq!(secs(Duration::from_millis(ms)), want);
+        }
+        assert_eq!(secs(Duration::from_nanos(1_999_600_000)), "2 s");
+    }
 
     #[test]
     fn plurals() {

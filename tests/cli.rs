@@ -569,7 +569,10 @@ fn connect_names_what_is_wrong_with_the_nbdtab_in_one_line() {
     let table = dir.join("nbdtab");
     let t = table.to_str().unwrap();
     let cases = [
-        ("nbd0 srv x certfile=/etc/c.pem\n", "nbd0", format!("nbdroot: error: {t}: the entry for nbd0 (line 1) asks for TLS (certfile=/etc/c.pem), which nbdroot does not support yet; use nbd-client for this export")),
+        ("nbd0 srv x certfile=/etc/c.pem\n", "nbd0", format!("nbdroot: error: {t}: line 1: \"certfile=\" and \"keyfile=\" go together; give both or neither")),
+        // nbdtab's TLS options are connect's: the CA is read before any connection.
+        ("nbd0 srv x cacertfile=/nonexistent/ca.pem\n", "nbd0", "nbdroot: error: TLS with srv:10809: cannot read the TLS CA certificate /nonexistent/ca.pem: No such file or directory (os error 2)".to_string()),
+        ("nbd0 srv x tls\n", "nbd0", "nbdroot: error: TLS with srv:10809: TLS needs the CA certificate that signed the server's (--tls-ca, rd.nbdroot.tls.ca=); to skip verifying the server, say so with --tls-verify=none or rd.nbdroot.tls.verify=none".to_string()),
         ("nbd0 srv x\n", "nbd2", format!("nbdroot: error: {t}: no entry for nbd2")),
         ("nbd0 srv x bs=3\n", "nbd0", format!("nbdroot: error: {t}: line 1: option \"bs=3\": expected 512, 1024, 2048 or 4096")),
         ("nbd0 srv x persist,nonetlink\n", "nbd0", format!("nbdroot: error: {t}: line 1: \"persist\" needs the netlink interface, and \"nonetlink\" asks for ioctls")),

@@ -588,7 +588,7 @@ fn nbdkit_without_multi_conn_refuses_several_connections() {
     );
     let peer = Peer::Tcp(format!("127.0.0.1:{}", srv.port).parse().unwrap());
     let policy = ConnectPolicy::default();
-    let err = connect_many(&peer, "", 4, &policy, &SocketOptions::default()).unwrap_err();
+    let err = connect_many(&peer, "", 4, &policy, &SocketOptions::default(), None).unwrap_err();
     assert_eq!(
         err.to_string(),
         format!(
@@ -596,7 +596,7 @@ fn nbdkit_without_multi_conn_refuses_several_connections() {
             srv.port
         )
     );
-    let one = connect_many(&peer, "", 1, &policy, &SocketOptions::default()).unwrap();
+    let one = connect_many(&peer, "", 1, &policy, &SocketOptions::default(), None).unwrap();
     assert_eq!(one.len(), 1);
 }
 
@@ -614,6 +614,7 @@ fn nbdkit_with_multi_conn_gives_four_consistent_connections() {
         4,
         &ConnectPolicy::default(),
         &SocketOptions::default(),
+        None,
     )
     .unwrap();
     assert_eq!(conns.len(), 4);

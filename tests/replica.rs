@@ -28,6 +28,7 @@ fn ask<'a>(servers: &'a [Peer], read_only: bool, shared: bool) -> Ask<'a> {
         socket: SocketOptions::default(),
         read_only,
         shared_storage: shared,
+        tls: None,
     }
 }
 
@@ -54,6 +55,7 @@ fn copies_match_other_data_is_refused_and_a_probe_agrees() {
         "",
         Duration::from_secs(5),
         &SocketOptions::default(),
+        None,
     )
     .unwrap();
     assert_eq!(id, g.identity);
@@ -62,6 +64,7 @@ fn copies_match_other_data_is_refused_and_a_probe_agrees() {
         "",
         Duration::from_secs(5),
         &SocketOptions::default(),
+        None,
     )
     .unwrap();
     assert_ne!(other.fingerprint, g.identity.fingerprint);

@@ -8,6 +8,10 @@
 #                            nbdroot as their netroot handler; default: nbdroot configures
 #                            the network itself (its own DHCP client)
 #   nbdroot_binary=<path>    the static binary to put in the image [default: /usr/sbin/nbdroot]
+#   nbdroot_tls_dir=<dir>    TLS credentials for the NBD server [default: /etc/nbdroot/tls]:
+#                            whichever of ca.pem, client-cert.pem and client-key.pem are there
+#                            go to /etc/nbdroot/tls in the image (the key 0600), where the
+#                            boot finds them, and the kernel TLS modules with them
 
 # Where the binary goes in the image: the hook scripts call it by this path.
 nbdroot_bin=/usr/sbin/nbdroot
@@ -42,9 +46,48 @@ depends() {
     return 0
 }
 
+# The kernel TLS modules for nbdroot's cipher, ChaCha20-Poly1305 (nbdroot's tls::MODULES).
+nbdroot_tls_modules="tls libchacha chacha-x86_64 poly1305-x86_64 chacha20poly1305"
+
+# Whether the host has TLS credentials for the image.
+nbdroot_tls() {
+    local _f
+    for _f in ca.pem client-cert.pem client-key.pem; do
+        [[ -e ${nbdroot_tls_dir:-/etc/nbdroot/tls}/$_f ]] && return 0
+    done
+    return 1
+}
+
 # called by dracut
 installkernel() {
     hostonly='' instmods nbd
+    if nbdroot_tls; then
+        # shellcheck disable=SC2086 # a list of names
+        hostonly='' instmods $nbdroot_tls_modules
+    fi
+}
+
+# Copies the credentials: readable by root only in the image, the directory too.
+nbdroot_tls_install() {
+    local _dir=${nbdroot_tls_dir:-/etc/nbdroot/tls} _f _mode _cert=0 _key=0
+    [[ -e $_dir/client-cert.pem ]] && _cert=1
+    [[ -e $_dir/client-key.pem ]] && _key=1
+    if ((_cert != _key)); then
+        dfatal "nbdroot: $_dir has only one of client-cert.pem and client-key.pem; a client certificate needs its key"
+        return 1
+    fi
+    mkdir -p "$initdir/etc/nbdroot/tls"
+    chmod 0700 "$initdir/etc/nbdroot/tls"
+    for _f in ca.pem client-cert.pem client-key.pem; do
+        [[ -e $_dir/$_f ]] || continue
+        _mode=0644
+        [[ $_f == client-key.pem ]] && _mode=0600
+        # `command`: install() is this module's own hook function.
+        if ! command install -m "$_mode" "$_dir/$_f" "$initdir/etc/nbdroot/tls/$_f"; then
+            dfatal "nbdroot: cannot copy $_dir/$_f into the image"
+            return 1
+        fi
+    done
 }
 
 # called by dracut
@@ -63,6 +106,9 @@ install() {
     if dracut_module_included systemd-initrd || dracut_module_included systemd; then
         inst_dir "$systemdutildir/system-generators"
         ln_r "$nbdroot_bin" "$systemdutildir/system-generators/nbdroot-generator"
+    fi
+    if nbdroot_tls; then
+        nbdroot_tls_install || return 1
     fi
     if [[ $nbdroot_network == dracut ]]; then
         inst_dir /etc/nbdroot

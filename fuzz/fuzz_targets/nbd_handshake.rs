@@ -53,6 +53,36 @@ fn run(server: &[u8], export: &str) {
         Err(e) => check_error(&e),
     }
     check_client(server, &s.written, Query::Info, export);
+
+    // NBD_OPT_STARTTLS, then negotiation inside TLS on the rest of the bytes, as if they had
+    // been decrypted. In plain text the client says only its flags and STARTTLS (and
+    // NBD_OPT_ABORT when refused): never an option that could leak the export's name.
+    let mut s = Replay::new(server);
+    match proto::starttls(&mut s) {
+        Ok(started) => {
+            assert_eq!(s.written.len(), 4 + 16);
+            let plain = s.written.len();
+            match proto::negotiate_in_tls(&mut s, started, export) {
+                Ok(e) => {
+                    if let Some(b) = e.block_sizes {
+                        assert_eq!(b.validate(e.size).ok(), Some(b));
+                    }
+                }
+                Err(e) => check_error(&e),
+            }
+            assert!(
+                s.written[plain..].starts_with(&IHAVEOPT.to_be_bytes()) || s.written.len() == plain
+            );
+        }
+        Err(e) => {
+            check_error(&e);
+            assert!(
+                s.written.len() <= 4 + 16 + 16,
+                "{} bytes in plain text",
+                s.written.len()
+            );
+        }
+    }
 }
 
 /// A server that sends `input`, then closes; it records what the client writes.

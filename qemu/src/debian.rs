@@ -79,3 +79,33 @@ pub fn chroot(root: &Path, step: &str, script: &str) -> Result<Output> {
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
 }
+
+/// initramfs-tools and what its mkinitramfs runs that a minbase root lacks, downloaded with
+/// apt into `dir`, for [`copy_in`] and `dpkg -i --force-depends` (udev and zstd stay out:
+/// mkinitramfs then skips its udev hook and compresses with gzip).
+pub fn initramfs_tools_debs(dir: &Path) -> Result<Vec<PathBuf>> {
+    let debs = dir.join("initramfs-tools-debs");
+    let _ = fs::remove_dir_all(&debs);
+    fs::create_dir_all(&debs).step(|| format!("create {}", debs.display()))?;
+    let mut get = Command::new("apt-get");
+    get.args([
+        "download",
+        "-q",
+        "initramfs-tools",
+        "initramfs-tools-core",
+        "klibc-utils",
+        "libklibc",
+        "cpio",
+        "linux-base",
+        "kmod",
+    ])
+    .current_dir(&debs);
+    command::run("download initramfs-tools", &mut get)?;
+    let mut all: Vec<PathBuf> = fs::read_dir(&debs)
+        .step(|| format!("list {}", debs.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "deb"))
+        .collect();
+    all.sort();
+    Ok(all)
+}

@@ -23,6 +23,7 @@ pub mod scenario;
 pub mod server;
 pub mod stats;
 pub mod sysroot;
+pub mod tls;
 pub mod vm;
 
 use std::path::{Path, PathBuf};

@@ -33,6 +33,7 @@ fn image(kernel: &Kernel, out: &Path, nic: NicModules) -> Summary {
         modules: vec!["nbd".into()],
         nic_modules: nic,
         binary: nbdroot_binary().expect("static nbdroot"),
+        tls: Default::default(),
     })
     .expect("nbdroot initramfs")
 }

@@ -6,7 +6,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use nbdroot_qemu::debian::{build_deb, chroot, copy_in, nbd_client_debs, root_copy};
+use nbdroot_qemu::debian::{
+    build_deb, chroot, copy_in, initramfs_tools_debs, nbd_client_debs, root_copy,
+};
 use nbdroot_qemu::debian_boot::{prepare, DebianBoot, Extras, NbdPackage, SERVER_IP};
 use nbdroot_qemu::debian_probe::{add_probe, add_probe_with, status_blocks, tagged, value, FILES};
 use nbdroot_qemu::luks_lvm::{self, Layout};
@@ -131,6 +133,78 @@ fn package_diverts_nbd_client_scripts_and_gives_them_back() {
         ""
     );
     sh(&root, "no leftovers", "test ! -e /usr/share/nbdroot");
+}
+
+/// TLS credentials from `NBDROOT_TLS_DIR` land in an initramfs-tools image, built by
+/// mkinitramfs with the package's hook and unpacked by unmkinitramfs: the key 0600, the kernel
+/// TLS modules with them. A certificate without its key stops mkinitramfs with one line.
+#[test]
+fn initramfs_tools_hook_puts_tls_credentials_in_the_image() {
+    let dir = scratch("debian", "tls-credentials");
+    let deb = build_deb(&nbdroot_binary().unwrap(), &dir).unwrap();
+    let root = root_copy(&dir).unwrap();
+    let tools = copy_in(&root, &initramfs_tools_debs(&dir).unwrap()).unwrap();
+    sh(
+        &root,
+        "install initramfs-tools",
+        &format!("dpkg -i --force-depends {}", tools.join(" ")),
+    );
+    let ours = copy_in(&root, &[deb]).unwrap();
+    sh(&root, "install nbdroot", &format!("dpkg -i {}", ours[0]));
+    // The kernel the images are for: its modules and its config, which mkinitramfs reads.
+    let kernel = nbdroot_qemu::debian_cloud_kernel().expect("Debian cloud kernel");
+    let modules = root.join("lib/modules");
+    std::fs::create_dir_all(&modules).unwrap();
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(kernel.moddir.join(&kernel.version))
+        .arg(&modules)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let config = format!("config-{}", kernel.version);
+    let boot = kernel.vmlinuz.parent().unwrap();
+    std::fs::copy(boot.join(&config), root.join("boot").join(&config)).unwrap();
+    let creds = nbdroot_qemu::tls::hook_credentials(&root.join("tmp")).expect("credentials");
+    let inside = "/tmp/host-tls";
+    assert_eq!(creds, root.join("tmp/host-tls"));
+    let kver = &kernel.version;
+    sh(
+        &root,
+        "mkinitramfs with TLS credentials",
+        &format!(
+            "NBDROOT_TLS_DIR={inside} mkinitramfs -o /tmp/tls.img {kver} && \
+             unmkinitramfs /tmp/tls.img /tmp/unpacked"
+        ),
+    );
+    let unpacked = root.join("tmp/unpacked");
+    // With an early (microcode) archive first, the main one is in main/.
+    let main = if unpacked.join("main").exists() {
+        unpacked.join("main")
+    } else {
+        unpacked
+    };
+    nbdroot_qemu::tls::assert_hook_credentials(&main);
+
+    std::fs::remove_file(creds.join("client-key.pem")).unwrap();
+    let o = Command::new("chroot")
+        .arg(&root)
+        .args([
+            "/bin/sh",
+            "-c",
+            &format!("NBDROOT_TLS_DIR={inside} mkinitramfs -o /tmp/half.img {kver}"),
+        ])
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "E: nbdroot: /tmp/host-tls has only one of client-cert.pem and client-key.pem"
+        ),
+        "{err}"
+    );
 }
 
 /// The guest's nbdtab: the second export, as nbd-client's nbdtab(5) writes it (default port).

@@ -880,3 +880,47 @@ mod networkd_keeps_the_lease {
         });
     }
 }
+
+/// TLS credentials from `nbdroot_tls_dir` (dracut.conf) land in the image, unpacked by the
+/// release's own lsinitrd: the key 0600, the kernel TLS modules with them.
+fn tls_credentials_in_the_image(release: Release) {
+    let v = Variant {
+        release,
+        systemd: false,
+    };
+    let dir = scratch(v, "tls-credentials");
+    let _ = std::fs::remove_dir_all(&dir);
+    let creds = nbdroot_qemu::tls::hook_credentials(&dir).expect("credentials");
+    let dracut = Dracut::get(release).expect("dracut");
+    let mut spec = ImageSpec::nbdroot(false).expect("nbdroot binary");
+    spec.conf
+        .push(format!("nbdroot_tls_dir=\"{}\"", creds.display()));
+    let img = dir.join("tls.img");
+    build_image(&dracut, kernel(), &spec, &img).expect("dracut image");
+    let unpacked = dir.join("unpacked");
+    std::fs::create_dir_all(&unpacked).unwrap();
+    let lsinitrd = match release {
+        Release::Debian059 => dracut.script.with_file_name("lsinitrd"),
+        Release::Ng111 => dracut.basedir.join("lsinitrd.sh"),
+    };
+    let o = std::process::Command::new("bash")
+        .arg(&lsinitrd)
+        .arg("--unpack")
+        .arg(&img)
+        .env("dracutbasedir", &dracut.basedir)
+        .current_dir(&unpacked)
+        .output()
+        .expect("run lsinitrd");
+    assert!(o.status.success(), "lsinitrd --unpack: {o:?}");
+    nbdroot_qemu::tls::assert_hook_credentials(&unpacked);
+}
+
+#[test]
+fn tls_credentials_in_the_image_dracut059() {
+    tls_credentials_in_the_image(Release::Debian059);
+}
+
+#[test]
+fn tls_credentials_in_the_image_ng111() {
+    tls_credentials_in_the_image(Release::Ng111);
+}

@@ -199,6 +199,8 @@ fn mkinitcpio_install_hook_help() {
         "ip=",
         "rd.nbdroot.retries",
         "encrypt",
+        "rd.nbdroot.tls.verify=none",
+        "NBDROOT_TLS_DIR",
     ] {
         assert!(text.contains(want), "no {want:?} in:\n{text}");
     }
@@ -901,4 +903,61 @@ fn mkinitcpio_boot_nbd_client_reference() {
     assert!(out.root_mount().starts_with("/dev/nbd0 / ext4 rw"), "{out}");
     assert!(!out.contains(":: running hook [nbdroot]"), "{out}");
     assert_written(&img);
+}
+
+/// TLS credentials from `NBDROOT_TLS_DIR` (set in mkinitcpio.conf) land in both kinds of
+/// image, unpacked by mkinitcpio's own lsinitcpio: the key 0600, the kernel TLS modules with
+/// them. A certificate without its key stops the build with one line.
+#[test]
+fn mkinitcpio_install_hooks_put_tls_credentials_in_the_image() {
+    let dir = scratch("tls-credentials");
+    let _ = std::fs::remove_dir_all(&dir);
+    let creds = nbdroot_qemu::tls::hook_credentials(&dir).expect("credentials");
+    let mk = mkinitcpio();
+    for hooks in [
+        ImageSpec::BUSYBOX_HOOKS,
+        &[
+            "base",
+            "systemd",
+            "modconf",
+            "block",
+            "sd-nbdroot",
+            "filesystems",
+        ][..],
+    ] {
+        let mut spec = if hooks.contains(&"systemd") {
+            ImageSpec::systemd(hooks)
+        } else {
+            ImageSpec::nbdroot(hooks)
+        }
+        .expect("nbdroot binary");
+        spec.conf
+            .push(format!("NBDROOT_TLS_DIR={}", creds.display()));
+        let name = hooks.join("-");
+        let out = dir.join(format!("{name}.img"));
+        build_image(mk, kernel(), &spec, &out).expect("mkinitcpio image");
+        let unpacked = dir.join(&name);
+        std::fs::create_dir_all(&unpacked).unwrap();
+        let o = std::process::Command::new("bash")
+            .arg(mk.tree.join("lsinitcpio"))
+            .arg("-x")
+            .arg(&out)
+            .current_dir(&unpacked)
+            .output()
+            .expect("run lsinitcpio");
+        assert!(o.status.success(), "lsinitcpio -x: {o:?}");
+        nbdroot_qemu::tls::assert_hook_credentials(&unpacked);
+    }
+
+    std::fs::remove_file(creds.join("client-key.pem")).unwrap();
+    let mut spec = ImageSpec::nbdroot(ImageSpec::BUSYBOX_HOOKS).expect("nbdroot binary");
+    spec.conf
+        .push(format!("NBDROOT_TLS_DIR={}", creds.display()));
+    let err = build_image(mk, kernel(), &spec, &dir.join("half.img"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("has only one of client-cert.pem and client-key.pem"),
+        "{err}"
+    );
 }

@@ -329,3 +329,148 @@ echo "NBDT-RW-SHARED rc=$rc $($bb cat /sys/block/nbd1/size)"
     // Declared shared: attached (16 MiB = 32768 sectors).
     assert_eq!(out.lines_with("NBDT-RW-SHARED "), ["rc=0 32768"], "{out}");
 }
+
+/// Replicas over TLS: every server is an nbdkit that requires TLS; the third serves other
+/// data. Each connection does its own STARTTLS and kernel-TLS hand-off before the sampled
+/// reads, so the fingerprints (equal for the copy, different for the third) were read through
+/// kernel TLS; then the first server is killed under reads and the supervisor's reconnect to
+/// the second, and its look at the first once back, go through TLS as well. Every server's
+/// certificate is checked for the one name `rd.nbdroot.tls.hostname=` gives.
+#[test]
+fn replicas_over_tls_each_socket_its_own_session() {
+    let dir = scratch("tls");
+    let pki = nbdroot_qemu::tls::pki(&dir).expect("certificates");
+    let initrd = dir.join("initrd-tls.img");
+    nbdroot_qemu::tls::tls_initramfs(&boot_kit().kernel, &initrd, Some(&pki))
+        .expect("mkinitramfs --tls");
+    let certs = dir.join("certs");
+    fs::create_dir_all(&certs).unwrap();
+    for f in ["ca-cert.pem", "server-cert.pem", "server-key.pem"] {
+        fs::copy(pki.join(f), certs.join(f)).unwrap();
+    }
+    let tls = format!("--tls-certificates={}", certs.display());
+    let script = format!(
+        r#"bb=/bin/busybox
+{STATUS}
+tls() {{ while read -r k v; do echo "NBDT-TLS $1 $k $v"; done < /proc/net/tls_stat; }}
+want=$($bb cat /want)
+tls start
+echo "NBDT-READING"
+pass=0; bad=0
+while [ $pass -lt 200 ]; do
+  echo 3 > /proc/sys/vm/drop_caches
+  sum=$($bb md5sum /big); sum=${{sum%% *}}
+  [ "$sum" = "$want" ] || {{ bad=$((bad+1)); echo "NBDT bad-sum pass=$pass $sum"; }}
+  pass=$((pass+1))
+  st $pass
+  s=$(/bin/nbdroot status)
+  case "$s" in *"reconnects=0"*) continue;; esac
+  case "$s" in *"server.0={A}:10809 connected"*) break;; esac
+done
+echo "NBDT passes=$pass bad=$bad"
+echo "NBDT-IOERR $($bb dmesg | $bb grep -c -i 'I/O error')"
+tls end
+st end"#
+    );
+    let mut root = RootFs::new(dir.join("root")).expect("stage root");
+    root.add_nbdroot().expect("add nbdroot");
+    root.add_file("big", noise(BIG_MIB << 20, 21), 0o644)
+        .expect("big file");
+    let want = md5(&root.dir().join("big"));
+    root.add_file("want", want.clone(), 0o644).expect("want");
+    root.add_probe_step(&script);
+    let img = dir.join("root.ext4");
+    root.build_ext4(&img, 64, None).expect("mkfs.ext4");
+    let copy = dir.join("copy.ext4");
+    fs::copy(&img, &copy).expect("copy the image");
+    let (other, _) = image(&dir, "other", 22, "true");
+    assert_eq!(
+        fs::metadata(&img).unwrap().len(),
+        fs::metadata(&other).unwrap().len()
+    );
+
+    let ns = hosts("repl-tls");
+    let serve_tls = |addr: &str, img: &Path| {
+        let img = img.display().to_string();
+        NsServer::nbdkit(
+            &ns,
+            addr,
+            10809,
+            &["--tls=require", &tls, "--readonly", "file", &img],
+        )
+        .expect("nbdkit --tls=require")
+    };
+    let mut a = serve_tls(A, &img);
+    let _b = serve_tls(B, &copy);
+    let _c = serve_tls(C, &other);
+    let log = dir.join("console.log");
+    let mut cfg = vm(
+        &ns,
+        &format!(
+            "root=nbd:{A}:10809:::tls rd.nbdroot.replicas={B},{C} \
+             rd.nbdroot.tls.hostname=10.0.2.2"
+        ),
+        &log,
+    );
+    cfg.initrd = initrd;
+    let (out, down) = run_with(&cfg, || {
+        if !wait_for(&log, "NBDT-READING", Duration::from_secs(240)) {
+            return Err("the guest never started reading");
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        a.kill();
+        let down = wait_for(
+            &log,
+            &format!("server.0={A}:10809 reconnecting"),
+            Duration::from_secs(120),
+        );
+        std::thread::sleep(Duration::from_secs(2));
+        a.start(&ns).expect("restart the first server");
+        down.then_some(())
+            .ok_or("the status never showed the first server down")
+    });
+    assert_eq!(down, Ok(()), "{out}");
+    assert_ran(&out);
+    // The third's sampled blocks, read over kernel TLS, differ; the copy's match.
+    assert!(
+        out.contains(&format!(
+            "replica {C}:10809 refused: different data in the sampled blocks (fingerprint "
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "connections spread over {A}:10809, {B}:10809, {A}:10809"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("/dev/nbd0: reconnected to {B}:10809 in ")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("/dev/nbd0: server {A}:10809 is back")),
+        "{out}"
+    );
+    let result = out.lines_with("NBDT passes=");
+    assert_eq!(result.len(), 1, "{out}");
+    assert!(result[0].ends_with(" bad=0"), "{}\n{out}", result[0]);
+    assert_eq!(out.lines_with("NBDT-IOERR "), ["0"], "{out}");
+    let stat = |when: &str, k: &str| -> u32 {
+        out.lines_with(&format!("NBDT-TLS {when} {k} "))
+            .first()
+            .unwrap_or_else(|| panic!("no {k} in /proc/net/tls_stat:\n{out}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    // The device's three sockets are kernel-TLS ones in both directions (the refused third
+    // server's probe had its own, closed since).
+    assert_eq!(stat("start", "TlsCurrTxSw"), 3, "{out}");
+    assert_eq!(stat("start", "TlsCurrRxSw"), 3, "{out}");
+    assert_eq!(stat("start", "TlsTxSw"), 4, "{out}");
+    // The replacements are kernel-TLS sockets too (the looks at down servers add to the total).
+    assert!(stat("end", "TlsTxSw") >= 4 + 2, "{out}");
+    assert_eq!(stat("end", "TlsCurrRxSw"), 3, "{out}");
+    assert_eq!(stat("end", "TlsDecryptError"), 0, "{out}");
+}

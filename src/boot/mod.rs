@@ -47,6 +47,11 @@ pub enum BootError {
     Net(#[from] NetError),
     #[error(transparent)]
     Connect(#[from] ConnectError),
+    #[error("TLS with {server}: {source}")]
+    Tls {
+        server: String,
+        source: crate::tls::TlsError,
+    },
     #[error(transparent)]
     Attach(#[from] AttachError),
     #[error(transparent)]
@@ -243,7 +248,8 @@ fn overlay_root(
     match overlay {
         Overlay::Tmpfs { size } => layers.mount_tmpfs(size.as_deref())?,
         Overlay::Nbd(spec) => {
-            let attached = attach(plan, spec, None)?;
+            // The upper layer is an export of its own: the root's replicas are not its copies.
+            let attached = attach_export(plan, spec, None, &Replicas::default())?;
             *upper = Some((attached.index, attached.device.clone()));
             layers.check_upper_device(&attached.device, &spec.export, spec.fstype.as_deref())?;
             let fstype = mount::mount_root(
@@ -396,6 +402,21 @@ fn swap_on(plan: &BootPlan, spec: &NbdSpec) -> Result<(), BootError> {
     result
 }
 
+/// TLS settings with the credentials `mkinitramfs --tls-*` put in the image, where the command
+/// line names none.
+fn with_image_credentials(mut t: crate::tls::TlsSettings) -> crate::tls::TlsSettings {
+    let in_image = |rel: &str| {
+        let path = Path::new("/").join(rel);
+        path.exists().then_some(path)
+    };
+    t.ca = t.ca.or_else(|| in_image(crate::initramfs::TLS_CA));
+    if t.cert.is_none() && t.key.is_none() {
+        t.cert = in_image(crate::initramfs::TLS_CERT);
+        t.key = in_image(crate::initramfs::TLS_KEY);
+    }
+    t
+}
+
 /// Connects, negotiates and hands the sockets to the kernel, and starts the `@nbdroot`
 /// supervisor for the device (shared by /init and `nbdroot attach`).
 pub fn attach(plan: &BootPlan, spec: &NbdSpec, device: Option<u32>) -> Result<Attached, BootError> {
@@ -428,6 +449,17 @@ fn attach_export(
         })
         .collect();
     let t = &plan.tuning;
+    let tls = match plan.tls_for(spec).map(with_image_credentials) {
+        Some(settings) => Some(
+            crate::tls::Client::new(&settings, &spec.host.to_string()).map_err(|source| {
+                BootError::Tls {
+                    server: spec.address(),
+                    source,
+                }
+            })?,
+        ),
+        None => None,
+    };
     let opts = AttachOptions {
         export: spec.export.clone(),
         device,
@@ -439,6 +471,7 @@ fn attach_export(
         identifier: None,
         policy: plan.connect,
         socket: t.socket,
+        tls,
         replicas: replica_peers,
         shared_storage: replicas.shared_storage,
     };

@@ -131,6 +131,40 @@ pub struct NetArgs {
         default_value_t = ConnectPolicy::COMMAND.retries
     )]
     pub retries: u32,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// NBD over TLS: shared by connect, list and info.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "TLS")]
+pub struct TlsArgs {
+    /// Use TLS (NBD_OPT_STARTTLS); connect hands kernel TLS sockets to the driver. Never falls
+    /// back to plain text. Implied by nbds:// and by any --tls-* option
+    #[arg(long)]
+    pub tls: bool,
+
+    /// PEM file with the CA that signed the server's certificate
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
+    pub tls_ca: Option<PathBuf>,
+
+    /// PEM client certificate, for servers that ask for one (with --tls-key)
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of the client certificate
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Name the server's certificate must carry [default: the server as written]
+    #[arg(long, value_name = "NAME")]
+    pub tls_hostname: Option<String>,
+
+    /// full: check the certificate against --tls-ca and the name; none: do not authenticate
+    /// the server at all
+    #[arg(long, value_name = "full|none", value_parser = ["full", "none"], default_value = "full")]
+    pub tls_verify: String,
 }
 
 /// Attach an export to an nbd device (like nbd-client)
@@ -430,6 +464,23 @@ pub struct MkinitramfsArgs {
     /// The static binary to use as /init [default: this one]
     #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
     pub binary: Option<PathBuf>,
+
+    /// Include kernel TLS: the tls module and the crypto modules its ciphers need. Implied
+    /// by --tls-ca, --tls-cert and --tls-key
+    #[arg(long, help_heading = "TLS")]
+    pub tls: bool,
+
+    /// CA certificate for the boot's TLS, copied to /etc/nbdroot/tls/ca.pem
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath, help_heading = "TLS")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Client certificate, copied to /etc/nbdroot/tls/client-cert.pem
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath, requires = "tls_key", help_heading = "TLS")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Client key, copied to /etc/nbdroot/tls/client-key.pem (mode 0600)
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath, requires = "tls_cert", help_heading = "TLS")]
+    pub tls_key: Option<PathBuf>,
 }
 
 const MKINITRAMFS_AFTER_HELP: &str = "\

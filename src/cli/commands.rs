@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::address::{self, Endpoint, TargetError};
+use crate::address::{self, Endpoint, Target, TargetError};
 use crate::connect::{self, ConnectError, Peer};
 use crate::kernel::attach::{self, AttachError, AttachOptions, Attached, Interface};
 use crate::kernel::{self, device};
@@ -11,6 +11,7 @@ use crate::proto::consts::*;
 use crate::proto::{self, ExportEntry, HandshakeError, Style};
 use crate::settings::ConnectPolicy;
 use crate::settings::SocketOptions;
+use crate::tls::{self, TlsError, TlsSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -31,8 +32,32 @@ pub enum CommandError {
     Supervise(#[from] crate::supervise::SuperviseError),
     #[error(transparent)]
     Swap(#[from] crate::swap::SwapError),
+    #[error("TLS with {server}: {source}")]
+    Tls { server: String, source: TlsError },
     #[error("a supervisor (--persist, --swap, nbdtab's persist) needs the netlink interface, not ioctls (--ioctl, nbdtab's nonetlink)")]
     PersistNeedsNetlink,
+}
+
+/// The TLS client for `target`: when `settings` asks for TLS or the URI does (`nbds://`).
+/// Credentials are read here, so a missing file fails before any connection.
+pub fn tls_client(
+    target: &Target,
+    settings: Option<&TlsSettings>,
+) -> Result<Option<tls::Client>, CommandError> {
+    let settings = match (settings, target.tls) {
+        (Some(s), _) => s.clone(),
+        (None, true) => TlsSettings::default(),
+        (None, false) => return Ok(None),
+    };
+    let err = |source| CommandError::Tls {
+        server: target.endpoint.to_string(),
+        source,
+    };
+    let host = match &target.endpoint {
+        Endpoint::Tcp { host, .. } => host.to_string(),
+        Endpoint::Unix(_) => return Err(err(TlsError::NotTcp)),
+    };
+    tls::Client::new(&settings, &host).map(Some).map_err(err)
 }
 
 /// `3` from `/dev/nbd3`, `nbd3` or `3`.
@@ -92,22 +117,67 @@ pub fn check(device: &str) -> Check {
     }
 }
 
-/// A bounded connection for an option-only session (list, info).
+/// A bounded connection for an option-only session (list, info): with TLS, the session is
+/// in userspace and the greeting behind it.
+struct Session {
+    peer: Peer,
+    stream: connect::Stream,
+    export: Option<String>,
+    tls: Option<proto::TlsStarted>,
+}
+
 fn session(
     server: &str,
     policy: &ConnectPolicy,
-) -> Result<(Peer, connect::Stream, Option<String>), CommandError> {
+    tls: Option<&TlsSettings>,
+) -> Result<Session, CommandError> {
     let target = address::parse_target(server)?;
+    let client = tls_client(&target, tls)?;
     let peer = connect::resolve(&target.endpoint)?;
-    let stream = connect::open(&peer, policy, &SocketOptions::default())?;
-    Ok((peer, stream, target.export))
+    let mut stream = connect::open(&peer, policy, &SocketOptions::default())?;
+    let mut started = None;
+    if let Some(client) = &client {
+        let (s, t) = stream
+            .start_tls(&peer, client)
+            .map_err(|e| attempt_error(&peer, e))?;
+        (stream, started) = (s, Some(t));
+    }
+    Ok(Session {
+        peer,
+        stream,
+        export: target.export,
+        tls: started,
+    })
+}
+
+/// One failed attempt as a command's error (list and info do not retry a handshake).
+fn attempt_error(peer: &Peer, e: connect::AttemptError) -> CommandError {
+    match e {
+        connect::AttemptError::Fatal(e) => e.into(),
+        connect::AttemptError::Transient(source) => CommandError::Handshake {
+            peer: peer.to_string(),
+            source,
+        },
+        connect::AttemptError::Connect(e) => CommandError::Tls {
+            server: peer.to_string(),
+            source: TlsError::Io(e),
+        },
+    }
 }
 
 /// `nbdroot list`.
-pub fn list(server: &str, policy: &ConnectPolicy) -> Result<Vec<ExportEntry>, CommandError> {
-    let (peer, mut stream, _) = session(server, policy)?;
-    proto::list(&mut stream).map_err(|source| CommandError::Handshake {
-        peer: peer.to_string(),
+pub fn list(
+    server: &str,
+    policy: &ConnectPolicy,
+    tls: Option<&TlsSettings>,
+) -> Result<Vec<ExportEntry>, CommandError> {
+    let mut s = session(server, policy, tls)?;
+    match s.tls {
+        None => proto::list(&mut s.stream),
+        Some(started) => proto::list_in_tls(&mut s.stream, started),
+    }
+    .map_err(|source| CommandError::Handshake {
+        peer: s.peer.to_string(),
         source,
     })
 }
@@ -117,19 +187,30 @@ pub fn info(
     server: &str,
     export: Option<String>,
     policy: &ConnectPolicy,
+    tls: Option<&TlsSettings>,
 ) -> Result<String, CommandError> {
-    let (peer, mut stream, uri_export) = session(server, policy)?;
-    let name = export.or(uri_export).unwrap_or_default();
+    let mut s = session(server, policy, tls)?;
+    let name = export.or(s.export.take()).unwrap_or_default();
+    let peer = s.peer.clone();
     let handshake = |source| CommandError::Handshake {
         peer: peer.to_string(),
         source,
     };
-    let mut info = proto::info(&mut stream, &name).map_err(handshake)?;
+    let mut info = match s.tls {
+        None => proto::info(&mut s.stream, &name),
+        Some(started) => proto::info_in_tls(&mut s.stream, started, &name),
+    }
+    .map_err(handshake)?;
     if info.export.size == 0 {
         // nbd-server 3.24 answers NBD_OPT_INFO with size 0; NBD_OPT_GO has the real size.
         // Go, then disconnect at once without any I/O.
-        let mut stream = connect::open(&peer, policy, &SocketOptions::default())?;
-        let export = proto::negotiate(&mut stream, &name).map_err(handshake)?;
+        let mut s = session(server, policy, tls)?;
+        let export = match s.tls {
+            None => proto::negotiate(&mut s.stream, &name),
+            Some(started) => proto::negotiate_in_tls(&mut s.stream, started, &name),
+        }
+        .map_err(handshake)?;
+        let stream = s.stream;
         let _ = proto::Client::new(stream, export.clone()).disconnect();
         info.export.size = export.size;
     }

@@ -8,10 +8,11 @@
 //! The options map onto `connect`'s: `port=`, `bs=`, `timeout=`, `conns=`, `persist`,
 //! `readonly` (or `ro`), `unix`, `nonetlink`. nbdroot never needs `swap` (the supervisor is
 //! always safe in the I/O path), `no_optgo` (it falls back to NBD_OPT_EXPORT_NAME by itself),
-//! `sdp` or `systemd_mark`: those are accepted and said to have no effect. The TLS options are
-//! recorded, and [`Entry::refuse_tls`] turns them into an error when the entry is used: nbdroot
-//! does not speak TLS yet. Options starting with `_` are reserved for local use and skipped
-//! silently, as nbd-client does; any other option is unknown, and warned about.
+//! `sdp` or `systemd_mark`: those are accepted and said to have no effect. The TLS options
+//! (`tls`, `cacertfile=`, `certfile=`, `keyfile=`, `tlshostname=`) become `connect --tls`
+//! and its `--tls-*` options; any of them asks for TLS. Options starting with `_` are reserved
+//! for local use and skipped silently, as nbd-client does; any other option is unknown, and
+//! warned about.
 //!
 //! Pure: the caller reads the file, and logs [`Options::notes`].
 
@@ -23,6 +24,7 @@ use crate::address::{Endpoint, Host};
 use crate::cli::values;
 use crate::kernel::device;
 use crate::proto::consts::DEFAULT_PORT;
+use crate::tls::TlsSettings;
 
 /// Where nbd-client (and `nbdroot connect nbdN`) reads the table.
 pub const PATH: &str = "/etc/nbdtab";
@@ -61,8 +63,20 @@ pub const OPTIONS: &[(&str, &str)] = &[
          itself, SDP is gone from Linux, and systemd leaves @nbdroot alone.",
     ),
     (
-        "certfile=, keyfile=, cacertfile=, tlshostname=",
-        "TLS: refused with an error when the entry is used; nbdroot does not support TLS yet.",
+        "tls",
+        "Use TLS (--tls); implied by any of the options below.",
+    ),
+    (
+        "cacertfile=FILE",
+        "The CA that signed the server's certificate (--tls-ca).",
+    ),
+    (
+        "certfile=FILE, keyfile=FILE",
+        "Client certificate and its key (--tls-cert, --tls-key); one needs the other.",
+    ),
+    (
+        "tlshostname=NAME",
+        "The name the server's certificate must carry (--tls-hostname).",
     ),
     (
         "_NAME[=VALUE]",
@@ -92,8 +106,9 @@ pub struct Options {
     pub read_only: bool,
     /// `nonetlink`: the ioctl interface.
     pub ioctl: bool,
-    /// TLS options given (`certfile=…`), as written.
-    pub tls: Vec<String>,
+    /// TLS, when any TLS option is given; verification is always full (nbd-client's table has
+    /// no way to switch it off).
+    pub tls: Option<TlsSettings>,
     /// What the user should hear about: options with no effect here, unknown options.
     pub notes: Vec<String>,
 }
@@ -111,15 +126,6 @@ pub struct ParseError {
 pub enum LookupError {
     #[error("no entry for nbd{0}")]
     Missing(u32),
-    #[error(
-        "the entry for nbd{index} (line {line}) asks for TLS ({options}), which nbdroot does not \
-         support yet; use nbd-client for this export"
-    )]
-    Tls {
-        index: u32,
-        line: usize,
-        options: String,
-    },
 }
 
 /// Parses the whole table. A malformed line is an error, as it is for nbd-client: a table
@@ -188,28 +194,12 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, ParseError> {
     Ok(entries)
 }
 
-/// The entry for `/dev/nbd<index>`, refusing one that needs what nbdroot cannot do.
+/// The entry for `/dev/nbd<index>`.
 pub fn lookup(entries: &[Entry], index: u32) -> Result<&Entry, LookupError> {
-    let entry = entries
+    entries
         .iter()
         .find(|e| e.index == index)
-        .ok_or(LookupError::Missing(index))?;
-    entry.refuse_tls()?;
-    Ok(entry)
-}
-
-impl Entry {
-    /// An error when the entry asks for TLS.
-    pub fn refuse_tls(&self) -> Result<(), LookupError> {
-        if self.options.tls.is_empty() {
-            return Ok(());
-        }
-        Err(LookupError::Tls {
-            index: self.index,
-            line: self.line,
-            options: self.options.tls.join(","),
-        })
-    }
+        .ok_or(LookupError::Missing(index))
 }
 
 /// `nbdN` (nbd-client's short name), or `/dev/nbdN` written in full; what `connect` takes
@@ -260,9 +250,13 @@ fn parse_options(field: &str) -> Result<(Options, Option<u16>, bool), String> {
             ("readonly" | "ro", None) => o.read_only = true,
             ("unix", None) => unix = true,
             ("nonetlink", None) => o.ioctl = true,
-            ("certfile" | "keyfile" | "cacertfile" | "tlshostname", Some(_)) => {
-                o.tls.push(option.to_string());
+            ("tls", None) => {
+                o.tls.get_or_insert_with(TlsSettings::default);
             }
+            ("cacertfile", Some(v)) => tls(&mut o).ca = Some(PathBuf::from(v)),
+            ("certfile", Some(v)) => tls(&mut o).cert = Some(PathBuf::from(v)),
+            ("keyfile", Some(v)) => tls(&mut o).key = Some(PathBuf::from(v)),
+            ("tlshostname", Some(v)) => tls(&mut o).hostname = Some(v.to_string()),
             ("swap", None) => o.notes.push(Note::NoEffect(option, "the supervisor is always safe in the I/O path; swapon the device to swap on it").to_string()),
             ("no_optgo", None) => o.notes.push(Note::NoEffect(option, "nbdroot falls back to NBD_OPT_EXPORT_NAME by itself").to_string()),
             ("sdp", None) => o.notes.push(Note::NoEffect(option, "the Sockets Direct Protocol is gone from Linux").to_string()),
@@ -273,15 +267,25 @@ fn parse_options(field: &str) -> Result<(Options, Option<u16>, bool), String> {
                 None,
             ) => return Err(format!("option \"{option}\" needs a value; expected {option}=<value>")),
             (
-                "persist" | "readonly" | "ro" | "unix" | "nonetlink" | "swap" | "no_optgo" | "sdp"
-                | "systemd_mark",
+                "persist" | "readonly" | "ro" | "unix" | "nonetlink" | "tls" | "swap" | "no_optgo"
+                | "sdp" | "systemd_mark",
                 Some(_),
             ) => return Err(format!("option \"{option}\" takes no value; expected {key}")),
             _ if key.starts_with('_') => {}
             _ => o.notes.push(Note::Unknown(option).to_string()),
         }
     }
+    if let Some(t) = &o.tls {
+        if t.cert.is_some() != t.key.is_some() {
+            return Err("\"certfile=\" and \"keyfile=\" go together; give both or neither".into());
+        }
+    }
     Ok((o, port, unix))
+}
+
+/// The entry's TLS settings, created by the first TLS option.
+fn tls(o: &mut Options) -> &mut TlsSettings {
+    o.tls.get_or_insert_with(TlsSettings::default)
 }
 
 /// What [`Options::notes`] says.
@@ -336,6 +340,7 @@ mod tests {
             "no_optgo",
             "sdp",
             "systemd_mark",
+            "tls",
             "certfile=/c",
             "keyfile=/k",
             "cacertfile=/a",
@@ -361,6 +366,11 @@ mod tests {
             );
         }
         for option in written {
+            // A certificate and its key come together.
+            let option = match option {
+                "certfile=/c" | "keyfile=/k" => "certfile=/c,keyfile=/k",
+                o => o,
+            };
             let e = one(&format!("nbd0 /srv x {option}"));
             let unknown = e.options.notes.iter().any(|n| n.starts_with("unknown"));
             assert!(!unknown, "{option}: {:?}", e.options.notes);
@@ -458,16 +468,29 @@ nbd1 nbdserver.example.com data
     }
 
     #[test]
-    fn tls_is_refused_when_the_entry_is_used() {
-        let all = parse("nbd0 srv a certfile=/c.pem,keyfile=/k.pem\nnbd1 srv b\n").unwrap();
-        assert_eq!(lookup(&all, 1).unwrap().export, "b");
+    fn tls_options_map_onto_connect_tls() {
+        let all = parse(
+            "nbd0 srv a cacertfile=/ca.pem,certfile=/c.pem,keyfile=/k.pem,tlshostname=disk.lan\n\
+             nbd1 srv b tls\nnbd2 srv c\n",
+        )
+        .unwrap();
         assert_eq!(
-            lookup(&all, 0).unwrap_err().to_string(),
-            "the entry for nbd0 (line 1) asks for TLS (certfile=/c.pem,keyfile=/k.pem), which \
-             nbdroot does not support yet; use nbd-client for this export"
+            lookup(&all, 0).unwrap().options.tls,
+            Some(TlsSettings {
+                ca: Some("/ca.pem".into()),
+                cert: Some("/c.pem".into()),
+                key: Some("/k.pem".into()),
+                hostname: Some("disk.lan".into()),
+                verify: crate::tls::Verify::Full,
+            })
         );
-        assert_eq!(lookup(&all, 2), Err(LookupError::Missing(2)));
-        assert_eq!(LookupError::Missing(2).to_string(), "no entry for nbd2");
+        assert_eq!(
+            lookup(&all, 1).unwrap().options.tls,
+            Some(TlsSettings::default())
+        );
+        assert_eq!(lookup(&all, 2).unwrap().options.tls, None);
+        assert_eq!(lookup(&all, 3), Err(LookupError::Missing(3)));
+        assert_eq!(LookupError::Missing(3).to_string(), "no entry for nbd3");
     }
 
     #[test]
@@ -484,6 +507,8 @@ nbd1 nbdserver.example.com data
             ("nbd0 srv x port=65536", "line 1: option \"port=65536\": expected a port from 1 to 65535"),
             ("nbd0 srv x port", "line 1: option \"port\" needs a value; expected port=<value>"),
             ("nbd0 srv x persist=1", "line 1: option \"persist=1\" takes no value; expected persist"),
+            ("nbd0 srv x certfile=/c", "line 1: \"certfile=\" and \"keyfile=\" go together; give both or neither"),
+            ("nbd0 srv x tls=1", "line 1: option \"tls=1\" takes no value; expected tls"),
             ("nbd0 /s x unix,port=1", "line 1: \"port=\" and \"unix\" are both given; a socket has no port"),
             ("nbd0 a x\nnbd0 b y", "line 2: nbd0 is listed again (first on line 1)"),
         ];

@@ -75,6 +75,26 @@ pub fn run(command: Command) -> Result<ExitCode, RunError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The TLS settings the options ask for: `None` when no TLS option was given (an `nbds://`
+/// URI may still ask for TLS).
+fn tls_settings(net: &NetArgs) -> Option<crate::tls::TlsSettings> {
+    let t = &net.tls;
+    let verify = crate::tls::Verify::parse(&t.tls_verify).unwrap_or_default();
+    let any = t.tls
+        || t.tls_ca.is_some()
+        || t.tls_cert.is_some()
+        || t.tls_key.is_some()
+        || t.tls_hostname.is_some()
+        || verify != crate::tls::Verify::Full;
+    any.then(|| crate::tls::TlsSettings {
+        ca: t.tls_ca.clone(),
+        cert: t.tls_cert.clone(),
+        key: t.tls_key.clone(),
+        hostname: t.tls_hostname.clone(),
+        verify,
+    })
+}
+
 fn policy(net: &NetArgs) -> ConnectPolicy {
     ConnectPolicy {
         attempt_timeout: Duration::from_secs(net.connect_timeout),
@@ -86,6 +106,8 @@ fn policy(net: &NetArgs) -> ConnectPolicy {
 /// argument names.
 struct ConnectSpec {
     endpoint: address::Endpoint,
+    /// `nbds://`: the URI asks for TLS.
+    uri_tls: bool,
     export: String,
     device: Option<u32>,
     from_table: nbdtab::Options,
@@ -100,6 +122,7 @@ fn connect_spec(c: &ConnectArgs) -> Result<ConnectSpec, RunError> {
     let target = address::parse_target(&c.server)?;
     Ok(ConnectSpec {
         endpoint: target.endpoint,
+        uri_tls: target.tls,
         export: c.export.clone().or(target.export).unwrap_or_default(),
         device: c
             .device
@@ -150,6 +173,7 @@ fn table_entry(c: &ConnectArgs, index: u32) -> Result<ConnectSpec, RunError> {
     );
     Ok(ConnectSpec {
         endpoint: entry.endpoint.clone(),
+        uri_tls: false,
         export: c.export.clone().unwrap_or_else(|| entry.export.clone()),
         device: Some(index),
         from_table: entry.options.clone(),
@@ -168,6 +192,16 @@ fn connect(c: &ConnectArgs, out: &mut impl Write) -> Result<(), RunError> {
         ));
     }
     let secs = |s: Option<u64>| s.map(Duration::from_secs);
+    // TLS options on the command line replace the entry's as a whole: a CA from one place and
+    // a key from another is not a configuration anyone wrote.
+    let tls = commands::tls_client(
+        &address::Target {
+            endpoint: spec.endpoint.clone(),
+            export: None,
+            tls: spec.uri_tls,
+        },
+        tls_settings(&c.net).or_else(|| table.tls.clone()).as_ref(),
+    )?;
     let opts = AttachOptions {
         export: spec.export,
         device: spec.device,
@@ -186,6 +220,7 @@ fn connect(c: &ConnectArgs, out: &mut impl Write) -> Result<(), RunError> {
             keepalive: c.keepalive.0,
             user_timeout: (c.tcp_user_timeout > 0).then(|| Duration::from_secs(c.tcp_user_timeout)),
         },
+        tls,
         replicas: c
             .replicas
             .iter()
@@ -236,7 +271,7 @@ fn check(c: &CheckArgs, out: &mut impl Write) -> Result<ExitCode, RunError> {
 }
 
 fn list(l: &ListArgs, out: &mut impl Write) -> Result<(), RunError> {
-    for entry in commands::list(&l.server, &policy(&l.net))? {
+    for entry in commands::list(&l.server, &policy(&l.net), tls_settings(&l.net).as_ref())? {
         if entry.description.is_empty() {
             writeln!(out, "{}", entry.name)?;
         } else {
@@ -248,7 +283,11 @@ fn list(l: &ListArgs, out: &mut impl Write) -> Result<(), RunError> {
 
 fn info(i: InfoArgs, out: &mut impl Write) -> Result<(), RunError> {
     let policy = policy(&i.net);
-    write!(out, "{}", commands::info(&i.server, i.export, &policy)?)?;
+    write!(
+        out,
+        "{}",
+        commands::info(&i.server, i.export, &policy, tls_settings(&i.net).as_ref())?
+    )?;
     Ok(())
 }
 
@@ -276,6 +315,12 @@ fn mkinitramfs(m: MkinitramfsArgs) -> Result<(), RunError> {
         modules,
         nic_modules: m.nic_modules,
         binary,
+        tls: initramfs::TlsFiles {
+            enabled: m.tls || m.tls_ca.is_some() || m.tls_cert.is_some() || m.tls_key.is_some(),
+            ca: m.tls_ca,
+            cert: m.tls_cert,
+            key: m.tls_key,
+        },
     };
     let s = initramfs::build(&opts)?;
     log::info!(

@@ -239,6 +239,7 @@ pub fn parse(line: &str) -> Result<BootPlan, CmdlineError> {
         )?),
     };
 
+    let tls = tls(&p)?;
     let replicas = replicas(&p)?;
 
     // A typo in nbdroot's own namespace would otherwise silently leave a default in place.
@@ -253,6 +254,7 @@ pub fn parse(line: &str) -> Result<BootPlan, CmdlineError> {
     }
 
     Ok(BootPlan {
+        tls,
         swap,
         min_free_kbytes,
         overlay,
@@ -562,3 +564,45 @@ fn number(
 
 #[cfg(test)]
 mod tests;
+
+/// `rd.nbdroot.tls.*`: `None` when none is given (`verify=full` alone is the default, and
+/// asks for nothing).
+fn tls(p: &Params) -> Result<Option<crate::tls::TlsSettings>, CmdlineError> {
+    use crate::tls::{TlsSettings, Verify};
+    let path = |param: &'static str| match p.last(param) {
+        None => Ok(None),
+        Some(v) if v.starts_with('/') => Ok(Some(std::path::PathBuf::from(v))),
+        Some(v) => Err(CmdlineError::Value {
+            param,
+            value: v.to_string(),
+            expected: "an absolute path in the initramfs, such as /etc/nbdroot/tls/ca.pem",
+        }),
+    };
+    let verify = match p.last("rd.nbdroot.tls.verify") {
+        None => Verify::Full,
+        Some(v) => Verify::parse(v).ok_or_else(|| CmdlineError::Value {
+            param: "rd.nbdroot.tls.verify",
+            value: v.to_string(),
+            expected: "full or none",
+        })?,
+    };
+    let hostname = match p.last("rd.nbdroot.tls.hostname") {
+        None => None,
+        Some(v) if crate::tls::plausible_name(v) => Some(v.to_string()),
+        Some(v) => {
+            return Err(CmdlineError::Value {
+                param: "rd.nbdroot.tls.hostname",
+                value: v.to_string(),
+                expected: "a DNS name or an IP address",
+            })
+        }
+    };
+    let settings = TlsSettings {
+        ca: path("rd.nbdroot.tls.ca")?,
+        cert: path("rd.nbdroot.tls.cert")?,
+        key: path("rd.nbdroot.tls.key")?,
+        hostname,
+        verify,
+    };
+    Ok((settings != TlsSettings::default()).then_some(settings))
+}

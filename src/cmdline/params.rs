@@ -217,6 +217,14 @@ pub const PARAMS: &[Param] = &[
     ),
     param(
         NbdOpts,
+        "tls",
+        "tls",
+        None,
+        "NBD over TLS (NBD_OPT_STARTTLS, then kernel TLS), with the rd.nbdroot.tls.* \
+         credentials; never falls back to plain text.",
+    ),
+    param(
+        NbdOpts,
         "prio",
         "prio=<0-32767>",
         None,
@@ -291,6 +299,45 @@ pub const PARAMS: &[Param] = &[
         "a DNS server for /etc/resolv.conf (also filled from DHCP and ip=); may be repeated.",
     ),
     // nbdroot's own knobs.
+    param(
+        Knobs,
+        "rd.nbdroot.tls.ca",
+        "rd.nbdroot.tls.ca=<path>",
+        None,
+        "PEM file in the initramfs with the CA that signed the server's certificate. Any \
+         rd.nbdroot.tls.* parameter turns TLS on for every NBD connection of the boot.",
+    ),
+    param(
+        Knobs,
+        "rd.nbdroot.tls.cert",
+        "rd.nbdroot.tls.cert=<path>",
+        None,
+        "PEM client certificate in the initramfs, for servers that ask for one; needs \
+         rd.nbdroot.tls.key.",
+    ),
+    param(
+        Knobs,
+        "rd.nbdroot.tls.key",
+        "rd.nbdroot.tls.key=<path>",
+        None,
+        "PEM private key of the client certificate, in the initramfs.",
+    ),
+    param(
+        Knobs,
+        "rd.nbdroot.tls.hostname",
+        "rd.nbdroot.tls.hostname=<name>",
+        None,
+        "the name (or address) the server's certificate must carry; default: the server as \
+         written in root=.",
+    ),
+    param(
+        Knobs,
+        "rd.nbdroot.tls.verify",
+        "rd.nbdroot.tls.verify=full | none",
+        Some("full"),
+        "full: the server's certificate must chain to rd.nbdroot.tls.ca and carry the name; \
+         none: encrypt without authenticating the server (must be said by name).",
+    ),
     param(
         Knobs,
         "rd.nbdroot.timeout",

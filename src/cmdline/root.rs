@@ -36,7 +36,7 @@ pub enum RootError {
 }
 
 const KNOWN_OPTS: &str =
-    "expected bs=<512|1024|2048|4096>, timeout=<seconds>, export=<name> or readonly";
+    "expected bs=<512|1024|2048|4096>, timeout=<seconds>, export=<name>, readonly or tls";
 
 /// Parses `nbd:…` (the part after `root=`, `netroot=` or a DHCP root-path).
 pub fn parse_nbd(value: &str) -> Result<NbdSpec, RootError> {
@@ -80,6 +80,7 @@ pub fn parse_nbd(value: &str) -> Result<NbdSpec, RootError> {
             },
             None if opt == "readonly" || opt == "ro" => opts.read_only = true,
             None if opt == "mkswap" => opts.mkswap = true,
+            None if opt == "tls" => opts.tls = true,
             _ => return Err(bad(KNOWN_OPTS)),
         }
     }
@@ -311,7 +312,7 @@ mod tests {
         assert_eq!(p.address(), "[fd00::1]:10809");
 
         let p = parse_nbd(
-            "nbd:10.0.0.1:10900:::bs=4096,timeout=30,export=disk,readonly,conns=4,dead-timeout=60",
+            "nbd:10.0.0.1:10900:::bs=4096,timeout=30,export=disk,readonly,conns=4,dead-timeout=60,tls",
         )
         .unwrap();
         assert_eq!(p.port, 10900);
@@ -326,6 +327,7 @@ mod tests {
                 dead_timeout: Some(Duration::from_secs(60)),
                 mkswap: false,
                 priority: None,
+                tls: true,
             }
         );
     }

@@ -435,6 +435,8 @@ fn the_parameter_table_agrees_with_the_parser() {
          rd.nbdroot.link_timeout=1 rd.nbdroot.dhcp_timeout=1 rd.nbdroot.keepalive=off \
          rd.nbdroot.user_timeout=1 rd.nbdroot.dead_timeout=1 rd.nbdroot.onfail=retry \
          rd.nbdroot.swap=nbd:s:2 rd.nbdroot.min_free_kbytes=off rd.nbdroot.debug rd.debug \
+         rd.nbdroot.tls.ca=/a rd.nbdroot.tls.cert=/b rd.nbdroot.tls.key=/c \
+         rd.nbdroot.tls.hostname=h rd.nbdroot.tls.verify=none \
          rd.nbdroot.overlay=tmpfs rd.nbdroot.replicas=t rd.nbdroot.replicas.shared=1",
     )
     .unwrap();
@@ -443,6 +445,50 @@ fn the_parameter_table_agrees_with_the_parser() {
         plan.overlay,
         Some(crate::plan::Overlay::Tmpfs { size: None })
     );
+}
+
+#[test]
+fn tls_is_on_when_asked_for_anywhere_and_never_silently_off() {
+    use crate::tls::{TlsSettings, Verify};
+    let spec = |plan: &BootPlan| match &plan.source {
+        crate::plan::RootSource::Nbd(spec) => spec.clone(),
+        other => panic!("{other:?}"),
+    };
+    // Plain text: no tls anywhere.
+    let plan = parse("root=nbd:s:1").unwrap();
+    assert_eq!(plan.tls_for(&spec(&plan)), None);
+    // nbdopts `tls` alone: TLS with default settings (which then want a CA).
+    let plan = parse("root=nbd:s:1:::tls").unwrap();
+    assert_eq!(plan.tls_for(&spec(&plan)), Some(TlsSettings::default()));
+    // Any rd.nbdroot.tls.* turns it on, also for Debian's grammar and for swap.
+    let plan = parse(
+        "nbdroot=10.0.0.1,root rd.nbdroot.tls.ca=/etc/nbdroot/tls/ca.pem \
+         rd.nbdroot.tls.hostname=nbd.example rd.nbdroot.swap=nbd:s:swap",
+    )
+    .unwrap();
+    let want = TlsSettings {
+        ca: Some("/etc/nbdroot/tls/ca.pem".into()),
+        hostname: Some("nbd.example".into()),
+        ..TlsSettings::default()
+    };
+    assert_eq!(
+        plan.tls_for(plan.swap.as_ref().unwrap()),
+        Some(want.clone())
+    );
+    assert_eq!(plan.tls, Some(want));
+    // Turning verification off must be said by name, and it turns TLS on.
+    let plan = parse("root=nbd:s:1 rd.nbdroot.tls.verify=none").unwrap();
+    assert_eq!(plan.tls.unwrap().verify, Verify::None);
+    for bad in [
+        "rd.nbdroot.tls.verify=off",
+        "rd.nbdroot.tls.ca=ca.pem",
+        "rd.nbdroot.tls.hostname=a/b",
+    ] {
+        let err = parse(&format!("root=nbd:s:1 {bad}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with(bad), "{err}");
+    }
 }
 
 /// The plan after a DHCP lease gave `root_path` (and, for Debian's form, `server`).
@@ -585,4 +631,37 @@ fn replicas_are_read_with_their_ports() {
         err.to_string(),
         "rd.nbdroot.replicas.shared=yes: expected 0 or 1"
     );
+}
+
+/// The overlay's upper export and the swap export take TLS as the root does: `tls` in their
+/// own nbdopts, or every connection of the boot once an `rd.nbdroot.tls.*` is given.
+#[test]
+fn overlay_upper_and_swap_take_tls_like_the_root() {
+    let plan = parse(
+        "root=nbd:s:gold rd.nbdroot.overlay=nbd:10.0.0.1:upper:ext4::tls \
+         rd.nbdroot.swap=nbd:s:swap",
+    )
+    .unwrap();
+    let Some(crate::plan::Overlay::Nbd(upper)) = &plan.overlay else {
+        panic!("{:?}", plan.overlay);
+    };
+    assert!(upper.opts.tls);
+    assert!(plan.tls_for(upper).is_some());
+    assert!(plan.tls_for(&plan.source.nbd().unwrap()).is_none());
+    assert!(plan.tls_for(plan.swap.as_ref().unwrap()).is_none());
+
+    let plan = parse(
+        "root=nbd:s:gold rd.nbdroot.overlay=nbd:10.0.0.1:upper rd.nbdroot.swap=nbd:s:swap \
+         rd.nbdroot.tls.ca=/ca.pem",
+    )
+    .unwrap();
+    let Some(crate::plan::Overlay::Nbd(upper)) = &plan.overlay else {
+        panic!("{:?}", plan.overlay);
+    };
+    for spec in [upper, plan.swap.as_ref().unwrap()] {
+        let t = plan
+            .tls_for(spec)
+            .expect("TLS for every export of the boot");
+        assert_eq!(t.ca.as_deref(), Some(std::path::Path::new("/ca.pem")));
+    }
 }

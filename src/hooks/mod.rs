@@ -35,17 +35,18 @@ pub const DEFAULT_INDEX: u32 = 0;
 
 /// The command line as dracut sees it: `dir/*.conf` in name order, then `proc_cmdline`.
 pub fn read_cmdline_from(dir: &Path, proc_cmdline: &Path) -> io::Result<String> {
-    let mut files: Vec<_> = fs::read_dir(dir)
+    // By name, as Strings: the binary's one sort of strings, not a second one for paths
+    // (the same order in one directory). A name that is not UTF-8 is not a dracut conf file.
+    let mut names: Vec<String> = fs::read_dir(dir)
         .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| Path::new(n).extension().is_some_and(|x| x == "conf"))
                 .collect()
         })
         .unwrap_or_default();
-    files.sort();
+    names.sort();
     let mut line = String::new();
-    for f in files {
+    for f in names.iter().map(|n| dir.join(n)) {
         // A conf file may hold several lines; the kernel's line has none.
         for l in fs::read_to_string(&f)?.lines() {
             let l = l.trim();

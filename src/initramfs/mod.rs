@@ -5,15 +5,13 @@
 
 pub mod cpio;
 pub mod elf;
+mod gzip;
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-
-use flate2::write::GzEncoder;
-use flate2::Compression;
 
 use crate::modules::{self, AliasError, AliasTable, DepError, ModulesDep};
 use cpio::CpioWriter;
@@ -103,6 +101,23 @@ pub enum InitramfsError {
     Dynamic { path: PathBuf, interp: String },
     #[error("{path} is not an x86-64 ELF executable")]
     NotElf { path: PathBuf },
+    #[error("TLS: the kernel {kver} has no tls module ({path} lists none and it is not built in): kernel TLS needs CONFIG_TLS")]
+    NoKernelTls { kver: String, path: PathBuf },
+}
+
+/// Where the image keeps TLS credentials: the boot uses them when `rd.nbdroot.tls.*` does
+/// not name others.
+pub const TLS_CA: &str = "etc/nbdroot/tls/ca.pem";
+pub const TLS_CERT: &str = "etc/nbdroot/tls/client-cert.pem";
+pub const TLS_KEY: &str = "etc/nbdroot/tls/client-key.pem";
+
+/// TLS in the image: the kernel-TLS and crypto modules, and the credentials to copy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub enabled: bool,
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
 }
 
 /// What to put in the image.
@@ -119,6 +134,8 @@ pub struct Options {
     pub nic_modules: NicModules,
     /// The static binary that becomes /init.
     pub binary: PathBuf,
+    /// Kernel TLS modules and credentials.
+    pub tls: TlsFiles,
 }
 
 /// What was written.
@@ -185,12 +202,41 @@ pub fn build(opts: &Options) -> Result<Summary, InitramfsError> {
             (names, Vec::new())
         }
     };
+    // Kernel TLS: the tls module, and whichever of the crypto modules its ciphers need this
+    // kernel has as modules (the others are built in, or absent on this architecture, where
+    // the generic code serves).
+    let mut modules = opts.modules.clone();
+    if opts.tls.enabled {
+        if !known(&"tls".to_string()) {
+            return Err(InitramfsError::NoKernelTls {
+                kver: opts.kver.clone(),
+                path: dep_path,
+            });
+        }
+        for m in crate::tls::MODULES {
+            let m = m.replace('-', "_");
+            if dep.path_of(&m).is_some() && !modules.contains(&m) {
+                modules.push(m);
+            }
+        }
+    }
+    let tls_files: Vec<(&str, u32, Vec<u8>)> = [
+        (TLS_CA, 0o644, &opts.tls.ca),
+        (TLS_CERT, 0o644, &opts.tls.cert),
+        (TLS_KEY, 0o600, &opts.tls.key),
+    ]
+    .into_iter()
+    .filter_map(|(to, mode, from)| Some((to, mode, from.as_ref()?)))
+    .map(|(to, mode, from)| Ok((to, mode, read(from)?)))
+    .collect::<Result<_, InitramfsError>>()?;
+    // The TLS modules are loaded at boot with the named ones; the on-demand ones only ride
+    // along, for /init to load when a parameter asks.
     let on_demand: Vec<String> = ON_DEMAND_MODULES
         .iter()
         .map(|m| m.to_string())
-        .filter(|m| dep.path_of(m).is_some())
+        .filter(|m| dep.path_of(m).is_some() && !modules.contains(m))
         .collect();
-    let wanted: Vec<&String> = opts.modules.iter().chain(&nic).chain(&on_demand).collect();
+    let wanted: Vec<&String> = modules.iter().chain(&nic).chain(&on_demand).collect();
     let files = dep
         .load_order(&wanted, &builtin)
         .map_err(|source| InitramfsError::Dep {
@@ -221,8 +267,7 @@ pub fn build(opts: &Options) -> Result<Summary, InitramfsError> {
         text
     };
     // Modules to load at boot: the named ones that are not built in.
-    let load: Vec<String> = opts
-        .modules
+    let load: Vec<String> = modules
         .iter()
         .map(|m| m.replace('-', "_"))
         .filter(|m| dep.path_of(m).is_some())
@@ -234,8 +279,7 @@ pub fn build(opts: &Options) -> Result<Summary, InitramfsError> {
         source,
     };
     let result = (|| -> io::Result<()> {
-        let out = BufWriter::new(File::create(&tmp)?);
-        let mut w = CpioWriter::new(GzEncoder::new(out, Compression::best()));
+        let mut w = CpioWriter::new(Vec::new());
         for d in [
             "dev",
             "proc",
@@ -251,6 +295,12 @@ pub fn build(opts: &Options) -> Result<Summary, InitramfsError> {
         }
         w.char_device("dev/console", 0o600, 5, 1)?;
         w.file("init", 0o755, &binary)?;
+        if !tls_files.is_empty() {
+            w.dir("etc/nbdroot/tls", 0o700)?;
+        }
+        for (to, mode, data) in &tls_files {
+            w.file(to, *mode, data)?;
+        }
 
         let base = format!("lib/modules/{}", opts.kver);
         let mut dirs = BTreeSet::new();
@@ -280,9 +330,9 @@ pub fn build(opts: &Options) -> Result<Summary, InitramfsError> {
         list.push('\n');
         w.file(modules::INITRAMFS_MODULE_LIST, 0o644, list.as_bytes())?;
 
-        let mut out = w.finish()?.finish()?;
-        out.flush()?;
-        out.get_ref().sync_all()?;
+        let mut out = File::create(&tmp)?;
+        out.write_all(&gzip::compress(&w.finish()?))?;
+        out.sync_all()?;
         Ok(())
     })();
     if let Err(e) = result {
@@ -348,6 +398,92 @@ mod tests {
     }
 
     #[test]
+    fn tls_adds_its_modules_and_credentials_with_a_private_key() {
+        let dir =
+            std::env::temp_dir().join(format!("nbdroot-mkinitramfs-tls-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let kmoddir = fake_kernel(&dir);
+        fs::write(dir.join("bin"), static_elf()).unwrap();
+        let opts = Options {
+            output: dir.join("out.img"),
+            kver: "6.1.0-test".into(),
+            kmoddir: kmoddir.clone(),
+            modules: vec!["nbd".into()],
+            nic_modules: NicModules::None,
+            binary: dir.join("bin"),
+            tls: TlsFiles {
+                enabled: true,
+                ..TlsFiles::default()
+            },
+        };
+        // A kernel without the tls module: refused, not an image that cannot do TLS.
+        let err = build(&opts).unwrap_err();
+        assert!(matches!(err, InitramfsError::NoKernelTls { .. }), "{err}");
+
+        // With tls and some of the crypto modules (the rest built in or absent); gcm is not
+        // one nbdroot's ChaCha20-Poly1305 needs.
+        let kdir = kmoddir.join("6.1.0-test");
+        fs::create_dir_all(kdir.join("kernel/net/tls")).unwrap();
+        fs::create_dir_all(kdir.join("kernel/crypto")).unwrap();
+        let mut dep = fs::read_to_string(kdir.join("modules.dep")).unwrap();
+        dep.push_str(
+            "kernel/net/tls/tls.ko:\nkernel/crypto/gcm.ko:\nkernel/crypto/chacha20poly1305.ko:\n",
+        );
+        fs::write(kdir.join("modules.dep"), dep).unwrap();
+        for m in ["net/tls/tls", "crypto/gcm", "crypto/chacha20poly1305"] {
+            fs::write(kdir.join(format!("kernel/{m}.ko")), m).unwrap();
+        }
+        for (f, text) in [("ca.pem", "CA"), ("c.pem", "CERT"), ("k.pem", "KEY")] {
+            fs::write(dir.join(f), text).unwrap();
+        }
+        let opts = Options {
+            tls: TlsFiles {
+                enabled: true,
+                ca: Some(dir.join("ca.pem")),
+                cert: Some(dir.join("c.pem")),
+                key: Some(dir.join("k.pem")),
+            },
+            ..opts
+        };
+        let summary = build(&opts).unwrap();
+        // nbd, tls, chacha20poly1305, and overlay on demand (in the image, not in the list).
+        assert_eq!(summary.module_files, 4);
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(File::open(&opts.output).unwrap())
+            .read_to_end(&mut raw)
+            .unwrap();
+        let entries = cpio::tests::parse(&raw);
+        let get = |name: &str| entries.iter().find(|e| e.0 == name).cloned();
+        assert_eq!(
+            get("etc/nbdroot/modules").unwrap().3,
+            b"nbd\ntls\nchacha20poly1305\n"
+        );
+        assert!(entries.iter().any(|e| e.0.ends_with("/overlay.ko")));
+        for (path, mode, data) in [
+            (TLS_CA, 0o100644, "CA"),
+            (TLS_CERT, 0o100644, "CERT"),
+            (TLS_KEY, 0o100600, "KEY"),
+        ] {
+            let (_, m, _, d) = get(path).unwrap();
+            assert_eq!((m, d.as_slice()), (mode, data.as_bytes()), "{path}");
+        }
+        assert_eq!(get("etc/nbdroot/tls").unwrap().1, 0o040700);
+
+        // A credential that cannot be read fails the build, naming it.
+        let opts = Options {
+            tls: TlsFiles {
+                key: Some(dir.join("absent.pem")),
+                ..opts.tls.clone()
+            },
+            ..opts
+        };
+        let err = build(&opts).unwrap_err().to_string();
+        assert!(err.contains("absent.pem"), "{err}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn builds_image_with_dependencies_and_list() {
         let dir = std::env::temp_dir().join(format!("nbdroot-mkinitramfs-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
@@ -361,6 +497,7 @@ mod tests {
             modules: vec!["nbd".into(), "virtio-net".into(), "ext4".into()],
             nic_modules: NicModules::None,
             binary: dir.join("bin"),
+            tls: TlsFiles::default(),
         };
         let summary = build(&opts).unwrap();
         assert_eq!(

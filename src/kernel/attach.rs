@@ -40,6 +40,8 @@ pub struct AttachOptions {
     pub identifier: Option<String>,
     pub policy: ConnectPolicy,
     pub socket: SocketOptions,
+    /// TLS for every connection, handed to the kernel as kernel-TLS sockets.
+    pub tls: Option<crate::tls::Client>,
     /// Servers exporting the same image as `peer` ([`crate::replica`]): the connections are
     /// spread over all that answer.
     pub replicas: Vec<Peer>,
@@ -60,6 +62,7 @@ impl Default for AttachOptions {
             identifier: None,
             policy: ConnectPolicy::default(),
             socket: SocketOptions::default(),
+            tls: None,
             replicas: Vec::new(),
             shared_storage: false,
         }
@@ -154,6 +157,7 @@ fn prepare(peer: &Peer, opts: &AttachOptions) -> Result<Prepared, AttachError> {
             opts.connections.max(1),
             &opts.policy,
             &opts.socket,
+            opts.tls.as_ref(),
         )?;
         (conns, None, Vec::new())
     } else {
@@ -169,6 +173,7 @@ fn prepare(peer: &Peer, opts: &AttachOptions) -> Result<Prepared, AttachError> {
                 socket: opts.socket,
                 read_only: opts.read_only,
                 shared_storage: opts.shared_storage,
+                tls: opts.tls.as_ref(),
             },
             crate::replica::epoch_secs(),
         )?;

@@ -33,6 +33,9 @@ pub struct BootPlan {
     /// `rd.nbdroot.min_free_kbytes=<n>|off`: the reserve raised for swap over the network;
     /// `None` leaves the kernel's value.
     pub min_free_kbytes: MinFree,
+    /// `rd.nbdroot.tls.*`: the TLS credentials and checks. Any of them turns TLS on for every
+    /// NBD connection of the boot, as does `tls` in an nbdopts field ([`BootPlan::tls_for`]).
+    pub tls: Option<crate::tls::TlsSettings>,
     /// `rd.nbdroot.overlay=`: the root mounted read-only under an overlayfs whose upper layer
     /// is here.
     pub overlay: Option<Overlay>,
@@ -245,6 +248,18 @@ impl NbdSpec {
     }
 }
 
+impl BootPlan {
+    /// The TLS settings for a connection to `spec`, or `None` for plain text: TLS when the
+    /// spec asks for it or any `rd.nbdroot.tls.*` parameter was given, never silently off.
+    pub fn tls_for(&self, spec: &NbdSpec) -> Option<crate::tls::TlsSettings> {
+        match (&self.tls, spec.opts.tls) {
+            (Some(t), _) => Some(t.clone()),
+            (None, true) => Some(crate::tls::TlsSettings::default()),
+            (None, false) => None,
+        }
+    }
+}
+
 /// The nbdopts field: comma-separated options for the NBD connection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NbdOpts {
@@ -261,6 +276,8 @@ pub struct NbdOpts {
     /// For swap: write a fresh swap signature first (`mkswap`), and the priority (`prio=`).
     pub mkswap: bool,
     pub priority: Option<u16>,
+    /// NBD over TLS (`tls`), with the credentials of the `rd.nbdroot.tls.*` parameters.
+    pub tls: bool,
 }
 
 /// Debian initramfs-tools' `nbdroot=`.

@@ -293,7 +293,39 @@ fn connections(plan: &BootPlan) -> Rows {
                 |bs| format!("{bs} bytes"),
             ),
         ),
+        row("TLS", tls(&opts, plan)),
     ]
+}
+
+/// Whether the root's connections use TLS, and what is checked.
+fn tls(opts: &NbdOpts, plan: &BootPlan) -> String {
+    use crate::tls::Verify;
+    let t = match (&plan.tls, opts.tls) {
+        (None, false) => return "off (plain text)".into(),
+        (t, _) => t.clone().unwrap_or_default(),
+    };
+    let path = |p: &Option<std::path::PathBuf>, default: &str| {
+        p.as_ref()
+            .map_or(format!("/{default} if the image has it"), |p| {
+                p.display().to_string()
+            })
+    };
+    let verify = match t.verify {
+        Verify::Full => format!(
+            "the server's certificate against {}, for {}",
+            path(&t.ca, crate::initramfs::TLS_CA),
+            t.hostname.as_deref().unwrap_or("the server as written")
+        ),
+        Verify::None => "the server is NOT verified (rd.nbdroot.tls.verify=none)".into(),
+    };
+    let client = match &t.cert {
+        Some(c) => format!("; client certificate {}", c.display()),
+        None => String::new(),
+    };
+    if !crate::tls::BUILT {
+        return "asked for, but this nbdroot was built without TLS: the boot will refuse it".into();
+    }
+    format!("on, then kernel TLS; checks {verify}{client}")
 }
 
 fn replicas(plan: &BootPlan) -> Rows {
@@ -554,6 +586,24 @@ mod tests {
         parse(line).unwrap_or_else(|e| panic!("{line}: {e}"))
     }
 
+    #[cfg(feature = "tls")]
+    #[test]
+    fn tls_says_what_is_checked() {
+        let text = render(&plan(
+            "root=nbd:10.0.0.1:10809:::tls ip=dhcp rd.nbdroot.tls.ca=/ca.pem \
+             rd.nbdroot.tls.cert=/c.pem rd.nbdroot.tls.key=/k.pem",
+        ));
+        assert!(
+            text.contains(
+                "  TLS:              on, then kernel TLS; checks the server's certificate \
+                 against /ca.pem, for the server as written; client certificate /c.pem\n"
+            ),
+            "{text}"
+        );
+        let text = render(&plan("root=nbd:10.0.0.1:10809 rd.nbdroot.tls.verify=none"));
+        assert!(text.contains("the server is NOT verified"), "{text}");
+    }
+
     /// One section of a rendered plan, its heading included.
     fn section<'a>(text: &'a str, title: &str) -> &'a str {
         let heading = format!("{title}\n");
@@ -616,6 +666,7 @@ connections
   keepalive:        after 10 s idle, 3 probes 5 s apart
   TCP_USER_TIMEOUT: 30 s
   block size:       the server's minimum block size, at least 512 bytes
+  TLS:              off (plain text)
 
 mount
   filesystem:       the whole device
@@ -662,6 +713,7 @@ connections
   keepalive:        after 10 s idle, 3 probes 5 s apart
   TCP_USER_TIMEOUT: 30 s
   block size:       the server's minimum block size, at least 512 bytes
+  TLS:              off (plain text)
 
 mount
   filesystem:       the whole device
@@ -815,6 +867,7 @@ connections
   keepalive:        after 20 s idle, 1 probe 2 s apart
   TCP_USER_TIMEOUT: off
   block size:       4096 bytes
+  TLS:              off (plain text)
 "
         );
         assert_eq!(

@@ -72,8 +72,12 @@ pub enum HandshakeError {
     BadMagic { step: &'static str, found: u64 },
     #[error("export \"{export}\" not found: {message}")]
     UnknownExport { export: String, message: String },
-    #[error("server requires TLS, which nbdroot does not speak: {message}")]
+    #[error("server requires TLS and TLS was not asked for (--tls, or `tls` in the root's nbdopts): {message}")]
     TlsRequired { message: String },
+    #[error("server does not offer TLS ({code} to NBD_OPT_STARTTLS): {message}; refusing to continue without it")]
+    TlsRefused { code: RepError, message: String },
+    #[error("server speaks the {style} handshake, which cannot start TLS; refusing to continue without it")]
+    TlsImpossible { style: Style },
     #[error("server refused export \"{export}\" ({code}): {message}")]
     Refused {
         export: String,

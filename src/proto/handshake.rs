@@ -15,6 +15,7 @@ use super::option::{
     abort_quietly, export_error, info_request, parse_info, read_option_reply, read_u16, read_u64,
     send_option, skip, start, Info, Start,
 };
+use super::starttls::TlsStarted;
 
 impl BlockSizes {
     /// Checks the announcement against the spec's rules ("block size constraints" in
@@ -61,7 +62,23 @@ impl BlockSizes {
 /// Negotiates `export` (empty: the server's default export) and leaves the stream at the start
 /// of the transmission phase.
 pub fn negotiate<S: Read + Write>(s: &mut S, export: &str) -> Result<Export> {
-    let (fixed, no_zeroes) = match start(s)? {
+    let started = start(s)?;
+    negotiate_after(s, started, export)
+}
+
+/// [`negotiate`] inside the TLS session that [`starttls`](super::starttls) opened: the
+/// greeting is behind, and every option is asked again (the server keeps no state from
+/// before STARTTLS).
+pub fn negotiate_in_tls<S: Read + Write>(
+    s: &mut S,
+    tls: TlsStarted,
+    export: &str,
+) -> Result<Export> {
+    negotiate_after(s, tls.start(), export)
+}
+
+fn negotiate_after<S: Read + Write>(s: &mut S, started: Start, export: &str) -> Result<Export> {
+    let (fixed, no_zeroes) = match started {
         Start::Oldstyle { size, flags } => return oldstyle(export, size, flags),
         Start::Newstyle { fixed, no_zeroes } => (fixed, no_zeroes),
     };

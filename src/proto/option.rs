@@ -108,6 +108,7 @@ fn sending_step(option: u32) -> &'static str {
         OPT_LIST => "sending NBD_OPT_LIST",
         OPT_INFO => "sending NBD_OPT_INFO",
         OPT_GO => "sending NBD_OPT_GO",
+        OPT_STARTTLS => "sending NBD_OPT_STARTTLS",
         _ => "sending an option",
     }
 }
@@ -118,6 +119,7 @@ fn reply_step(option: u32) -> &'static str {
         OPT_LIST => "reading the reply to NBD_OPT_LIST",
         OPT_INFO => "reading the reply to NBD_OPT_INFO",
         OPT_GO => "reading the reply to NBD_OPT_GO",
+        OPT_STARTTLS => "reading the reply to NBD_OPT_STARTTLS",
         _ => "reading an option reply",
     }
 }

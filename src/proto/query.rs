@@ -12,6 +12,7 @@ use super::handshake::{exchange, export_name, oldstyle, ExportInfo};
 use super::option::{
     abort, abort_quietly, read_option_reply, send_option, server_text, start, Start,
 };
+use super::starttls::TlsStarted;
 use super::transmission::request_header;
 
 /// One export an NBD_OPT_LIST answer named.
@@ -25,7 +26,17 @@ pub struct ExportEntry {
 /// Asks the server for its exports (NBD_OPT_LIST). Needs fixed newstyle: older handshakes
 /// have no options besides NBD_OPT_EXPORT_NAME.
 pub fn list<S: Read + Write>(s: &mut S) -> Result<Vec<ExportEntry>> {
-    match start(s)? {
+    let started = start(s)?;
+    list_after(s, started)
+}
+
+/// [`list`] inside the TLS session that [`starttls`](super::starttls) opened.
+pub fn list_in_tls<S: Read + Write>(s: &mut S, tls: TlsStarted) -> Result<Vec<ExportEntry>> {
+    list_after(s, tls.start())
+}
+
+fn list_after<S: Read + Write>(s: &mut S, started: Start) -> Result<Vec<ExportEntry>> {
+    match started {
         Start::Newstyle { fixed: true, .. } => {}
         Start::Newstyle { fixed: false, .. } => return Err(no_options(Style::Newstyle)),
         Start::Oldstyle { .. } => return Err(no_options(Style::Oldstyle)),
@@ -103,7 +114,21 @@ fn parse_server(data: &[u8]) -> Result<ExportEntry> {
 /// for the export, and `name`, `description` and `block_sizes` are then `None`. An oldstyle
 /// server describes its one export in the greeting, so the same applies there.
 pub fn info<S: Read + Write>(s: &mut S, export: &str) -> Result<ExportInfo> {
-    let (fixed, no_zeroes) = match start(s)? {
+    let started = start(s)?;
+    info_after(s, started, export)
+}
+
+/// [`info`] inside the TLS session that [`starttls`](super::starttls) opened.
+pub fn info_in_tls<S: Read + Write>(
+    s: &mut S,
+    tls: TlsStarted,
+    export: &str,
+) -> Result<ExportInfo> {
+    info_after(s, tls.start(), export)
+}
+
+fn info_after<S: Read + Write>(s: &mut S, started: Start, export: &str) -> Result<ExportInfo> {
+    let (fixed, no_zeroes) = match started {
         Start::Oldstyle { size, flags } => {
             let export = oldstyle(export, size, flags)?;
             soft_disconnect(s);

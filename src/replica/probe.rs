@@ -11,6 +11,7 @@ use super::{Board, Identity, ReplicaError};
 use crate::connect::{self, ConnectError, Connection, Peer};
 use crate::proto::{Client, TransmissionError};
 use crate::settings::{ConnectPolicy, SocketOptions, FIRST_BACKOFF, MAX_BACKOFF};
+use crate::tls::Client as TlsClient;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -93,18 +94,21 @@ pub fn fingerprint(
     ))
 }
 
-/// One bounded attempt on `peer`: connect, negotiate, fingerprint.
+/// One bounded attempt on `peer`: connect, negotiate, fingerprint. With TLS the session is
+/// in kernel TLS before the fingerprint reads, which the kernel then encrypts: the socket
+/// the device gets has no TLS record left unread in userspace.
 pub fn probe(
     peer: &Peer,
     export: &str,
     timeout: Duration,
     opts: &SocketOptions,
+    tls: Option<&TlsClient>,
 ) -> Result<(Connection, Identity), ProbeError> {
     let once = ConnectPolicy {
         attempt_timeout: timeout,
         retries: 0,
     };
-    let conn = connect::connect(peer, export, &once, opts)?;
+    let conn = connect::connect_for_kernel(peer, export, &once, opts, tls)?;
     fingerprint(conn, timeout)
 }
 
@@ -133,6 +137,9 @@ pub struct Ask<'a> {
     pub read_only: bool,
     /// The user declared that the servers share their storage.
     pub shared_storage: bool,
+    /// TLS for every connection to every server (each certificate checked for the client's
+    /// one name).
+    pub tls: Option<&'a TlsClient>,
 }
 
 /// Reaches every server once per round (rounds as the policy's retries allow, until one
@@ -147,16 +154,22 @@ pub fn gather(ask: &Ask, now_epoch: u64) -> Result<Gathered, ProbeError> {
         found = ask
             .servers
             .iter()
-            .map(
-                |peer| match probe(peer, ask.export, ask.policy.attempt_timeout, &ask.socket) {
+            .map(|peer| {
+                match probe(
+                    peer,
+                    ask.export,
+                    ask.policy.attempt_timeout,
+                    &ask.socket,
+                    ask.tls,
+                ) {
                     Ok(found) => Some(found),
                     Err(e) if round == ask.policy.retries || round == 0 => {
                         log::warn!("replica {peer} left out for now: {e}");
                         None
                     }
                     Err(_) => None,
-                },
-            )
+                }
+            })
             .collect();
         if found.iter().any(Option::is_some) {
             break;
@@ -215,8 +228,13 @@ pub fn gather(ask: &Ask, now_epoch: u64) -> Result<Gathered, ProbeError> {
         let conn = match firsts[server].take() {
             Some(c) => c,
             None => {
-                let c =
-                    connect::connect(&ask.servers[server], ask.export, &ask.policy, &ask.socket)?;
+                let c = connect::connect_for_kernel(
+                    &ask.servers[server],
+                    ask.export,
+                    &ask.policy,
+                    &ask.socket,
+                    ask.tls,
+                )?;
                 if (c.export.size, c.export.flags) != (reference.size, reference.flags) {
                     return Err(ConnectError::Inconsistent {
                         peer: names[server].clone(),

@@ -9,6 +9,7 @@ use crate::connect::Peer;
 use crate::kernel::attach::{AttachOptions, Attached};
 use crate::proto::consts::TFLAG_READ_ONLY;
 use crate::settings::{self, SocketOptions};
+use crate::tls::{TlsSettings, Verify};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -35,6 +36,9 @@ pub struct Config {
     /// An inherited directory descriptor for status files (/run/nbdroot), which stays valid
     /// after switch_root moves /run away from the supervisor's view.
     pub status_fd: Option<i32>,
+    /// TLS for reconnects, the name to verify resolved: every new connection gets a new TLS
+    /// session and kernel TLS, as at attach time.
+    pub tls: Option<TlsSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -97,6 +101,7 @@ impl Config {
             fingerprint: attached.fingerprint,
             down: attached.down.clone(),
             status_fd: None,
+            tls: opts.tls.as_ref().map(|c| c.settings().clone()),
         }
     }
 
@@ -131,6 +136,20 @@ impl Config {
         if let Some(fd) = self.status_fd {
             s.push_str(&format!(";status_fd={fd}"));
         }
+        if let Some(t) = &self.tls {
+            let path = |p: &Option<PathBuf>| {
+                p.as_ref()
+                    .map_or(String::new(), |p| hex(&p.to_string_lossy()))
+            };
+            s.push_str(&format!(
+                ";tls_verify={};tls_ca={};tls_cert={};tls_key={};tls_name={}",
+                t.verify.as_str(),
+                path(&t.ca),
+                path(&t.cert),
+                path(&t.key),
+                hex(t.hostname.as_deref().unwrap_or_default()),
+            ));
+        }
         s
     }
 
@@ -152,6 +171,21 @@ impl Config {
         let keepalive =
             settings::parse_keepalive(get("keepalive").ok_or_else(bad)?).map_err(|_| bad())?;
         let user_timeout = num("user_timeout")?;
+        let tls = match get("tls_verify") {
+            None => None,
+            Some(v) => {
+                let text = |key: &str| unhex(get(key).ok_or_else(bad)?).ok_or_else(bad);
+                let path = |key: &str| text(key).map(|p| (!p.is_empty()).then(|| PathBuf::from(p)));
+                let name = text("tls_name")?;
+                Some(TlsSettings {
+                    verify: Verify::parse(v).ok_or_else(bad)?,
+                    ca: path("tls_ca")?,
+                    cert: path("tls_cert")?,
+                    key: path("tls_key")?,
+                    hostname: (!name.is_empty()).then_some(name),
+                })
+            }
+        };
         Ok(Config {
             index: num("index")? as u32,
             peer,
@@ -179,6 +213,7 @@ impl Config {
             status_fd: get("status_fd")
                 .map(|v| v.parse().map_err(|_| bad()))
                 .transpose()?,
+            tls,
         })
     }
 }
@@ -206,7 +241,16 @@ mod tests {
             fingerprint: Some(u64::MAX),
             down: vec![0, 2],
             status_fd: Some(11),
+            tls: Some(TlsSettings {
+                ca: Some("/etc/nbdroot/tls/ca;x.pem".into()),
+                cert: None,
+                key: Some("/k".into()),
+                hostname: Some("nbd.example".into()),
+                verify: Verify::None,
+            }),
         };
+        assert_eq!(Config::decode(&c.encode()), Ok(c.clone()));
+        c.tls = None;
         assert_eq!(Config::decode(&c.encode()), Ok(c.clone()));
         c.peer = Peer::Unix("/run/a;b.sock".into());
         c.socket = SocketOptions {

@@ -57,6 +57,11 @@ pub enum SuperviseError {
     NotReady(u32),
     #[error("supervising /dev/nbd{index}: {source}")]
     Kernel { index: u32, source: KernelError },
+    #[error("supervising /dev/nbd{index}: {source}")]
+    Tls {
+        index: u32,
+        source: crate::tls::TlsError,
+    },
 }
 
 /// Starts the supervisor of `cfg.index` as `@nbdroot supervise <config>` and waits until it
@@ -116,6 +121,18 @@ pub fn spawn(mut cfg: Config) -> Result<i32, SuperviseError> {
 /// Returns only when the device is gone.
 pub fn run(cfg: Config, ready_fd: Option<i32>) -> Result<(), SuperviseError> {
     let index = cfg.index;
+    // The credentials are read now, before this process says it is ready: the boot waits for
+    // that, and switch_root then deletes the initramfs they live in.
+    let tls = match &cfg.tls {
+        Some(settings) => {
+            let host = settings.hostname.clone().unwrap_or_default();
+            Some(
+                crate::tls::Client::new(settings, &host)
+                    .map_err(|source| SuperviseError::Tls { index, source })?,
+            )
+        }
+        None => None,
+    };
     let guards = guard::apply();
     let mut rss = status::Rss::open();
     let events = Events::subscribe().map_err(|source| SuperviseError::Kernel { index, source })?;
@@ -156,6 +173,7 @@ pub fn run(cfg: Config, ready_fd: Option<i32>) -> Result<(), SuperviseError> {
     });
     let mut driver = Driver {
         cfg: &cfg,
+        tls,
         events,
         rss,
         sockets: Vec::new(),
@@ -190,6 +208,7 @@ pub fn run(cfg: Config, ready_fd: Option<i32>) -> Result<(), SuperviseError> {
 /// server, the status file, the clock.
 struct Driver<'a> {
     cfg: &'a Config,
+    tls: Option<crate::tls::Client>,
     events: Events,
     rss: status::Rss,
     /// Negotiated by the last `Connect`, for the `Reconfigure` that may follow.
@@ -273,6 +292,7 @@ impl Driver<'_> {
                     cfg.connections,
                     &policy,
                     &cfg.socket,
+                    self.tls.as_ref(),
                 ) {
                     Ok(conns) => {
                         let offer = Offer {
@@ -345,8 +365,15 @@ impl Driver<'_> {
             attempt_timeout: timeout,
             retries: 0,
         };
-        let mut conns = connect::connect_many(peer, &cfg.export, count, &policy, &cfg.socket)
-            .map_err(|e| e.to_string())?;
+        let mut conns = connect::connect_many(
+            peer,
+            &cfg.export,
+            count,
+            &policy,
+            &cfg.socket,
+            self.tls.as_ref(),
+        )
+        .map_err(|e| e.to_string())?;
         let first = conns.remove(0);
         let (first, id) =
             replica::probe::fingerprint(first, cfg.attempt_timeout).map_err(|e| e.to_string())?;

@@ -127,19 +127,23 @@ pub fn write(dir_fd: i32, index: u32, status: &Status) -> io::Result<()> {
 
 /// Every status file in `dir`, as (device file name, contents).
 pub fn read_all(dir: &Path) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = fs::read_dir(dir)
+    let mut names: Vec<String> = fs::read_dir(dir)
         .map(|d| {
-            d.filter_map(|e| e.ok())
-                .filter_map(|e| {
-                    let name = e.file_name().into_string().ok()?;
-                    name.ends_with(".status")
-                        .then(|| Some((name.clone(), fs::read_to_string(e.path()).ok()?)))?
-                })
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|name| name.ends_with(".status"))
                 .collect()
         })
         .unwrap_or_default();
-    out.sort();
-    out
+    // Names are unique in a directory, so sorting them sorts the pairs (and shares the
+    // binary's one sort of strings).
+    names.sort();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let text = fs::read_to_string(dir.join(&name)).ok()?;
+            Some((name, text))
+        })
+        .collect()
 }
 
 #[cfg(test)]

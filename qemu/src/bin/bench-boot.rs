@@ -1,5 +1,7 @@
 //! Boot-time benchmark: guest uptime when the root's init runs, for nbdroot and for the
-//! kernel floor (a busybox /init that powers off at once), booted alternately in one run.
+//! kernel floor (a busybox /init that powers off at once), booted alternately in one run;
+//! and the same root from nbdkit in plain text and over TLS (`--tls=require`, the image from
+//! `mkinitramfs --tls-ca …`), so TLS's cost is measured against plain NBD from one server.
 //! Prints a Markdown table for BENCHMARKS.md. Figures, not pass/fail.
 
 use std::process::ExitCode;
@@ -9,7 +11,7 @@ use nbdroot_qemu::error::Context;
 use nbdroot_qemu::reference::nbd_client_initramfs;
 use nbdroot_qemu::stats::Stats;
 use nbdroot_qemu::{
-    cache_dir, debian_cloud_kernel, floor_initramfs, nbdroot_binary, nbdroot_initramfs,
+    cache_dir, debian_cloud_kernel, floor_initramfs, nbdkit, nbdroot_binary, nbdroot_initramfs,
     nbdroot_initramfs_with, qemu_nbd, run, Kernel, RootFs, VmConfig,
 };
 
@@ -108,6 +110,16 @@ fn bench(rounds: usize, baseline: Option<&std::path::Path>) -> nbdroot_qemu::Res
     let probe = "NBDROOT-PROBE pid=1 uptime=";
     let static_ip =
         format!("root=nbd:10.0.2.2:{port} ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off rw");
+    // nbdkit, plain and TLS, on the same image: the TLS row's only difference is TLS (the
+    // handshake, and the tls and ChaCha20-Poly1305 modules /init loads).
+    let pki = nbdroot_qemu::tls::pki(&dir)?;
+    let tls_initrd = dir.join("nbdroot-tls.img");
+    nbdroot_qemu::tls::tls_initramfs(&kernel, &tls_initrd, Some(&pki))?;
+    let image = img.display().to_string();
+    let plain_kit = nbdkit(&["file", &image])?;
+    let certs = format!("--tls-certificates={}", pki.display());
+    let tls_kit = nbdkit(&["--tls=require", &certs, "file", &image])?;
+    let ip = "ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off";
     let mut stacks = vec![
         floor_stack,
         Stack::new("nbdroot, static ip=", &initrd, static_ip.clone(), probe),
@@ -121,6 +133,18 @@ fn bench(rounds: usize, baseline: Option<&std::path::Path>) -> nbdroot_qemu::Res
             "busybox sh + nbd-client 3.24 (netlink), same static address",
             &reference,
             format!("root=nbd:unused nbdref=10.0.2.2:{port}"),
+            probe,
+        ),
+        Stack::new(
+            "nbdroot, static ip=, nbdkit in plain text",
+            &initrd,
+            format!("root=nbd:10.0.2.2:{} {ip} rw", plain_kit.port),
+            probe,
+        ),
+        Stack::new(
+            "nbdroot, static ip=, nbdkit over TLS (kernel TLS)",
+            &tls_initrd,
+            format!("root=nbd:10.0.2.2:{}:::tls {ip} rw", tls_kit.port),
             probe,
         ),
     ];
@@ -175,13 +199,19 @@ fn bench(rounds: usize, baseline: Option<&std::path::Path>) -> nbdroot_qemu::Res
         over(1),
         over(3)
     );
+    let (plain, tls) = (stacks[4].stats.median(), stacks[5].stats.median());
+    println!(
+        "\nTLS against plain text, same nbdkit and image: {:+.2} s ({:.2}× the plain boot's cost over the floor).",
+        tls - plain,
+        over(5) / over(4)
+    );
     println!("\nnbdroot static binary: {binary} bytes (stripped, x86_64-unknown-linux-musl)");
     if let Some(b) = baseline {
         println!(
             "baseline binary {}: {} bytes; the static row minus the baseline row: {:+.2} s.",
             b.display(),
             size(b),
-            stacks[1].stats.median() - stacks[4].stats.median()
+            stacks[1].stats.median() - stacks[6].stats.median()
         );
     }
     Ok(())

@@ -52,9 +52,9 @@ pub trait Transport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("no offer after {} in {secs:.1} s", crate::text::plural(.tries, "try"))]
+    #[error("no offer after {} in {} s", crate::text::plural(.tries, "try"), crate::text::tenths(*.secs))]
     NoOffer { tries: u32, secs: f64 },
-    #[error("server {server} offered {address} but did not acknowledge it ({}); no lease after {secs:.1} s", crate::text::plural(.requests, "request"))]
+    #[error("server {server} offered {address} but did not acknowledge it ({}); no lease after {} s", crate::text::plural(.requests, "request"), crate::text::tenths(*.secs))]
     NoAck {
         server: Ipv4Addr,
         address: Ipv4Addr,
