@@ -2,14 +2,16 @@
 //! debootstrap (from Debian's own mirror, through apt's configuration), cached.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::command;
 use crate::error::{Context, Error, Result};
 use crate::lock::FileLock;
 
-/// A minimal Debian 12 tree with systemd as /sbin/init, made once.
+/// A minimal Debian 12 tree with systemd as /sbin/init, made once and shared: tests that add
+/// files (probe units) work on [`debian_systemd_root_copy`], or one test's probe would run in
+/// every later boot of the shared tree (one that powers off ends another test's boot).
 pub fn debian_systemd_root() -> Result<PathBuf> {
     let cache = crate::cache_dir()?;
     let dir = cache.join("debian-systemd-root");
@@ -30,6 +32,19 @@ pub fn debian_systemd_root() -> Result<PathBuf> {
     fs::rename(&tmp, &dir).step(|| format!("move {} into place", dir.display()))?;
     fs::write(dir.join(".done"), "").step(|| format!("mark {}", dir.display()))?;
     Ok(dir)
+}
+
+/// A copy of [`debian_systemd_root`] at `dir/root` (replacing an earlier one), for one test to
+/// add its files to.
+pub fn debian_systemd_root_copy(dir: &Path) -> Result<PathBuf> {
+    let base = debian_systemd_root()?;
+    let root = dir.join("root");
+    let _ = fs::remove_dir_all(&root);
+    command::run(
+        "copy the Debian root",
+        Command::new("cp").arg("-a").arg(&base).arg(&root),
+    )?;
+    Ok(root)
 }
 
 /// The Debian mirror this machine's apt uses for the release itself (not security): read

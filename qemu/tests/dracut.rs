@@ -455,7 +455,8 @@ systemctl --no-block poweroff
 /// nbdroot to multi-user.target with no failed unit, and powers off cleanly.
 fn real_system(v: Variant) {
     use std::os::unix::fs::{symlink, PermissionsExt};
-    let root = nbdroot_qemu::sysroot::debian_systemd_root().expect("Debian root (debootstrap)");
+    let dir = scratch(v, "real");
+    let root = copy_debian_root(&dir);
     let write = |rel: &str, text: &str, mode: u32| {
         let path = root.join(rel);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -474,9 +475,9 @@ fn real_system(v: Variant) {
     let _ = std::fs::remove_file(&wants);
     symlink("../nbdroot-dracut-probe.service", &wants).unwrap();
 
-    let dir = scratch(v, "real");
     let img = dir.join("root.ext4");
     nbdroot_qemu::ext4_from_dir(&root, &img, 1024, None).expect("mkfs.ext4");
+    let _ = std::fs::remove_dir_all(&root);
     let srv = qemu_nbd(&img, None, false).expect("qemu-nbd");
     let mut cfg = vm(v, &format!("root=nbd:10.0.2.2:{} rw", srv.port));
     cfg.deadline = Duration::from_secs(600);
@@ -535,16 +536,7 @@ mod real_system {
 /// A copy of the Debian 12 root (debootstrap, systemd as init) in `dir`, for one test to add
 /// files to.
 fn copy_debian_root(dir: &Path) -> PathBuf {
-    let base = nbdroot_qemu::sysroot::debian_systemd_root().expect("Debian root (debootstrap)");
-    let root = dir.join("root");
-    let cp = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(&base)
-        .arg(&root)
-        .status()
-        .expect("cp");
-    assert!(cp.success(), "copy the Debian root");
-    root
+    nbdroot_qemu::sysroot::debian_systemd_root_copy(dir).expect("a copy of the Debian root")
 }
 
 fn put_file(root: &Path, rel: &str, bytes: &[u8], mode: u32) {

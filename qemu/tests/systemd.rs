@@ -7,7 +7,7 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 
-use nbdroot_qemu::sysroot::debian_systemd_root;
+use nbdroot_qemu::sysroot::debian_systemd_root_copy;
 use nbdroot_qemu::{boot_kit, ext4_from_dir, qemu_nbd, run, scratch, VmConfig};
 
 /// Prints the `@nbdroot` processes it finds on the console, prefixed with `$1`.
@@ -29,7 +29,8 @@ fn write(root: &Path, rel: &str, text: &str, mode: u32) {
 
 #[test]
 fn supervisor_survives_systemd_until_the_end_of_shutdown() {
-    let root = debian_systemd_root().expect("Debian root with systemd (debootstrap)");
+    let dir = scratch("systemd-tests", "shutdown");
+    let root = debian_systemd_root_copy(&dir).expect("a copy of the Debian root (debootstrap)");
     write(&root, "usr/local/bin/nbdroot-find", FIND, 0o755);
     write(
         &root,
@@ -55,9 +56,9 @@ fn supervisor_survives_systemd_until_the_end_of_shutdown() {
         0o755,
     );
 
-    let dir = scratch("systemd-tests", "shutdown");
     let img = dir.join("root.ext4");
     ext4_from_dir(&root, &img, 1024, None).expect("mkfs.ext4");
+    let _ = fs::remove_dir_all(&root);
     let srv = qemu_nbd(&img, None, false).expect("qemu-nbd");
     let kit = boot_kit();
     let mut cfg = VmConfig::new(&kit.kernel.vmlinuz, &kit.initrd);

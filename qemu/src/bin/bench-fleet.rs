@@ -15,7 +15,7 @@ use nbdroot_qemu::error::{Context, Error, Result};
 use nbdroot_qemu::proxy::CountingProxy;
 use nbdroot_qemu::recipes::{self, Env, RecipeServer};
 use nbdroot_qemu::stats::Stats;
-use nbdroot_qemu::sysroot::debian_systemd_root;
+use nbdroot_qemu::sysroot::debian_systemd_root_copy;
 use nbdroot_qemu::vm::run_unslotted;
 use nbdroot_qemu::{boot_kit, ext4_from_dir, free_port, scratch, BootKit, RootFs, VmConfig};
 
@@ -214,7 +214,8 @@ fn bench(guests: usize, rounds: usize, systemd: bool) -> Result<()> {
 /// Boots the Debian systemd root to multi-user.target through the relay; returns the bytes
 /// read until the guest reported it was up, and its uptime then.
 fn systemd_boot(kit: &BootKit) -> Result<(u64, f64)> {
-    let root = debian_systemd_root()?;
+    let dir = scratch("bench-fleet", "systemd");
+    let root = debian_systemd_root_copy(&dir)?;
     write(
         &root,
         "usr/local/bin/nbdroot-fleet-up",
@@ -224,7 +225,7 @@ fn systemd_boot(kit: &BootKit) -> Result<(u64, f64)> {
     write(
         &root,
         "etc/systemd/system/nbdroot-fleet-up.service",
-        "[Unit]\nDescription=nbdroot fleet benchmark probe\nAfter=multi-user.target\nBefore=nbdroot-probe.service\n\n[Service]\nType=oneshot\nExecStart=/usr/local/bin/nbdroot-fleet-up\n\n[Install]\nWantedBy=multi-user.target\n",
+        "[Unit]\nDescription=nbdroot fleet benchmark probe\nAfter=multi-user.target\n\n[Service]\nType=oneshot\nExecStart=/usr/local/bin/nbdroot-fleet-up\n\n[Install]\nWantedBy=multi-user.target\n",
         0o644,
     )?;
     let wants = root.join("etc/systemd/system/multi-user.target.wants/nbdroot-fleet-up.service");
@@ -232,8 +233,8 @@ fn systemd_boot(kit: &BootKit) -> Result<(u64, f64)> {
     let _ = fs::remove_file(&wants);
     symlink("../nbdroot-fleet-up.service", &wants).step(|| "enable the probe")?;
 
-    let dir = scratch("bench-fleet", "systemd");
     ext4_from_dir(&root, &dir.join("gold-v1.ext4"), 1024, None)?;
+    let _ = fs::remove_dir_all(&root);
     let served = serve(&dir)?;
     let log: PathBuf = dir.join("console.log");
     let mut cfg = config(kit, served.proxy.port, "systemd.show_status=0");
