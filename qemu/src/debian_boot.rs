@@ -265,26 +265,6 @@ fn kernel_root(kernel_deb: &Path, version: &str) -> Result<PathBuf> {
         Command::new("cp").arg("-a").arg(&base).arg(&tmp),
     )?;
     let result = (|| {
-        // Other VM tests boot the cached root itself with their probe units (named
-        // nbdroot-*, one of which powers off at once): none of them belongs in this system.
-        let dirs = [
-            "etc/systemd/system",
-            "usr/local/bin",
-            "usr/lib/systemd/system-shutdown",
-        ];
-        let dirs: Vec<PathBuf> = dirs
-            .iter()
-            .map(|d| tmp.join(d))
-            .filter(|d| d.exists())
-            .collect();
-        if !dirs.is_empty() {
-            command::run(
-                "remove other tests' probes from the copied root",
-                Command::new("find")
-                    .args(&dirs)
-                    .args(["-name", "nbdroot-*", "-delete"]),
-            )?;
-        }
         // apt in the chroot resolves the mirror's name with the host's resolver.
         fs::copy("/etc/resolv.conf", tmp.join("etc/resolv.conf"))
             .step(|| "copy /etc/resolv.conf into the root")?;
