@@ -140,7 +140,7 @@ fn shell() -> BootError {
 /// server, device, filesystem. Undoes the attach when a later step fails, so a retry starts
 /// clean. Returns the init to run in the mounted root.
 fn attempt(plan: &BootPlan, start: Instant) -> Result<String, BootError> {
-    let net = net::bring_up(&plan.network, &plan.tuning)?;
+    let net = net::bring_up(&plan.network, &plan.tuning, net::Readiness::Present)?;
     log::debug!("network up at {} ms", start.elapsed().as_millis());
     let (resolved, spec) = source::resolve(plan, &net)?;
     let plan = &resolved;

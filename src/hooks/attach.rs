@@ -18,7 +18,7 @@ use nix::fcntl::{Flock, FlockArg};
 use crate::boot::{self, source, BootError};
 use crate::cmdline::{self, root, CmdlineError};
 use crate::kernel::device;
-use crate::net::{self, NetState};
+use crate::net::{self, NetState, Readiness};
 use crate::plan::{BootPlan, DebianSpec, IpConfig, RootSource};
 
 use super::rootenv::{self, RootEnv, RootEnvError};
@@ -103,7 +103,7 @@ pub enum Flavour {
 /// Attaches the root the command line (or `handler`) describes, records it in
 /// [`rootenv::PATH`], leaves the network hints and starts the supervisor.
 pub fn attach(handler: Option<&Handler>) -> Result<Outcome, AttachStepError> {
-    attach_as(handler, Flavour::Dracut)
+    attach_as(handler, Flavour::Dracut, Readiness::Present)
 }
 
 /// The command line as a flavour reads it.
@@ -129,8 +129,12 @@ fn supported(plan: &BootPlan) -> Result<(), AttachStepError> {
     }
 }
 
-/// [`attach`] for `flavour`'s hooks.
-pub fn attach_as(handler: Option<&Handler>, flavour: Flavour) -> Result<Outcome, AttachStepError> {
+/// [`attach`] for `flavour`'s hooks, configuring interfaces once they are `ready`.
+pub fn attach_as(
+    handler: Option<&Handler>,
+    flavour: Flavour,
+    ready: Readiness,
+) -> Result<Outcome, AttachStepError> {
     let _lock = lock()?;
     let record = Path::new(rootenv::PATH);
     if let Some(env) = RootEnv::read(record)? {
@@ -154,7 +158,7 @@ pub fn attach_as(handler: Option<&Handler>, flavour: Flavour) -> Result<Outcome,
     }
     // The supervisor inherits the working directory: never one under the new root.
     let _ = std::env::set_current_dir("/");
-    let net = network(&plan, handler)?;
+    let net = network(&plan, handler, ready)?;
     let (resolved, spec) = source::resolve(&plan, &net).map_err(BootError::from)?;
     let plan = resolved;
     let index = plan.device.unwrap_or(super::DEFAULT_INDEX);
@@ -257,7 +261,11 @@ fn lock() -> Result<Flock<File>, AttachStepError> {
 
 /// The network as the root needs it: dracut's interface in handler mode; an interface that
 /// is configured already, unless the root comes from a DHCP lease; else nbdroot's own.
-fn network(plan: &BootPlan, handler: Option<&Handler>) -> Result<NetState, AttachStepError> {
+fn network(
+    plan: &BootPlan,
+    handler: Option<&Handler>,
+    ready: Readiness,
+) -> Result<NetState, AttachStepError> {
     if let Some(h) = handler {
         return Ok(NetState {
             configured: vec![h.netif.clone()],
@@ -273,7 +281,7 @@ fn network(plan: &BootPlan, handler: Option<&Handler>) -> Result<NetState, Attac
             });
         }
     }
-    Ok(net::bring_up(&plan.network, &plan.tuning)?)
+    Ok(net::bring_up(&plan.network, &plan.tuning, ready)?)
 }
 
 fn needs_lease(source: &RootSource) -> bool {

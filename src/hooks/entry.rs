@@ -3,6 +3,7 @@
 //! - argv[0] `nbdroot-generator`, arguments `normal early late`: the systemd generator;
 //! - `nbdroot <netif> nbd:… <NEWROOT>`: dracut's netroot handler;
 //! - `nbdroot attach`, `nbdroot mount <NEWROOT>`, `nbdroot dracut-cmdline`: the hooks' steps;
+//! - `nbdroot attach --udev`: dracut's attach, on interfaces udev has finished with;
 //! - `nbdroot attach --mkinitcpio`: the attach for mkinitcpio's hooks (`mkinitcpio/`).
 //!
 //! Each prints at most nbdroot's one line on failure (`nbdroot: …`, the hooks pass it to
@@ -16,6 +17,7 @@ use std::process::ExitCode;
 use log::LevelFilter;
 
 use crate::logger;
+use crate::net::Readiness;
 
 use super::attach::{self, Flavour, Handler, Outcome};
 use super::cmdline::{self, Answer};
@@ -37,7 +39,9 @@ pub fn run(args: &[OsString]) -> Option<ExitCode> {
             );
             report(attach::attach(Some(&h)).map(|o| said(&o)))
         }
-        Form::Attach(flavour) => report(attach::attach_as(None, flavour).map(|o| said(&o))),
+        Form::Attach(flavour, ready) => {
+            report(attach::attach_as(None, flavour, ready).map(|o| said(&o)))
+        }
         Form::Mount(new_root) => report(super::mount::mount(Path::new(new_root))),
         Form::Cmdline => dracut_cmdline(),
     })
@@ -53,10 +57,12 @@ pub const FORMS: &[(&str, &str)] = &[
          finds it attached and does nothing).",
     ),
     (
-        "nbdroot attach [--mkinitcpio]",
-        "The initqueue (dracut) or hook (mkinitcpio) step: bring the network up as ip= says, \
-         attach the root of the command line (/etc/cmdline.d/*.conf, then /proc/cmdline), \
-         record it in /run/nbdroot/root.env and start the @nbdroot supervisor. Idempotent.",
+        "nbdroot attach [--udev | --mkinitcpio]",
+        "The hooks' attach (dracut, initramfs-tools, mkinitcpio): bring the network up as ip= \
+         says, attach the root of the command line (/etc/cmdline.d/*.conf, then /proc/cmdline), \
+         record it in /run/nbdroot/root.env and start the @nbdroot supervisor. Idempotent. \
+         --udev (dracut's hooks): configure only interfaces udev has finished with (its \
+         database has them), waiting for them; dracut starts it before udev's coldplug.",
     ),
     (
         "nbdroot mount <NEWROOT>",
@@ -79,7 +85,7 @@ pub const FORMS: &[(&str, &str)] = &[
 enum Form<'a> {
     Generator(&'a OsString),
     Handler(Handler),
-    Attach(Flavour),
+    Attach(Flavour, Readiness),
     Mount(&'a OsString),
     Cmdline,
 }
@@ -98,8 +104,13 @@ fn form(args: &[OsString]) -> Option<Form<'_>> {
     }
     let (cmd, rest) = rest.split_first()?;
     match (cmd.to_str()?, rest) {
-        ("attach", []) => Some(Form::Attach(Flavour::Dracut)),
-        ("attach", [f]) if f == "--mkinitcpio" => Some(Form::Attach(Flavour::Mkinitcpio)),
+        ("attach", []) => Some(Form::Attach(Flavour::Dracut, Readiness::Present)),
+        ("attach", [f]) if f == "--udev" => {
+            Some(Form::Attach(Flavour::Dracut, Readiness::UdevInitialised))
+        }
+        ("attach", [f]) if f == "--mkinitcpio" => {
+            Some(Form::Attach(Flavour::Mkinitcpio, Readiness::Present))
+        }
         ("mount", [new_root]) => Some(Form::Mount(new_root)),
         ("dracut-cmdline", []) => Some(Form::Cmdline),
         _ => None,

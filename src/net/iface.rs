@@ -2,6 +2,7 @@
 
 use std::fs;
 use std::io;
+use std::path::Path;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -9,6 +10,41 @@ use crate::cmdline::mac::parse_mac;
 use crate::plan::Mac;
 
 const POLL: Duration = Duration::from_millis(20);
+
+/// udev's database: an interface has its entry (`n<ifindex>`) once udev has processed it.
+const UDEV_DATA: &str = "/run/udev/data";
+/// The property udev writes into the entry before it renames an interface, and drops when the
+/// rename is done: until then the name is about to change.
+const RENAMING: &str = "E:ID_RENAMING=1";
+
+/// Which interfaces are ready to be configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// Every interface the kernel lists: in nbdroot's own initramfs nothing else renames them.
+    Present,
+    /// Only those udev has finished with: under a generator's udev an interface may still be
+    /// renamed, which fails once it is up (and the root's configuration names the new name).
+    UdevInitialised,
+}
+
+impl Readiness {
+    /// Whether the interface with `index` is ready.
+    pub fn ready(self, index: u32) -> bool {
+        match self {
+            Readiness::Present => true,
+            Readiness::UdevInitialised => {
+                fs::read_to_string(Path::new(UDEV_DATA).join(format!("n{index}")))
+                    .is_ok_and(|entry| udev_done(&entry))
+            }
+        }
+    }
+}
+
+/// Whether udev's database entry `entry` says udev has finished with the interface: it is
+/// there, and not in the middle of a rename.
+fn udev_done(entry: &str) -> bool {
+    !entry.lines().any(|l| l.trim_end() == RENAMING)
+}
 
 /// The interfaces the kernel knows, loopback excluded, sorted by name.
 pub fn list() -> io::Result<Vec<String>> {
@@ -27,17 +63,26 @@ pub fn index(name: &str) -> Option<u32> {
     nix::net::if_::if_nametoindex(name).ok()
 }
 
-/// Waits until `name` exists (or, with `None`, until any interface does) and returns its name
-/// and index. `None` after `bound`.
-pub fn wait_for(name: Option<&str>, bound: Duration) -> Option<(String, u32)> {
+/// The interfaces that are `ready` now, with their indexes, sorted by name.
+pub fn ready(ready: Readiness) -> Vec<(String, u32)> {
+    list()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|n| index(&n).map(|i| (n, i)))
+        .filter(|(_, i)| ready.ready(*i))
+        .collect()
+}
+
+/// Waits until `name` exists and is `ready` (or, with `None`, until any interface is) and
+/// returns its name and index. `None` after `bound`.
+pub fn wait_for(name: Option<&str>, bound: Duration, ready: Readiness) -> Option<(String, u32)> {
     let start = Instant::now();
     loop {
         let found = match name {
-            Some(n) => index(n).map(|i| (n.to_string(), i)),
-            None => list()
-                .unwrap_or_default()
-                .into_iter()
-                .find_map(|n| index(&n).map(|i| (n, i))),
+            Some(n) => index(n)
+                .filter(|i| ready.ready(*i))
+                .map(|i| (n.to_string(), i)),
+            None => self::ready(ready).into_iter().next(),
         };
         if found.is_some() || start.elapsed() >= bound {
             return found;
@@ -72,5 +117,21 @@ pub fn wait_for_carrier(name: &str, bound: Duration) -> bool {
             return false;
         }
         sleep(POLL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interface_being_renamed_is_not_ready() {
+        assert!(udev_done(
+            "I:38863989\nE:ID_NET_LINK_FILE=/usr/lib/systemd/network/99-default.link\n"
+        ));
+        assert!(!udev_done(
+            "I:38863989\nE:ID_RENAMING=1\nE:ID_NET_NAME=ens2\n"
+        ));
+        assert!(udev_done("I:1\nE:ID_RENAMING=0\n"));
     }
 }

@@ -16,6 +16,7 @@ use crate::netlink::NetlinkError;
 use crate::plan::{IpConfig, Mac, NetPlan, StaticIp};
 use crate::settings::Tuning;
 use dhcp::{DhcpError, DhcpPolicy, Lease};
+pub use iface::Readiness;
 use link::LinkChange;
 
 /// Where DHCP leases are written for the real root's network manager.
@@ -25,6 +26,11 @@ pub const LEASE_DIR: &str = "/run/nbdroot";
 pub enum NetError {
     #[error("no network interface appeared within {0} s")]
     NoInterface(u64),
+    #[error(
+        "udev did not finish with interface {names} within {secs} s (no entry in \
+         /run/udev/data): nbdroot configures only interfaces udev may no longer rename"
+    )]
+    NotInitialised { names: String, secs: u64 },
     #[error("interface {name} did not appear within {secs} s (interfaces present: {present})")]
     InterfaceMissing {
         name: String,
@@ -81,10 +87,9 @@ fn present() -> String {
 
 /// Configures the network as the plan says: renames, then each `ip=` (or DHCP on the
 /// interfaces that get a link when there is none), then `nameserver=`.
-pub fn bring_up(plan: &NetPlan, tuning: &Tuning) -> Result<NetState, NetError> {
-    let secs = tuning.link_timeout.as_secs();
-    if iface::wait_for(None, tuning.link_timeout).is_none() {
-        return Err(NetError::NoInterface(secs));
+pub fn bring_up(plan: &NetPlan, tuning: &Tuning, ready: Readiness) -> Result<NetState, NetError> {
+    if iface::wait_for(None, tuning.link_timeout, ready).is_none() {
+        return Err(not_ready(None, tuning.link_timeout, ready));
     }
     let mut rtnl = rtnl::Rtnl::open().map_err(rtnl_err("opening rtnetlink", "-"))?;
     if let Some(lo) = iface::index("lo") {
@@ -120,19 +125,15 @@ pub fn bring_up(plan: &NetPlan, tuning: &Tuning) -> Result<NetState, NetError> {
             IpConfig::Off => {}
             IpConfig::Static(s) => {
                 let name = s.device.clone().or_else(|| boot_iface.clone());
-                let (iface, index) = wait_iface(name.as_deref(), tuning.link_timeout)?;
+                let (iface, index) = wait_iface(name.as_deref(), tuning.link_timeout, ready)?;
                 configure_static(&mut rtnl, &iface, index, s, tuning.link_timeout)?;
                 state.configured.push(iface);
             }
             IpConfig::Dhcp { device, mtu, mac } => {
                 let name = device.clone().or_else(|| boot_iface.clone());
                 let candidates = match name {
-                    Some(n) => vec![wait_iface(Some(&n), tuning.link_timeout)?],
-                    None => iface::list()
-                        .unwrap_or_default()
-                        .into_iter()
-                        .filter_map(|n| iface::index(&n).map(|i| (n, i)))
-                        .collect(),
+                    Some(n) => vec![wait_iface(Some(&n), tuning.link_timeout, ready)?],
+                    None => iface::ready(ready),
                 };
                 let (iface, lease) = dhcp_any(&mut rtnl, &candidates, *mtu, *mac, tuning)?;
                 state.configured.push(iface.clone());
@@ -157,15 +158,33 @@ pub fn bring_up(plan: &NetPlan, tuning: &Tuning) -> Result<NetState, NetError> {
     Ok(state)
 }
 
-fn wait_iface(name: Option<&str>, bound: Duration) -> Result<(String, u32), NetError> {
-    iface::wait_for(name, bound).ok_or_else(|| match name {
-        Some(n) => NetError::InterfaceMissing {
+fn wait_iface(
+    name: Option<&str>,
+    bound: Duration,
+    ready: Readiness,
+) -> Result<(String, u32), NetError> {
+    iface::wait_for(name, bound, ready).ok_or_else(|| not_ready(name, bound, ready))
+}
+
+/// The error for `name` (or any interface) not ready within `bound`.
+fn not_ready(name: Option<&str>, bound: Duration, ready: Readiness) -> NetError {
+    let secs = bound.as_secs();
+    let exists = match name {
+        Some(n) => iface::index(n).is_some(),
+        None => !iface::list().unwrap_or_default().is_empty(),
+    };
+    match (name, exists && ready == Readiness::UdevInitialised) {
+        (_, true) => NetError::NotInitialised {
+            names: name.map_or_else(present, str::to_string),
+            secs,
+        },
+        (Some(n), false) => NetError::InterfaceMissing {
             name: n.to_string(),
-            secs: bound.as_secs(),
+            secs,
             present: present(),
         },
-        None => NetError::NoInterface(bound.as_secs()),
-    })
+        (None, false) => NetError::NoInterface(secs),
+    }
 }
 
 /// `ifname=<name>:<mac>`: the interface with that MAC gets that name.
