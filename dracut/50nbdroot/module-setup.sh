@@ -99,6 +99,15 @@ install() {
     fi
     # Static: nothing else to install with it.
     inst_simple "${nbdroot_binary:-$nbdroot_bin}" "$nbdroot_bin"
+    # The hooks' own needs (dracut's base has them today; said here, not assumed).
+    inst_multiple cat mv
+    # Interfaces get in the image the names the root's udev gives them (predictable names, the
+    # host's .link files), as dracut's network modules do under systemd: an interface nbdroot
+    # brought up cannot be renamed later, and Debian 12's udev then marks it "being renamed"
+    # for good, which systemd-networkd in the root waits on forever.
+    inst_rules 75-net-description.rules 80-net-setup-link.rules
+    inst_multiple -o "${systemdnetwork}/99-default.link" "${systemdnetwork}/98-default-mac-none.link"
+    [[ $hostonly ]] && inst_multiple -H -o "${systemdnetworkconfdir}/*.link"
     inst_hook cmdline 90 "$moddir/nbdroot-cmdline.sh"
     inst_hook initqueue/settled 50 "$moddir/nbdroot-attach.sh"
     inst_hook mount 10 "$moddir/nbdroot-mount.sh"

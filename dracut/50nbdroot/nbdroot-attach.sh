@@ -1,6 +1,10 @@
 #!/bin/sh
-# nbdroot, dracut initqueue/settled hook: attach the NBD root. Sourced in every round of the
-# main loop until the root is attached; nbdroot attach is idempotent.
+# nbdroot, dracut initqueue/settled hook: see the NBD root attached. Sourced in every round of
+# the main loop until the root is attached.
+#
+# The command-line hook started the attach early, in the background: while it runs there is
+# nothing to do (it wakes the main loop when it ends); when it failed, its line goes to die.
+# Without it (it could not start) the attach runs here; nbdroot attach is idempotent.
 #
 # Unless the image was built with nbdroot_network=dracut (then dracut's network modules call
 # nbdroot as their netroot handler), nbdroot brings the network up itself.
@@ -9,7 +13,12 @@
 type die > /dev/null 2>&1 || . /lib/dracut-lib.sh
 
 if [ -e /run/nbdroot/wanted ] && [ ! -e /run/nbdroot/root.env ]; then
-    if ! /usr/sbin/nbdroot attach; then
-        die "$(cat /run/nbdroot/error 2> /dev/null || echo 'nbdroot: attaching the root failed')"
+    if [ -e /run/nbdroot/early.rc ]; then
+        [ "$(cat /run/nbdroot/early.rc)" = 0 ] \
+            || die "$(cat /run/nbdroot/error 2> /dev/null || echo 'nbdroot: attaching the root failed')"
+    elif [ ! -e /run/nbdroot/early.pid ] || ! kill -0 "$(cat /run/nbdroot/early.pid)" 2> /dev/null; then
+        if ! /usr/sbin/nbdroot attach --udev; then
+            die "$(cat /run/nbdroot/error 2> /dev/null || echo 'nbdroot: attaching the root failed')"
+        fi
     fi
 fi

@@ -36,6 +36,21 @@ fi
 [ -n "$nbdroot_by_dracut" ] || : > /run/nbdroot/wanted
 unset nbdroot_by_dracut
 
+# Attach now, in the background, while udev's coldplug goes on: dracut runs its settled hooks
+# only once udev has settled, seconds the root does not need. The early attach configures
+# only interfaces udev has finished with (--udev) and, when it ends, wakes dracut's main loop
+# (its settle returns once initqueue/work exists), whose finished check then sees the root.
+# The settled hook reports a failure through die. Once: this hook runs again for root=dhcp.
+if [ -e /run/nbdroot/wanted ] && [ ! -e /run/nbdroot/early.pid ]; then
+    (
+        /usr/sbin/nbdroot attach --udev
+        echo "$?" > /run/nbdroot/early.rc.new
+        mv -f /run/nbdroot/early.rc.new /run/nbdroot/early.rc
+        : >> "$hookdir/initqueue/work"
+    ) < /dev/null &
+    echo "$!" > /run/nbdroot/early.pid
+fi
+
 # Finished only once the device is attached: its node exists as soon as the driver loads.
 echo "/usr/sbin/nbdroot check $nbdroot_device > /dev/null 2>&1" > "$hookdir/initqueue/finished/90-nbdroot.sh"
 
