@@ -250,7 +250,7 @@ fn build(
 
 /// The debootstrap root with the kernel package and initramfs-tools installed (apt, in a
 /// chroot, from the root's own Debian mirror), made once per kernel.
-fn kernel_root(kernel_deb: &Path, version: &str) -> Result<PathBuf> {
+pub(crate) fn kernel_root(kernel_deb: &Path, version: &str) -> Result<PathBuf> {
     let top = crate::cache_dir()?.join("debian-kernel-root");
     let dir = top.join(version);
     if dir.join(".done").exists() {
@@ -291,7 +291,7 @@ fn kernel_root(kernel_deb: &Path, version: &str) -> Result<PathBuf> {
 }
 
 /// Runs `script` in the chroot under [`CHROOT_TIMEOUT_S`].
-fn in_root(root: &Path, step: &str, script: &str) -> Result<()> {
+pub(crate) fn in_root(root: &Path, step: &str, script: &str) -> Result<()> {
     let bounded = format!(
         "timeout {CHROOT_TIMEOUT_S} sh -c '{}'",
         script.replace('\'', r"'\''")

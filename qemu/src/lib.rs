@@ -15,6 +15,7 @@ pub mod lock;
 pub mod luks_lvm;
 pub mod mkinitcpio;
 pub mod netns;
+pub mod network_root;
 pub mod ns_server;
 pub mod proxy;
 pub mod recipes;

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use nbdroot_qemu::dracut::{build_image, shutdown_files, Dracut, ImageSpec, Release};
 use nbdroot_qemu::netns::{NetNs, HOST_IP};
+use nbdroot_qemu::network_root::Manager;
 use nbdroot_qemu::{
     debian_cloud_kernel, debugfs_cat, e2fsck_clean, free_port, qemu_nbd, run, scenario, Kernel,
     NbdServer, RootFs, VmConfig, VmOutcome,
@@ -307,14 +308,28 @@ done"#;
         let out = boot(&cfg);
         drop(ns);
         assert_root(&out, want);
-        // The root's network managers are told to keep the boot interface as it is.
+        // The root's network managers are told to keep the boot interface as it is: the one
+        // nbdroot's DHCP client configured, by udev's name for it.
+        let ifc = out
+            .log
+            .lines()
+            .find_map(|l| l.split("nbdroot: ").nth(1)?.split_once(": DHCP lease "))
+            .map(|(ifc, _)| ifc.to_string())
+            .unwrap_or_else(|| panic!("no DHCP lease line from nbdroot:\n{out}"));
+        assert_ne!(
+            ifc, "eth0",
+            "the image did not name the interface as udev does"
+        );
         let hints = out.lines_with("NBDROOT-HINT ");
         for want in [
-            "10-nbdroot-eth0.network KeepConfiguration=yes",
-            "10-nbdroot-eth0.network ClientIdentifier=mac",
-            "50-nbdroot-eth0.conf keep-configuration=yes",
+            format!("10-nbdroot-{ifc}.network KeepConfiguration=yes"),
+            format!("10-nbdroot-{ifc}.network ClientIdentifier=mac"),
+            format!("50-nbdroot-{ifc}.conf keep-configuration=yes"),
         ] {
-            assert!(hints.contains(&want), "no hint {want:?} in {hints:?}");
+            assert!(
+                hints.contains(&want.as_str()),
+                "no hint {want:?} in {hints:?}"
+            );
         }
     }
     assert_written(&img);
@@ -333,7 +348,7 @@ fn netroot_handler(v: Variant) {
     let out = boot(&cfg);
     drop(srv);
     assert_root(&out, "/dev/nbd0 / ext4 rw,noatime");
-    // The interface is udev's name under systemd (ens2), the kernel's (eth0) otherwise.
+    // The interface is udev's name for it (ens2).
     let tail = format!(" configured by dracut, {netroot}");
     assert!(
         out.log
@@ -584,12 +599,19 @@ const SHUTDOWN_PROBE: &str = r#"#!/bin/sh
 echo "NBDT-DRACUT root=$(grep ' / ' /proc/mounts)" > /dev/console
 echo "NBDT-DRACUT marker=$(ls /run/initramfs/.need_shutdown 2>&1)" > /dev/console
 echo "NBDT-DRACUT restore-unit=$(systemctl is-active dracut-shutdown.service)" > /dev/console
+echo "NBDT-DRACUT run=$(grep ' /run ' /proc/mounts)" > /dev/console
 systemctl --no-block poweroff
 "#;
 
-/// At shutdown dracut returns to the initramfs (dracut-shutdown.service unpacks it into
-/// /run/initramfs, systemd-shutdown execs its /shutdown): nbdroot's shutdown hook disconnects
-/// /dev/nbd0 only after dracut unmounted the old root, and the image is clean.
+/// The systemd kinds: at shutdown dracut returns to the initramfs (dracut-shutdown.service
+/// unpacks it into /run/initramfs, systemd-shutdown execs its /shutdown): nbdroot's shutdown
+/// hook disconnects /dev/nbd0 only after dracut unmounted the old root, and the image is clean.
+///
+/// The shell kinds: dracut's own init mounts /run `noexec` and moves it into the root, so
+/// systemd-shutdown finds /run/initramfs/shutdown not executable and never returns to the
+/// initramfs (dracut's behaviour, 059 and ng111 alike): the root's systemd-shutdown leaves the
+/// root read-only, the device stays connected (the supervisor holds it) until the power-off,
+/// and the image is clean.
 fn shutdown_in_initramfs(v: Variant) {
     let dir = scratch(v, "shutdown");
     let root = copy_debian_root(&dir);
@@ -635,7 +657,13 @@ fn shutdown_in_initramfs(v: Variant) {
     nbdroot_qemu::ext4_from_dir(&root, &img, 1024, None).expect("mkfs.ext4");
     let _ = std::fs::remove_dir_all(&root);
     let srv = qemu_nbd(&img, None, false).expect("qemu-nbd");
-    let mut cfg = vm_with(initrd, &format!("root=nbd:10.0.2.2:{} rw", srv.port));
+    let mut cfg = vm_with(
+        initrd,
+        &format!(
+            "root=nbd:10.0.2.2:{} rw systemd.mask=serial-getty@ttyS0.service",
+            srv.port
+        ),
+    );
     // systemd's status lines show the unpack and the return to the initramfs.
     // dracut-ng says "Unmounted /oldroot." at info level, to the kernel log only (059 warns,
     // on the console too): the console shows that level with loglevel=7.
@@ -649,6 +677,27 @@ fn shutdown_in_initramfs(v: Variant) {
         out.contains("NBDT-DRACUT root=/dev/nbd0 / ext4 rw"),
         "the real root did not come up on /dev/nbd0:\n{out}"
     );
+    for bad in ["I/O error", "EXT4-fs error", "Buffer I/O"] {
+        assert!(!out.contains(bad), "{bad:?} in the guest's log:\n{out}");
+    }
+    assert!(out.contains("reboot: Power down"), "no power-off:\n{out}");
+    e2fsck_clean(&img).expect("the image is clean after the power-off");
+    if !v.systemd {
+        let run = out.lines_with("NBDT-DRACUT run=").concat();
+        assert!(
+            run.contains("noexec"),
+            "/run is not noexec in the shell kind any more: {run}\n{out}"
+        );
+        assert!(
+            out.contains("systemd-shutdown[1]: All filesystems unmounted."),
+            "systemd-shutdown did not finish with the root:\n{out}"
+        );
+        assert!(
+            !out.contains("Returning to initrd"),
+            "dracut's shell kind returned to the initramfs: test its shutdown hook there\n{out}"
+        );
+        return;
+    }
     let lines: Vec<&str> = out.log.lines().collect();
     let at = |needle: &str| lines.iter().position(|l| l.contains(needle));
     let unmounted = at("Unmounted /oldroot").unwrap_or_else(|| {
@@ -660,11 +709,6 @@ fn shutdown_in_initramfs(v: Variant) {
         unmounted < disconnected,
         "/dev/nbd0 was disconnected before /oldroot was unmounted:\n{out}"
     );
-    for bad in ["I/O error", "EXT4-fs error", "Buffer I/O"] {
-        assert!(!out.contains(bad), "{bad:?} in the guest's log:\n{out}");
-    }
-    assert!(out.contains("reboot: Power down"), "no power-off:\n{out}");
-    e2fsck_clean(&img).expect("the image is clean after the power-off");
 }
 
 mod shutdown_in_initramfs {
@@ -683,20 +727,39 @@ mod shutdown_in_initramfs {
             systemd: true,
         });
     }
+    #[test]
+    fn dracut059_shell() {
+        super::shutdown_in_initramfs(Variant {
+            release: Release::Debian059,
+            systemd: false,
+        });
+    }
+    #[test]
+    fn ng111_shell() {
+        super::shutdown_in_initramfs(Variant {
+            release: Release::Ng111,
+            systemd: false,
+        });
+    }
 }
 
-/// Past a 2-minute lease: the address and a write every 10 s; then networkd's own state files
-/// (networkctl needs D-Bus, which the minimal root lacks) and its log.
+/// Past a 2-minute lease: the address and a write every 10 s; then what the manager says of
+/// the boot interface: networkd's own state files (networkctl needs D-Bus, which the root
+/// lacks), NetworkManager's nmcli; and the manager's log.
 const LEASE_PROBE: &str = r#"#!/bin/sh
 say() { echo "NBDT-NET $*" > /dev/console; }
 # The boot interface: the one nbdroot left its networkd hint for.
 ifc=$(ls /run/systemd/network/ | sed -n 's/^10-nbdroot-\(.*\)\.network$/\1/p' | head -n1)
 idx=$(cat "/sys/class/net/$ifc/ifindex")
 say "interface=$ifc"
+say "udevd=$(systemctl is-active systemd-udevd.service)"
 say "networkd=$(systemctl is-active systemd-networkd.service)"
+say "NetworkManager=$(systemctl is-active NetworkManager.service)"
+say "udev-trigger=$(systemctl is-active systemd-udev-trigger.service)"
+say "udev-db $(udevadm info -q property "/sys/class/net/$ifc" 2>&1 | grep -E 'USEC_INITIALIZED|ID_RENAMING|ID_NET_LINK_FILE|INTERFACE=' | tr '\n' ' ')"
 start=$(cut -d. -f1 /proc/uptime)
 i=0
-while [ $i -lt 22 ]; do
+while [ $i -lt @ROUNDS@ ]; do
   i=$((i + 1))
   dd if=/dev/urandom of=/var/tmp/nbdt-io bs=64k count=4 conv=fsync 2>/dev/null || say "io-error round=$i"
   now=$(cut -d. -f1 /proc/uptime)
@@ -705,67 +768,57 @@ while [ $i -lt 22 ]; do
   say "t=$((now - start)) addr=$addr"
   sleep 10
 done
-say "link $(tr '\n' ' ' < "/run/systemd/netif/links/$idx" 2>&1)"
-say "lease $(tr '\n' ' ' < "/run/systemd/netif/leases/$idx" 2>&1)"
-journalctl -b -u systemd-networkd --no-pager -o cat 2>&1 | tail -n 15 | while read -r l; do say "log $l"; done
+if [ -e /run/systemd/netif/links/$idx ]; then
+  say "link $(tr '\n' ' ' < "/run/systemd/netif/links/$idx" 2>&1)"
+  say "lease $(tr '\n' ' ' < "/run/systemd/netif/leases/$idx" 2>&1)"
+  journalctl -b -u systemd-networkd --no-pager -o cat 2>&1 | tail -n 15 | while read -r l; do say "log $l"; done
+fi
+if command -v nmcli > /dev/null; then
+  say "nm $(nmcli -t -f GENERAL.STATE,GENERAL.CONNECTION,IP4.ADDRESS device show "$ifc" 2>&1 | tr '\n' ' ')"
+  # NetworkManager left the interface as it found it; now it runs DHCP there itself (the
+  # default wired profile it made, as a user activating it would): with nbdroot's client
+  # identifier it gets the same address, and the root's writes go on.
+  say "nm-connect $(nmcli -w 60 connection up 'Wired connection 1' ifname "$ifc" 2>&1 | tr '\n' ' ')"
+  i=0
+  while [ $i -lt 3 ]; do
+    i=$((i + 1))
+    dd if=/dev/urandom of=/var/tmp/nbdt-io bs=64k count=4 conv=fsync 2>/dev/null || say "io-error after-connect round=$i"
+    addr=
+    for a in $(hostname -I); do case $a in *.*.*.*) addr=$a; break ;; esac; done
+    say "connected addr=$addr"
+    sleep 5
+  done
+  say "nm-after $(nmcli -t -f GENERAL.STATE,GENERAL.CONNECTION,IP4.ADDRESS device show "$ifc" 2>&1 | tr '\n' ' ')"
+  say "nm-dhcp $(nmcli -t -f DHCP4 device show "$ifc" 2>&1 | tr '\n' ' ')"
+  journalctl -b -u NetworkManager --no-pager -o cat 2>&1 | grep -i -E "$ifc|dhcp" | tail -n 25 | while read -r l; do say "log $l"; done
+fi
 say "kernel-io-errors=$(dmesg | grep -c -E 'I/O error|EXT4-fs error|block nbd')"
 say "done"
 systemctl --no-block poweroff
 "#;
 
-/// After switch_root the root's systemd-networkd takes eth0 over with nbdroot's hints
-/// (KeepConfiguration=yes, ClientIdentifier=mac): past a 2-minute lease from dnsmasq the
-/// address is the same, the root's writes go on without an I/O error, networkd manages eth0
-/// with nbdroot's hint, and dnsmasq has one lease for the guest, not two.
-fn networkd_keeps_the_lease(v: Variant) {
-    let dir = scratch(v, "lease");
-    let root = copy_debian_root(&dir);
-    // networkd manages a link only once udev has seen it: a real system has udev, the
-    // minimal root does not. Debian's package, the root's release, unpacked into the copy.
-    let debs = dir.join("debs");
-    std::fs::create_dir_all(&debs).unwrap();
-    let got = std::process::Command::new("apt-get")
-        .args(["download", "-q", "udev"])
-        .current_dir(&debs)
-        .status()
-        .expect("apt-get download udev");
-    assert!(got.success(), "apt-get download udev");
-    // Unpacked beside the root, then copied in through the root's merged-/usr links (the
-    // package's ./bin and ./lib would replace them).
-    let unpacked = dir.join("udev");
-    for deb in std::fs::read_dir(&debs).unwrap() {
-        let x = std::process::Command::new("dpkg-deb")
-            .arg("-x")
-            .arg(deb.unwrap().path())
-            .arg(&unpacked)
-            .status()
-            .expect("dpkg-deb");
-        assert!(x.success(), "unpack udev");
-    }
-    for top in std::fs::read_dir(&unpacked).unwrap() {
-        let top = top.unwrap().path();
-        let name = top.file_name().unwrap().to_owned();
-        let cp = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(top.join("."))
-            .arg(format!("{}/", root.join(&name).display()))
-            .status()
-            .expect("cp");
-        assert!(cp.success(), "copy udev's {name:?} into the root");
-    }
-    enable(
-        &root,
-        "multi-user.target",
-        "/lib/systemd/system/systemd-networkd.service",
-    );
-    enable(
-        &root,
-        "sockets.target",
-        "/lib/systemd/system/systemd-networkd.socket",
-    );
-    add_probe(&root, LEASE_PROBE);
+/// After switch_root the root's network manager (a Debian root with the kernel package, so
+/// udev, and the manager installed by apt) takes the boot interface over with nbdroot's hints,
+/// and the root's writes go on without an I/O error:
+/// - systemd-networkd manages it with nbdroot's `.network` (`KeepConfiguration=yes`): past a
+///   2-minute lease from dnsmasq the address is the same and networkd holds the renewed lease;
+/// - NetworkManager keeps it as it found it ("connected (externally)"); its own DHCP there
+///   (its default wired profile brought up) uses nbdroot's MAC client identifier from the
+///   conf.d hint and gets the same address.
+///
+/// Either way dnsmasq has one lease for the guest, not two, acknowledged more than once.
+fn manager_keeps_the_lease(v: Variant, manager: Manager) {
+    let dir = scratch(v, &format!("lease-{manager:?}"));
+    let root = nbdroot_qemu::network_root::copy(manager, &dir).expect("the Debian root");
+    // networkd renews the lease itself: the probe runs past it (a write every 10 s).
+    // NetworkManager leaves the interface alone until its own DHCP is asked for: a few rounds.
+    let rounds = match manager {
+        Manager::Networkd => 22,
+        Manager::NetworkManager => 3,
+    };
+    add_probe(&root, &LEASE_PROBE.replace("@ROUNDS@", &rounds.to_string()));
     let img = dir.join("root.ext4");
-    nbdroot_qemu::ext4_from_dir(&root, &img, 1024, None).expect("mkfs.ext4");
+    nbdroot_qemu::ext4_from_dir(&root, &img, 1536, None).expect("mkfs.ext4");
     let _ = std::fs::remove_dir_all(&root);
 
     let port = free_port().expect("free port");
@@ -790,8 +843,13 @@ fn networkd_keeps_the_lease(v: Variant) {
     .expect("qemu-nbd");
     ns.wait_listening(HOST_IP, port)
         .expect("qemu-nbd listening");
-    let mut cfg = vm(v, &format!("root=nbd:{HOST_IP}:{port} ip=dhcp rw"));
+    // No login prompt on the console the probe writes to.
+    let mut cfg = vm(
+        v,
+        &format!("root=nbd:{HOST_IP}:{port} ip=dhcp rw systemd.mask=serial-getty@ttyS0.service"),
+    );
     cfg.netns = Some(ns.name.clone());
+    cfg.memory_mib = 1024;
     cfg.deadline = Duration::from_secs(900);
     let out = boot(&cfg);
     let leases = std::fs::read_to_string(ns.leases()).unwrap_or_default();
@@ -810,23 +868,33 @@ fn networkd_keeps_the_lease(v: Variant) {
         .and_then(|r| r.split('/').next())
         .unwrap_or_else(|| panic!("no DHCP lease line from nbdroot:\n{out}"))
         .to_string();
-    let rounds = out.lines_with("NBDT-NET t=");
-    assert!(rounds.len() >= 22, "{rounds:?}");
+    let unit = match manager {
+        Manager::Networkd => "networkd=active",
+        Manager::NetworkManager => "NetworkManager=active",
+    };
+    assert!(
+        out.contains(&format!("NBDT-NET {unit}")),
+        "the root's manager is not running:\n{out}"
+    );
+    let samples = out.lines_with("NBDT-NET t=");
+    assert_eq!(samples.len(), rounds, "{samples:?}\n{out}");
     let mut last_t = 0;
-    for r in &rounds {
+    for r in &samples {
         let (t, addr) = r.split_once(" addr=").unwrap_or((r, ""));
         let t: u64 = t.trim().trim_start_matches("t=").parse().unwrap_or(0);
         assert_eq!(
             addr.trim(),
             initial,
-            "eth0's address at t={t} s: {rounds:?}\n{out}"
+            "the address at t={t} s: {samples:?}\n{out}"
         );
         last_t = t;
     }
-    assert!(
-        last_t >= 200,
-        "the probe ended {last_t} s in, not past the 120-s lease"
-    );
+    if manager == Manager::Networkd {
+        assert!(
+            last_t >= 200,
+            "the probe ended {last_t} s in, not past the 120-s lease"
+        );
+    }
     assert!(!out.contains("NBDT-NET io-error"), "writes failed:\n{out}");
     assert!(
         out.contains("NBDT-NET kernel-io-errors=0"),
@@ -838,19 +906,51 @@ fn networkd_keeps_the_lease(v: Variant) {
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
     assert!(!ifc.is_empty(), "no nbdroot hint for networkd:\n{out}");
-    let link = out.lines_with("NBDT-NET link ").concat();
-    assert!(
-        link.contains("ADMIN_STATE=configured")
-            && link.contains(&format!(
-                "NETWORK_FILE=/run/systemd/network/10-nbdroot-{ifc}.network"
-            )),
-        "networkd does not manage {ifc} with nbdroot's hint: {link}\n{out}"
-    );
-    let lease = out.lines_with("NBDT-NET lease ").concat();
-    assert!(
-        lease.contains(&format!("ADDRESS={initial} ")),
-        "networkd holds no lease of {initial}: {lease}\n{out}"
-    );
+    match manager {
+        Manager::Networkd => {
+            let link = out.lines_with("NBDT-NET link ").concat();
+            assert!(
+                link.contains("ADMIN_STATE=configured")
+                    && link.contains(&format!(
+                        "NETWORK_FILE=/run/systemd/network/10-nbdroot-{ifc}.network"
+                    )),
+                "networkd does not manage {ifc} with nbdroot's hint: {link}\n{out}"
+            );
+            let lease = out.lines_with("NBDT-NET lease ").concat();
+            assert!(
+                lease.contains(&format!("ADDRESS={initial} ")),
+                "networkd holds no lease of {initial}: {lease}\n{out}"
+            );
+        }
+        Manager::NetworkManager => {
+            // NetworkManager found the interface configured and left it so.
+            let nm = out.lines_with("NBDT-NET nm ").concat();
+            assert!(
+                nm.contains("GENERAL.STATE:100 (connected (externally))")
+                    && nm.contains(&format!("IP4.ADDRESS[1]:{initial}/")),
+                "NetworkManager did not keep {initial} on {ifc} as it was: {nm}\n{out}"
+            );
+            // Its own DHCP on the interface got the same address, with a lease.
+            let after = out.lines_with("NBDT-NET connected addr=");
+            assert_eq!(after.len(), 3, "{after:?}\n{out}");
+            for a in &after {
+                assert_eq!(a.trim(), initial, "after NetworkManager's DHCP:\n{out}");
+            }
+            let nm = out.lines_with("NBDT-NET nm-after ").concat();
+            assert!(
+                nm.contains("GENERAL.STATE:100 (connected)")
+                    && nm.contains(&format!("IP4.ADDRESS[1]:{initial}/")),
+                "NetworkManager's own connection does not hold {initial}: {nm}\n{out}"
+            );
+            // With nbdroot's client identifier: type 1 and the MAC (QEMU's default one).
+            let dhcp = out.lines_with("NBDT-NET nm-dhcp ").concat();
+            assert!(
+                dhcp.contains(&format!("ip_address = {initial}"))
+                    && dhcp.contains("dhcp_client_identifier = 01:52:54:00:12:34:56"),
+                "NetworkManager holds no lease of {initial} for the MAC: {dhcp}\n{out}"
+            );
+        }
+    }
     // One lease: the root's client renewed nbdroot's (same client identifier).
     let lines: Vec<&str> = leases.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "dnsmasq's leases:\n{leases}\n{dnsmasq}");
@@ -860,16 +960,27 @@ fn networkd_keeps_the_lease(v: Variant) {
     e2fsck_clean(&img).expect("the image is clean after the power-off");
 }
 
-mod networkd_keeps_the_lease {
+mod manager_keeps_the_lease {
     use super::*;
     #[test]
-    #[ignore = "fails: networkd in the minimal Debian root leaves eth0 ADMIN_STATE=pending (never \
-                applies nbdroot's hint, never renews); open in issue 9"]
-    fn dracut059_systemd() {
-        super::networkd_keeps_the_lease(Variant {
-            release: Release::Debian059,
-            systemd: true,
-        });
+    fn dracut059_systemd_networkd() {
+        super::manager_keeps_the_lease(
+            Variant {
+                release: Release::Debian059,
+                systemd: true,
+            },
+            Manager::Networkd,
+        );
+    }
+    #[test]
+    fn ng111_shell_network_manager() {
+        super::manager_keeps_the_lease(
+            Variant {
+                release: Release::Ng111,
+                systemd: false,
+            },
+            Manager::NetworkManager,
+        );
     }
 }
 

@@ -1,0 +1,101 @@
+//! A Debian 12 root with a network manager, for the tests of what happens to the boot
+//! interface after switch_root: the root with the kernel package (and so udev, installed and
+//! configured by apt, as on a real system: networkd and NetworkManager manage a link only once
+//! udev has initialised it) and the manager enabled, cached per manager under
+//! `<cache>/debian-network-root/<manager>`. Tests boot a copy ([`copy`]).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::command;
+use crate::debian_boot::{in_root, kernel_root};
+use crate::error::{Context, Result};
+use crate::lock::FileLock;
+
+/// The network manager the root runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Manager {
+    /// systemd-networkd (part of Debian's systemd package), enabled.
+    Networkd,
+    /// NetworkManager (Debian's `network-manager`, with D-Bus), enabled by its package.
+    NetworkManager,
+}
+
+impl Manager {
+    fn name(self) -> &'static str {
+        match self {
+            Manager::Networkd => "networkd",
+            Manager::NetworkManager => "network-manager",
+        }
+    }
+
+    /// The chroot script that installs and enables the manager.
+    fn setup(self) -> &'static str {
+        match self {
+            Manager::Networkd => "systemctl enable systemd-networkd.service",
+            Manager::NetworkManager => {
+                "apt-get -q -o Acquire::http::Timeout=30 -o Acquire::Retries=3 update && \
+                 apt-get -q -o Acquire::http::Timeout=30 -o Acquire::Retries=3 install -y \
+                 --no-install-recommends network-manager && apt-get clean && \
+                 systemctl enable NetworkManager.service"
+            }
+        }
+    }
+}
+
+/// The cached root with `manager`, made once.
+pub fn root(manager: Manager) -> Result<PathBuf> {
+    let top = crate::cache_dir()?.join("debian-network-root");
+    fs::create_dir_all(&top).step(|| format!("create {}", top.display()))?;
+    let _lock = FileLock::exclusive(&top.join(".lock"))?;
+    let dir = top.join(manager.name());
+    if dir.join(".done").exists() {
+        return Ok(dir);
+    }
+    let kernel_deb = crate::kernel::debian_cloud_kernel_deb()?;
+    let kernel = crate::debian_cloud_kernel()?;
+    let base = kernel_root(&kernel_deb, &kernel.version)?;
+    let tmp = top.join(format!("{}.tmp", manager.name()));
+    let _ = fs::remove_dir_all(&tmp);
+    command::run(
+        "copy the Debian root with its kernel",
+        Command::new("cp").arg("-a").arg(&base).arg(&tmp),
+    )?;
+    let result = (|| {
+        fs::copy("/etc/resolv.conf", tmp.join("etc/resolv.conf"))
+            .step(|| "copy /etc/resolv.conf into the root")?;
+        in_root(
+            &tmp,
+            &format!("install and enable {}", manager.name()),
+            manager.setup(),
+        )?;
+        // The root's own initramfs-tools image is not what these tests boot.
+        in_root(
+            &tmp,
+            "drop the root's initramfs",
+            "rm -f /boot/initrd.img-*",
+        )?;
+        fs::write(tmp.join(".done"), "").step(|| format!("mark {}", tmp.display()))
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    let _ = fs::remove_dir_all(&dir);
+    fs::rename(&tmp, &dir).step(|| format!("move {} into place", dir.display()))?;
+    Ok(dir)
+}
+
+/// A copy of the root with `manager` at `dir/root` (replacing an earlier one), for one test
+/// to add its files to.
+pub fn copy(manager: Manager, dir: &Path) -> Result<PathBuf> {
+    let base = root(manager)?;
+    let root = dir.join("root");
+    let _ = fs::remove_dir_all(&root);
+    command::run(
+        "copy the Debian root with a network manager",
+        Command::new("cp").arg("-a").arg(&base).arg(&root),
+    )?;
+    Ok(root)
+}
