@@ -27,16 +27,9 @@ pub fn build_deb(binary: &Path, out_dir: &Path) -> Result<PathBuf> {
     Ok(deb)
 }
 
-/// A copy of the cached debootstrap root at `dir` (the cache itself stays untouched).
+/// A copy of the cached debootstrap root at `dir/root` (the cache itself stays untouched).
 pub fn root_copy(dir: &Path) -> Result<PathBuf> {
-    let cached = crate::sysroot::debian_systemd_root()?;
-    let root = dir.join("root");
-    let _ = fs::remove_dir_all(&root);
-    command::run(
-        "copy the debootstrap root",
-        Command::new("cp").arg("-a").arg(&cached).arg(&root),
-    )?;
-    Ok(root)
+    crate::sysroot::debian_systemd_root_copy(dir)
 }
 
 /// nbd-client's packages (and the libraries it needs), as Debian ships them.

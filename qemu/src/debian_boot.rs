@@ -281,13 +281,7 @@ pub(crate) fn kernel_root(kernel_deb: &Path, version: &str) -> Result<PathBuf> {
         )?;
         fs::write(tmp.join(".done"), "").step(|| format!("mark {}", tmp.display()))
     })();
-    if let Err(e) = result {
-        let _ = fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    let _ = fs::remove_dir_all(&dir);
-    fs::rename(&tmp, &dir).step(|| format!("move {} into place", dir.display()))?;
-    Ok(dir)
+    crate::sysroot::publish(&tmp, &dir, result)
 }
 
 /// Runs `script` in the chroot under [`CHROOT_TIMEOUT_S`].

@@ -78,24 +78,11 @@ pub fn root(manager: Manager) -> Result<PathBuf> {
         )?;
         fs::write(tmp.join(".done"), "").step(|| format!("mark {}", tmp.display()))
     })();
-    if let Err(e) = result {
-        let _ = fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    let _ = fs::remove_dir_all(&dir);
-    fs::rename(&tmp, &dir).step(|| format!("move {} into place", dir.display()))?;
-    Ok(dir)
+    crate::sysroot::publish(&tmp, &dir, result)
 }
 
 /// A copy of the root with `manager` at `dir/root` (replacing an earlier one), for one test
 /// to add its files to.
 pub fn copy(manager: Manager, dir: &Path) -> Result<PathBuf> {
-    let base = root(manager)?;
-    let root = dir.join("root");
-    let _ = fs::remove_dir_all(&root);
-    command::run(
-        "copy the Debian root with a network manager",
-        Command::new("cp").arg("-a").arg(&base).arg(&root),
-    )?;
-    Ok(root)
+    crate::sysroot::copy_root(&root(manager)?, dir)
 }

@@ -21,30 +21,45 @@ pub fn debian_systemd_root() -> Result<PathBuf> {
     }
     let tmp = cache.join("debian-systemd-root.tmp");
     let _ = fs::remove_dir_all(&tmp);
-    command::run(
+    let built = command::run(
         "debootstrap a Debian root with systemd",
         Command::new("debootstrap")
             .args(["--variant=minbase", "--include=systemd-sysv", "bookworm"])
             .arg(&tmp)
             .arg(apt_mirror()?),
-    )?;
-    let _ = fs::remove_dir_all(&dir);
-    fs::rename(&tmp, &dir).step(|| format!("move {} into place", dir.display()))?;
-    fs::write(dir.join(".done"), "").step(|| format!("mark {}", dir.display()))?;
-    Ok(dir)
+    )
+    .and_then(|_| fs::write(tmp.join(".done"), "").step(|| format!("mark {}", tmp.display())));
+    publish(&tmp, &dir, built)
 }
 
 /// A copy of [`debian_systemd_root`] at `dir/root` (replacing an earlier one), for one test to
 /// add its files to.
 pub fn debian_systemd_root_copy(dir: &Path) -> Result<PathBuf> {
-    let base = debian_systemd_root()?;
+    copy_root(&debian_systemd_root()?, dir)
+}
+
+/// A copy of the cached tree `base` at `dir/root` (replacing an earlier one); the cache itself
+/// stays untouched.
+pub fn copy_root(base: &Path, dir: &Path) -> Result<PathBuf> {
     let root = dir.join("root");
     let _ = fs::remove_dir_all(&root);
     command::run(
-        "copy the Debian root",
-        Command::new("cp").arg("-a").arg(&base).arg(&root),
+        &format!("copy {}", base.display()),
+        Command::new("cp").arg("-a").arg(base).arg(&root),
     )?;
     Ok(root)
+}
+
+/// Puts a cache entry built in `tmp` in place at `dir` once `built` succeeded; removes the
+/// half-built `tmp` otherwise, so nothing is mistaken for a finished entry.
+pub fn publish(tmp: &Path, dir: &Path, built: Result<()>) -> Result<PathBuf> {
+    if let Err(e) = built {
+        let _ = fs::remove_dir_all(tmp);
+        return Err(e);
+    }
+    let _ = fs::remove_dir_all(dir);
+    fs::rename(tmp, dir).step(|| format!("move {} into place", dir.display()))?;
+    Ok(dir.to_path_buf())
 }
 
 /// The Debian mirror this machine's apt uses for the release itself (not security): read
