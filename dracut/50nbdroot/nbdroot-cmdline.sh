@@ -51,7 +51,9 @@ if [ -e /run/nbdroot/wanted ] && [ ! -e /run/nbdroot/early.pid ]; then
     echo "$!" > /run/nbdroot/early.pid
 fi
 
-# Finished only once the device is attached: its node exists as soon as the driver loads.
-echo "/usr/sbin/nbdroot check $nbdroot_device > /dev/null 2>&1" > "$hookdir/initqueue/finished/90-nbdroot.sh"
+# Finished only once the device is attached (its node exists as soon as the driver loads) and
+# the early attach is over: after the connect it still records the root for the mount and,
+# with a DHCP root-path's fstype or options, reloads systemd for sysroot.mount.
+echo "{ [ -e /run/nbdroot/early.rc ] || [ ! -e /run/nbdroot/early.pid ]; } && /usr/sbin/nbdroot check $nbdroot_device > /dev/null 2>&1" > "$hookdir/initqueue/finished/90-nbdroot.sh"
 
 need_shutdown
