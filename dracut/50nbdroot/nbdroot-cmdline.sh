@@ -24,7 +24,7 @@ unset nbdroot_vars
 
 [ -d /sys/module/nbd ] || modprobe -q nbd || die "nbdroot: the kernel has no nbd driver (modprobe nbd failed)"
 
-# Who attaches: nbdroot's own initqueue hook, unless the image leaves the network to dracut
+# Who attaches: nbdroot's own attach (started below), unless the image leaves the network to dracut
 # (nbdroot_network=dracut) and dracut's netroot has an nbd: string to call nbdroot with.
 mkdir -p /run/nbdroot
 nbdroot_by_dracut=
