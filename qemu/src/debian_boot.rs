@@ -253,13 +253,15 @@ fn build(
 pub(crate) fn kernel_root(kernel_deb: &Path, version: &str) -> Result<PathBuf> {
     let top = crate::cache_dir()?.join("debian-kernel-root");
     let dir = top.join(version);
+    fs::create_dir_all(&top).step(|| format!("create {}", top.display()))?;
+    // Both the Debian systems and the network roots build on it, from other test binaries.
+    let _lock = FileLock::exclusive(&top.join(".lock"))?;
     if dir.join(".done").exists() {
         return Ok(dir);
     }
     let base = crate::sysroot::debian_systemd_root()?;
     let tmp = top.join(format!("{version}.tmp"));
     let _ = fs::remove_dir_all(&tmp);
-    fs::create_dir_all(&top).step(|| format!("create {}", top.display()))?;
     command::run(
         "copy the debootstrap root",
         Command::new("cp").arg("-a").arg(&base).arg(&tmp),
