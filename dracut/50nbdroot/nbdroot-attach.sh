@@ -13,12 +13,13 @@
 type die > /dev/null 2>&1 || . /lib/dracut-lib.sh
 
 if [ -e /run/nbdroot/wanted ] && [ ! -e /run/nbdroot/root.env ]; then
+    nbdroot_rc=0
     if [ -e /run/nbdroot/early.rc ]; then
-        [ "$(cat /run/nbdroot/early.rc)" = 0 ] \
-            || die "$(cat /run/nbdroot/error 2> /dev/null || echo 'nbdroot: attaching the root failed')"
+        nbdroot_rc=$(cat /run/nbdroot/early.rc)
     elif [ ! -e /run/nbdroot/early.pid ] || ! kill -0 "$(cat /run/nbdroot/early.pid)" 2> /dev/null; then
-        if ! /usr/sbin/nbdroot attach --udev; then
-            die "$(cat /run/nbdroot/error 2> /dev/null || echo 'nbdroot: attaching the root failed')"
-        fi
+        /usr/sbin/nbdroot attach --udev
+        nbdroot_rc=$?
     fi
+    [ "$nbdroot_rc" = 0 ] || die "$(cat /run/nbdroot/error 2> /dev/null || echo 'nbdroot: attaching the root failed')"
+    unset nbdroot_rc
 fi

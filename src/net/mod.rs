@@ -28,7 +28,8 @@ pub enum NetError {
     NoInterface(u64),
     #[error(
         "udev did not finish with interface {names} within {secs} s (no entry in \
-         /run/udev/data): nbdroot configures only interfaces udev may no longer rename"
+         /run/udev/data, or a rename under way): nbdroot configures only interfaces udev will \
+         not rename any more"
     )]
     NotInitialised { names: String, secs: u64 },
     #[error("interface {name} did not appear within {secs} s (interfaces present: {present})")]
