@@ -27,11 +27,6 @@ pub fn build_deb(binary: &Path, out_dir: &Path) -> Result<PathBuf> {
     Ok(deb)
 }
 
-/// A copy of the cached debootstrap root at `dir/root` (the cache itself stays untouched).
-pub fn root_copy(dir: &Path) -> Result<PathBuf> {
-    crate::sysroot::debian_systemd_root_copy(dir)
-}
-
 /// nbd-client's packages (and the libraries it needs), as Debian ships them.
 pub fn nbd_client_debs() -> Result<Vec<PathBuf>> {
     // Downloads and unpacks them once, into the reference cache.

@@ -251,39 +251,24 @@ fn build(
 /// The debootstrap root with the kernel package and initramfs-tools installed (apt, in a
 /// chroot, from the root's own Debian mirror), made once per kernel.
 pub(crate) fn kernel_root(kernel_deb: &Path, version: &str) -> Result<PathBuf> {
-    let top = crate::cache_dir()?.join("debian-kernel-root");
-    let dir = top.join(version);
-    fs::create_dir_all(&top).step(|| format!("create {}", top.display()))?;
-    // Both the Debian systems and the network roots build on it, from other test binaries.
-    let _lock = FileLock::exclusive(&top.join(".lock"))?;
-    if dir.join(".done").exists() {
-        return Ok(dir);
-    }
-    let base = crate::sysroot::debian_systemd_root()?;
-    let tmp = top.join(format!("{version}.tmp"));
-    let _ = fs::remove_dir_all(&tmp);
-    command::run(
-        "copy the debootstrap root",
-        Command::new("cp").arg("-a").arg(&base).arg(&tmp),
-    )?;
-    let result = (|| {
+    let dir = crate::cache_dir()?.join("debian-kernel-root").join(version);
+    // Both the Debian systems and the network roots build on it.
+    crate::sysroot::derived_tree(&dir, crate::sysroot::debian_systemd_root, |tmp| {
         // apt in the chroot resolves the mirror's name with the host's resolver.
         fs::copy("/etc/resolv.conf", tmp.join("etc/resolv.conf"))
             .step(|| "copy /etc/resolv.conf into the root")?;
-        let deb = copy_in(&tmp, &[kernel_deb.to_path_buf()])?;
+        let deb = copy_in(tmp, &[kernel_deb.to_path_buf()])?;
         let apt = "apt-get -q -o Acquire::http::Timeout=30 -o Acquire::Retries=3";
         in_root(
-            &tmp,
+            tmp,
             "install the kernel and initramfs-tools with apt",
             &format!(
                 "{apt} update && {apt} install -y --no-install-recommends initramfs-tools {} \
                  && {apt} clean && rm -f {}",
                 deb[0], deb[0]
             ),
-        )?;
-        fs::write(tmp.join(".done"), "").step(|| format!("mark {}", tmp.display()))
-    })();
-    crate::sysroot::publish(&tmp, &dir, result)
+        )
+    })
 }
 
 /// Runs `script` in the chroot under [`CHROOT_TIMEOUT_S`].

@@ -6,12 +6,9 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use crate::command;
 use crate::debian_boot::{in_root, kernel_root};
 use crate::error::{Context, Result};
-use crate::lock::FileLock;
 
 /// The network manager the root runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,39 +43,24 @@ impl Manager {
 
 /// The cached root with `manager`, made once.
 pub fn root(manager: Manager) -> Result<PathBuf> {
-    let top = crate::cache_dir()?.join("debian-network-root");
-    fs::create_dir_all(&top).step(|| format!("create {}", top.display()))?;
-    let _lock = FileLock::exclusive(&top.join(".lock"))?;
-    let dir = top.join(manager.name());
-    if dir.join(".done").exists() {
-        return Ok(dir);
-    }
-    let kernel_deb = crate::kernel::debian_cloud_kernel_deb()?;
-    let kernel = crate::debian_cloud_kernel()?;
-    let base = kernel_root(&kernel_deb, &kernel.version)?;
-    let tmp = top.join(format!("{}.tmp", manager.name()));
-    let _ = fs::remove_dir_all(&tmp);
-    command::run(
-        "copy the Debian root with its kernel",
-        Command::new("cp").arg("-a").arg(&base).arg(&tmp),
-    )?;
-    let result = (|| {
+    let dir = crate::cache_dir()?
+        .join("debian-network-root")
+        .join(manager.name());
+    let base = || {
+        let kernel_deb = crate::kernel::debian_cloud_kernel_deb()?;
+        kernel_root(&kernel_deb, &crate::debian_cloud_kernel()?.version)
+    };
+    crate::sysroot::derived_tree(&dir, base, |tmp| {
         fs::copy("/etc/resolv.conf", tmp.join("etc/resolv.conf"))
             .step(|| "copy /etc/resolv.conf into the root")?;
         in_root(
-            &tmp,
+            tmp,
             &format!("install and enable {}", manager.name()),
             manager.setup(),
         )?;
         // The root's own initramfs-tools image is not what these tests boot.
-        in_root(
-            &tmp,
-            "drop the root's initramfs",
-            "rm -f /boot/initrd.img-*",
-        )?;
-        fs::write(tmp.join(".done"), "").step(|| format!("mark {}", tmp.display()))
-    })();
-    crate::sysroot::publish(&tmp, &dir, result)
+        in_root(tmp, "drop the root's initramfs", "rm -f /boot/initrd.img-*")
+    })
 }
 
 /// A copy of the root with `manager` at `dir/root` (replacing an earlier one), for one test

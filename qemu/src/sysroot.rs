@@ -50,6 +50,34 @@ pub fn copy_root(base: &Path, dir: &Path) -> Result<PathBuf> {
     Ok(root)
 }
 
+/// The cache entry `dir`: a copy of the tree `base()` changed by `build`, made once (under a
+/// lock beside it, in `<dir>.tmp` until it is complete). Later calls return it as it is.
+pub fn derived_tree(
+    dir: &Path,
+    base: impl FnOnce() -> Result<PathBuf>,
+    build: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
+    let (Some(top), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return Err(Error::unexpected("name a cache entry", dir.display()));
+    };
+    let name = name.to_string_lossy();
+    fs::create_dir_all(top).step(|| format!("create {}", top.display()))?;
+    let _lock = FileLock::exclusive(&top.join(format!("{name}.lock")))?;
+    if dir.join(".done").exists() {
+        return Ok(dir.to_path_buf());
+    }
+    let base = base()?;
+    let tmp = top.join(format!("{name}.tmp"));
+    let _ = fs::remove_dir_all(&tmp);
+    let built = command::run(
+        &format!("copy {}", base.display()),
+        Command::new("cp").arg("-a").arg(&base).arg(&tmp),
+    )
+    .and_then(|_| build(&tmp))
+    .and_then(|_| fs::write(tmp.join(".done"), "").step(|| format!("mark {}", tmp.display())));
+    publish(&tmp, dir, built)
+}
+
 /// Puts a cache entry built in `tmp` in place at `dir` once `built` succeeded; removes the
 /// half-built `tmp` otherwise, so nothing is mistaken for a finished entry.
 pub fn publish(tmp: &Path, dir: &Path, built: Result<()>) -> Result<PathBuf> {

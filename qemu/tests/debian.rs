@@ -6,13 +6,12 @@
 use std::path::Path;
 use std::process::Command;
 
-use nbdroot_qemu::debian::{
-    build_deb, chroot, copy_in, initramfs_tools_debs, nbd_client_debs, root_copy,
-};
+use nbdroot_qemu::debian::{build_deb, chroot, copy_in, initramfs_tools_debs, nbd_client_debs};
 use nbdroot_qemu::debian_boot::{prepare, DebianBoot, Extras, NbdPackage, SERVER_IP};
 use nbdroot_qemu::debian_probe::{add_probe, add_probe_with, status_blocks, tagged, value, FILES};
 use nbdroot_qemu::luks_lvm::{self, Layout};
 use nbdroot_qemu::netns::NetNs;
+use nbdroot_qemu::sysroot::debian_systemd_root_copy;
 use nbdroot_qemu::{
     debugfs_cat, e2fsck_clean, nbd_server, nbd_server_in, nbdroot_binary, run, scratch, RootFs,
 };
@@ -39,7 +38,7 @@ fn package_diverts_nbd_client_scripts_and_gives_them_back() {
     assert!(lint.status.success(), "lintian:\n{said}");
     assert!(!said.lines().any(|l| l.starts_with("E: ")), "{said}");
 
-    let root = root_copy(&dir).unwrap();
+    let root = debian_systemd_root_copy(&dir).unwrap();
     let client = copy_in(&root, &nbd_client_debs().unwrap()).unwrap();
     let ours = copy_in(&root, &[deb]).unwrap();
     sh(
@@ -142,7 +141,7 @@ fn package_diverts_nbd_client_scripts_and_gives_them_back() {
 fn initramfs_tools_hook_puts_tls_credentials_in_the_image() {
     let dir = scratch("debian", "tls-credentials");
     let deb = build_deb(&nbdroot_binary().unwrap(), &dir).unwrap();
-    let root = root_copy(&dir).unwrap();
+    let root = debian_systemd_root_copy(&dir).unwrap();
     let tools = copy_in(&root, &initramfs_tools_debs(&dir).unwrap()).unwrap();
     sh(
         &root,
