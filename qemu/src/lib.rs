@@ -21,6 +21,7 @@ pub mod proxy;
 pub mod recipes;
 pub mod reference;
 pub mod scenario;
+pub mod scratch;
 pub mod server;
 pub mod stats;
 pub mod sysroot;
@@ -35,6 +36,7 @@ pub use error::{Error, Result};
 pub use floor::floor_initramfs;
 pub use image::{debugfs_cat, e2fsck_clean, ext4_from_dir, probe_root, RootFs, RootImage};
 pub use kernel::{debian_cloud_kernel, Kernel};
+pub use scratch::Scratch;
 pub use server::{free_port, nbd_server, nbd_server_in, nbdkit, qemu_nbd, NbdServer};
 pub use vm::{run, VmConfig, VmOutcome};
 
@@ -141,12 +143,9 @@ pub fn boot_kit() -> &'static BootKit {
     })
 }
 
-/// An empty scratch directory `<cache>/<group>/<name>` for one test (emptied first).
-pub fn scratch(group: &str, name: &str) -> PathBuf {
-    let dir = cache_dir().expect("cache dir").join(group).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
+/// An empty scratch directory `<cache>/<group>/<name>` for one test, removed when it passes.
+pub fn scratch(group: &str, name: &str) -> Scratch {
+    Scratch::new(group, name)
 }
 
 /// A number unique within this process, for file names.

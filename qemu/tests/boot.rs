@@ -13,7 +13,7 @@ const IP: &str = "ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off";
 /// used whatever port the server really has.
 const FWD_IP: &str = "10.0.2.100";
 
-fn scratch(name: &str) -> PathBuf {
+fn scratch(name: &str) -> nbdroot_qemu::Scratch {
     nbdroot_qemu::scratch("boot-tests", name)
 }
 

@@ -3,14 +3,14 @@
 //! `NBDT key=value` lines; the host checks those and the bytes on the server.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nbdroot_qemu::{boot_kit, nbdkit, qemu_nbd, run, NbdServer, RootFs, VmConfig, VmOutcome};
 
 const IP: &str = "ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off";
 const DATA_MIB: usize = 16;
 
-fn scratch(name: &str) -> PathBuf {
+fn scratch(name: &str) -> nbdroot_qemu::Scratch {
     nbdroot_qemu::scratch("client-tests", name)
 }
 

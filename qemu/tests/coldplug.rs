@@ -5,7 +5,7 @@
 //! QEMU's vmxnet3, a driver of the default set that this kernel does have.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use nbdroot::initramfs::{self, NicModules, Options, Summary};
@@ -16,7 +16,7 @@ use nbdroot_qemu::{
 
 const IP: &str = "ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off";
 
-fn scratch(name: &str) -> PathBuf {
+fn scratch(name: &str) -> nbdroot_qemu::Scratch {
     nbdroot_qemu::scratch("coldplug-tests", name)
 }
 

@@ -82,7 +82,7 @@ fn image(v: Variant, tag: &str, adjust: impl FnOnce(&mut ImageSpec)) -> PathBuf 
         .clone()
 }
 
-fn scratch(v: Variant, name: &str) -> PathBuf {
+fn scratch(v: Variant, name: &str) -> nbdroot_qemu::Scratch {
     nbdroot_qemu::scratch("dracut-tests", &format!("{name}-{}", v.name()))
 }
 

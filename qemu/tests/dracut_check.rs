@@ -11,7 +11,7 @@
 //! - both `nbd` and `nbdroot` requested: without the snippet dracut ends with exit status 1
 //!   and nbdroot's line; with it, dracut refuses the omitted `nbd` itself.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nbdroot_qemu::dracut::{image_file, image_modules, invoke, Dracut, Invocation, Release};
 use nbdroot_qemu::{debian_cloud_kernel, Kernel};
@@ -20,7 +20,7 @@ fn kernel() -> Kernel {
     debian_cloud_kernel().expect("Debian cloud kernel")
 }
 
-fn scratch(release: Release, name: &str) -> PathBuf {
+fn scratch(release: Release, name: &str) -> nbdroot_qemu::Scratch {
     nbdroot_qemu::scratch("dracut-check", &format!("{name}-{release:?}"))
 }
 

@@ -34,7 +34,7 @@ fn kernel() -> &'static Kernel {
     K.get_or_init(|| debian_cloud_kernel().expect("Debian cloud kernel"))
 }
 
-fn scratch(name: &str) -> PathBuf {
+fn scratch(name: &str) -> nbdroot_qemu::Scratch {
     nbdroot_qemu::scratch("mkinitcpio-tests", name)
 }
 

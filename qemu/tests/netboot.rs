@@ -10,7 +10,7 @@ use nbdroot_qemu::{boot_kit, debugfs_cat, free_port, qemu_nbd, run, RootFs, VmCo
 
 const STATIC_IP: &str = "ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off";
 
-fn scratch(name: &str) -> PathBuf {
+fn scratch(name: &str) -> nbdroot_qemu::Scratch {
     nbdroot_qemu::scratch("netboot-tests", name)
 }
 

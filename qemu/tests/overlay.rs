@@ -129,7 +129,7 @@ echo "NBDT persist=$($bb cat /persist)""#,
     );
     let before = sha256(&gold);
     let env = Env {
-        srv: srv.clone(),
+        srv: srv.to_path_buf(),
         port: free_port().unwrap(),
     };
     for r in ["machine-roots", "machine-uppers"] {

@@ -13,7 +13,7 @@ use nbdroot_qemu::{
 
 const IP: &str = "ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off";
 
-fn scratch(name: &str) -> PathBuf {
+fn scratch(name: &str) -> nbdroot_qemu::Scratch {
     nbdroot_qemu::scratch("reconnect-tests", name)
 }
 
@@ -26,14 +26,14 @@ for p in /proc/[0-9]*; do
 done
 /bin/nbdroot status | while read -r l; do echo "NBDT-STATUS $l"; done"#;
 
-fn image(name: &str, script: &str) -> PathBuf {
+fn image(name: &str, script: &str) -> (nbdroot_qemu::Scratch, PathBuf) {
     let dir = scratch(name);
     let mut root = RootFs::new(dir.join("root")).expect("stage root");
     root.add_nbdroot().expect("add nbdroot");
     root.add_probe_step(&format!("{PRELUDE}\n{script}"));
     let img = dir.join("root.ext4");
     root.build_ext4(&img, 64, None).expect("mkfs.ext4");
-    img
+    (dir, img)
 }
 
 /// Boots with the server under `control`, which runs in a thread while the guest runs and
@@ -94,7 +94,7 @@ fn server_restart_during_fsynced_writes_loses_nothing() {
         "{}\n/bin/nbdroot status | while read -r l; do echo \"NBDT-AFTER $l\"; done",
         scenario::writer_script()
     );
-    let img = image("restart", &script);
+    let (_dir, img) = image("restart", &script);
     let restarted = std::sync::atomic::AtomicBool::new(false);
     let out = boot_with(&img, "", |log, server| {
         let ok = scenario::restart_server(log, server, Duration::from_secs(3));
@@ -174,7 +174,7 @@ t0=$(cs)
 $bb dd if=/dev/urandom of=/late bs=64k count=2 conv=fsync 2>/dev/null; r=$?
 t1=$(cs)
 echo "NBDT late_write=$r after_cs=$((t1-t0))""#;
-    let img = image("gone", script);
+    let (_dir, img) = image("gone", script);
     let out = boot_with(&img, "rd.nbdroot.dead_timeout=3", |log, server| {
         assert!(
             scenario::wait_for(log, "NBDT-WRITING", Duration::from_secs(120)),
@@ -215,7 +215,7 @@ fn a_server_back_with_another_size_is_refused_loudly() {
 $bb sleep 2
 $bb dd if=/dev/urandom of=/late bs=4k count=1 conv=fsync 2>/dev/null; echo "NBDT late_write=$?"
 /bin/nbdroot status | while read -r l; do echo "NBDT-AFTER $l"; done"#;
-    let img = image("resized", script);
+    let (_dir, img) = image("resized", script);
     let out = boot_with(&img, "rd.nbdroot.dead_timeout=5", |log, server| {
         assert!(scenario::wait_for(
             log,
@@ -260,7 +260,7 @@ fn nbd_client_persist_loses_the_root_on_the_same_restart() {
     let initrd = dir.join("reference.img");
     nbdroot_qemu::reference::nbd_client_initramfs(&kit.kernel, &initrd)
         .expect("reference initramfs");
-    let img = image("reference-root", &scenario::writer_script());
+    let (_dir, img) = image("reference-root", &scenario::writer_script());
     let out = boot_initrd(
         &img,
         &initrd,

@@ -20,7 +20,7 @@ const IP: &str = "ip=10.77.0.50::10.77.0.1:255.255.255.0::eth0:off";
 /// The big file the guest reads, MiB.
 const BIG_MIB: usize = 24;
 
-fn scratch(name: &str) -> PathBuf {
+fn scratch(name: &str) -> nbdroot_qemu::Scratch {
     nbdroot_qemu::scratch("replica-tests", name)
 }
 

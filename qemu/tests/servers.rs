@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use nbdroot::proto::consts::TFLAG_CAN_MULTI_CONN;
 use nbdroot::proto::Client;
 use nbdroot_qemu::recipes::{self, Env};
-use nbdroot_qemu::{free_port, nbdkit, scratch};
+use nbdroot_qemu::{free_port, nbdkit, scratch, Scratch};
 
 /// Every recipe of the document, each run by a test below.
 const RECIPES: [&str; 5] = [
@@ -34,17 +34,19 @@ fn connect(port: u16, export: &str) -> Conn {
 }
 
 /// A recipe environment in a fresh directory, with `gold-v1.ext4` holding bytes that differ
-/// per 512-byte sector (not a filesystem: the servers do not care).
-fn env(name: &str) -> Env {
+/// per 512-byte sector (not a filesystem: the servers do not care). The directory lives as
+/// long as the returned scratch.
+fn env(name: &str) -> (Scratch, Env) {
     let srv = scratch("server-recipes", name);
     let gold: Vec<u8> = (0..GOLD_SIZE)
         .map(|i| ((i / 512) as u8) ^ (i as u8))
         .collect();
     fs::write(srv.join("gold-v1.ext4"), gold).unwrap();
-    Env {
-        srv,
+    let env = Env {
+        srv: srv.to_path_buf(),
         port: free_port().unwrap(),
-    }
+    };
+    (srv, env)
 }
 
 fn gold_at(srv: &Path, offset: u64, len: usize) -> Vec<u8> {
@@ -79,7 +81,7 @@ fn every_recipe_of_the_document_is_run_here() {
 /// Four clients at once on the shared base: all read the image's bytes, none can write, the
 /// file is unchanged.
 fn shared_base(recipe: &str) {
-    let env = env(recipe);
+    let (_srv, env) = env(recipe);
     let before = sha256(&env.srv.join("gold-v1.ext4"));
     let _server = recipes::get(recipe).unwrap().serve(&env).unwrap();
     let mut clients: Vec<Conn> = (0..4).map(|_| connect(env.port, "gold-v1")).collect();
@@ -131,7 +133,7 @@ fn write_flush(port: u16, export: &str, offset: u64, data: &[u8]) {
 
 #[test]
 fn per_machine_qsd_keeps_each_machines_writes_across_reconnects_and_restarts() {
-    let env = env("per-machine-qsd");
+    let (_srv, env) = env("per-machine-qsd");
     let gold_file = env.srv.join("gold-v1.ext4");
     let before = sha256(&gold_file);
     recipes::get("machine-roots").unwrap().run(&env).unwrap();
@@ -231,7 +233,7 @@ impl Drop for NbdServerDaemon {
 
 #[test]
 fn nbd_server_copyonwrite_drops_writes_on_reconnect() {
-    let env = env("nbd-server-cow");
+    let (_srv, env) = env("nbd-server-cow");
     let conf = env.srv.join("nbd-server.conf");
     let pidfile = env.srv.join("nbd-server.pid");
     fs::write(

@@ -25,7 +25,7 @@ const STARTTLS: [u8; 16] = *b"IHAVEOPT\0\0\0\x05\0\0\0\0";
 /// The magic of every NBD request.
 const REQUEST_MAGIC: [u8; 4] = 0x2560_9513u32.to_be_bytes();
 
-fn scratch(name: &str) -> PathBuf {
+fn scratch(name: &str) -> nbdroot_qemu::Scratch {
     nbdroot_qemu::scratch("tls-tests", name)
 }
 
