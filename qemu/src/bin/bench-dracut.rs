@@ -15,18 +15,23 @@ use nbdroot_qemu::error::Context;
 use nbdroot_qemu::stats::Stats;
 use nbdroot_qemu::{cache_dir, debian_cloud_kernel, qemu_nbd, run, Kernel, RootFs, VmConfig};
 
-const USAGE: &str = "usage: bench-dracut [--rounds N] [--release 059|ng111]...
+const USAGE: &str = "usage: bench-dracut [--rounds N] [--cpus N] [--release 059|ng111]...
   --rounds N    boots per image (default 5)
+  --cpus N      the guests' vCPUs (default 1)
   --release R   which dracut (repeatable; default both)";
 
 fn main() -> ExitCode {
     let mut rounds = 5usize;
+    let mut cpus = 1u32;
     let mut releases = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match (a.as_str(), args.next().as_deref()) {
             ("--rounds", Some(n)) if n.parse::<usize>().is_ok_and(|n| n > 0) => {
                 rounds = n.parse().unwrap_or(5)
+            }
+            ("--cpus", Some(n)) if n.parse::<u32>().is_ok_and(|n| n > 0) => {
+                cpus = n.parse().unwrap_or(1)
             }
             ("--release", Some("059")) => releases.push(Release::Debian059),
             ("--release", Some("ng111")) => releases.push(Release::Ng111),
@@ -39,7 +44,7 @@ fn main() -> ExitCode {
     if releases.is_empty() {
         releases = vec![Release::Debian059, Release::Ng111];
     }
-    match bench(rounds, &releases) {
+    match bench(rounds, cpus, &releases) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench-dracut: {e}");
@@ -74,8 +79,10 @@ fn boot_uptime(
     kernel: &Kernel,
     initrd: &Path,
     append: &str,
+    cpus: u32,
 ) -> nbdroot_qemu::Result<(f64, Vec<Option<f64>>)> {
     let mut cfg = VmConfig::new(&kernel.vmlinuz, initrd);
+    cfg.cpus = cpus;
     cfg.append = append.to_string();
     cfg.memory_mib = 512;
     cfg.deadline = Duration::from_secs(240);
@@ -99,7 +106,7 @@ fn timestamp(line: &str) -> Option<f64> {
     inner.trim().parse().ok()
 }
 
-fn bench(rounds: usize, releases: &[Release]) -> nbdroot_qemu::Result<()> {
+fn bench(rounds: usize, cpus: u32, releases: &[Release]) -> nbdroot_qemu::Result<()> {
     let kernel = debian_cloud_kernel()?;
     let dir = cache_dir()?.join("bench-dracut");
     std::fs::create_dir_all(&dir).step(|| format!("create {}", dir.display()))?;
@@ -159,7 +166,7 @@ fn bench(rounds: usize, releases: &[Release]) -> nbdroot_qemu::Result<()> {
     for round in 1..=rounds {
         let mut line = format!("round {round}/{rounds}:");
         for row in rows.iter_mut() {
-            let (up, marks) = boot_uptime(&kernel, &row.initrd, &append)?;
+            let (up, marks) = boot_uptime(&kernel, &row.initrd, &append, cpus)?;
             row.stats.samples.push(up);
             for (stats, mark) in row.marks.iter_mut().zip(marks) {
                 if let Some(t) = mark {
@@ -172,7 +179,7 @@ fn bench(rounds: usize, releases: &[Release]) -> nbdroot_qemu::Result<()> {
     }
 
     println!(
-        "Guest uptime when the root's init runs (QEMU TCG, 1 vCPU, {} kernel, qemu-nbd on 127.0.0.1, `{append}`, {rounds} boots each, alternating):\n",
+        "Guest uptime when the root's init runs (QEMU TCG, {cpus} vCPU, {} kernel, qemu-nbd on 127.0.0.1, `{append}`, {rounds} boots each, alternating):\n",
         kernel.version
     );
     println!("| image | initramfs bytes | median s | min – max s | / stock |");
