@@ -17,8 +17,9 @@ fn scratch(name: &str) -> nbdroot_qemu::Scratch {
     nbdroot_qemu::scratch("boot-tests", name)
 }
 
-/// A probe root image for test `name`.
-fn probe_image(name: &str, steps: &[&str]) -> PathBuf {
+/// A probe root image for test `name`, in a scratch directory that lives as long as the
+/// returned guard.
+fn probe_image(name: &str, steps: &[&str]) -> (nbdroot_qemu::Scratch, PathBuf) {
     let dir = scratch(name);
     let mut root = RootFs::new(dir.join("root")).expect("stage root");
     root.with_probe();
@@ -27,7 +28,7 @@ fn probe_image(name: &str, steps: &[&str]) -> PathBuf {
     }
     let img = dir.join("root.ext4");
     root.build_ext4(&img, 64, None).expect("mkfs.ext4");
-    img
+    (dir, img)
 }
 
 fn boot(append: &str, guestfwd: Option<u16>) -> VmOutcome {
@@ -74,7 +75,7 @@ fn assert_failed_with(out: &VmOutcome, want: &str) {
 
 #[test]
 fn boots_from_nbd_root_and_writes_reach_the_server() {
-    let img = probe_image("rw", &[]);
+    let (_dir, img) = probe_image("rw", &[]);
     let server = qemu_nbd(&img, None, false).expect("qemu-nbd");
     let out = boot(&format!("root=nbd:10.0.2.2:{} {IP} rw", server.port), None);
 
@@ -124,7 +125,7 @@ fn boots_from_nbd_root_and_writes_reach_the_server() {
 
 #[test]
 fn export_name_fstype_rootflags_and_ro_are_honoured() {
-    let img = probe_image("named-ro", &[]);
+    let (_dir, img) = probe_image("named-ro", &[]);
     let server = qemu_nbd(&img, Some("rootfs"), false).expect("qemu-nbd");
     // An export name (port 10809 through the forward), an fstype and options, and kernel `ro`.
     let out = boot(
@@ -182,7 +183,7 @@ fn init_parameter_and_arguments_reach_the_real_init() {
 
 #[test]
 fn wrong_export_name_ends_the_boot_with_the_reason() {
-    let img = probe_image("wrong-export", &[]);
+    let (_dir, img) = probe_image("wrong-export", &[]);
     let server = qemu_nbd(&img, Some("root"), false).expect("qemu-nbd");
     let out = boot(&format!("root=nbd:{FWD_IP}:wrong {IP}"), Some(server.port));
     assert_failed_with(
