@@ -25,10 +25,6 @@ impl Scratch {
             .unwrap_or_else(|e| panic!("create scratch dir {}: {e}", path.display()));
         Scratch { path }
     }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 impl Deref for Scratch {
