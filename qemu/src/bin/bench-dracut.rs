@@ -87,6 +87,12 @@ fn boot_uptime(
     cfg.memory_mib = 512;
     cfg.deadline = Duration::from_secs(240);
     let out = run(&cfg)?;
+    if !out.lines_with("NBDROOT-PROBE-REMOUNT-FAILED").is_empty() {
+        return Err(nbdroot_qemu::Error::unexpected(
+            "leave the probe root clean (remount read-only)",
+            out.tail(30),
+        ));
+    }
     let up = out.uptime_after("NBDROOT-PROBE pid=1 uptime=")?;
     let kmsg = out.lines_with("NBDT-KMSG ");
     let marks = MILESTONES
@@ -113,7 +119,10 @@ fn bench(rounds: usize, cpus: u32, releases: &[Release]) -> nbdroot_qemu::Result
     let img = dir.join("root.ext4");
     let mut root = RootFs::new(dir.join("root"))?;
     root.add_file("etc/os-release", "ID=nbdroot-probe\n", 0o644)?;
-    root.add_probe_step(DMESG_STEP).build_ext4(&img, 64, None)?;
+    // Left clean at each poweroff, as a real shutdown leaves it: no journal replay at the mount.
+    root.add_probe_step(DMESG_STEP)
+        .clean_poweroff()
+        .build_ext4(&img, 64, None)?;
     let server = qemu_nbd(&img, None, false)?;
     let append = format!(
         "root=nbd:10.0.2.2:{} ip=dhcp rw rd.shell=0 rd.retry=60 systemd.show_status=0",
