@@ -38,8 +38,11 @@ unset nbdroot_by_dracut
 
 # Attach now, in the background, while udev's coldplug goes on: dracut runs its settled hooks
 # only once udev has settled, seconds the root does not need. The early attach configures
-# only interfaces udev has finished with (--udev) and, when it ends, wakes dracut's main loop
-# (its settle returns once initqueue/work exists), whose finished check then sees the root.
+# only interfaces udev has finished with (--udev) and, when it ends, wakes dracut's main loop,
+# whose finished check then sees the root. The loop waits in `udevadm settle
+# --exit-if-exists=initqueue/work`, which looks for that file only when a file in /run/udev is
+# deleted (it watches the directory for the queue file's removal, at the coldplug's end): a
+# file made and removed there wakes it now, not seconds later.
 # The settled hook reports a failure through die. Once: this hook runs again for root=dhcp.
 if [ -e /run/nbdroot/wanted ] && [ ! -e /run/nbdroot/early.pid ]; then
     (
@@ -47,6 +50,9 @@ if [ -e /run/nbdroot/wanted ] && [ ! -e /run/nbdroot/early.pid ]; then
         echo "$?" > /run/nbdroot/early.rc.new
         mv -f /run/nbdroot/early.rc.new /run/nbdroot/early.rc
         : >> "$hookdir/initqueue/work"
+        if [ -d /run/udev ]; then
+            : > /run/udev/nbdroot-wake && rm -f /run/udev/nbdroot-wake
+        fi
     ) < /dev/null &
     echo "$!" > /run/nbdroot/early.pid
 fi
