@@ -110,11 +110,14 @@ install() {
     [[ $hostonly ]] && inst_multiple -H -o "${systemdnetworkconfdir}/*.link"
     inst_hook cmdline 90 "$moddir/nbdroot-cmdline.sh"
     inst_hook initqueue/settled 50 "$moddir/nbdroot-attach.sh"
-    inst_hook mount 10 "$moddir/nbdroot-mount.sh"
     inst_hook shutdown 50 "$moddir/nbdroot-shutdown.sh"
     if dracut_module_included systemd-initrd || dracut_module_included systemd; then
+        # sysroot.mount from the generator mounts the root. No mount hook: its presence alone
+        # starts dracut-mount.service, a shell's time on the way to switch_root.
         inst_dir "$systemdutildir/system-generators"
         ln_r "$nbdroot_bin" "$systemdutildir/system-generators/nbdroot-generator"
+    else
+        inst_hook mount 10 "$moddir/nbdroot-mount.sh"
     fi
     if nbdroot_tls; then
         nbdroot_tls_install || return 1

@@ -1,7 +1,7 @@
 #!/bin/sh
 # nbdroot, dracut mount hook (priority 10, before rootfs-block's): mount the NBD root with the
 # fstype and options from root=nbd:… or the DHCP root-path, which dracut's own mount does not
-# know. Under systemd, sysroot.mount (from nbdroot-generator) has mounted it already.
+# know. Shell initrds only: under systemd, sysroot.mount (from nbdroot-generator) mounts it.
 
 # shellcheck source=/dev/null # dracut's library, in the image
 type die > /dev/null 2>&1 || . /lib/dracut-lib.sh
