@@ -16,6 +16,8 @@ const UDEV_DATA: &str = "/run/udev/data";
 /// The property udev writes into the entry before it renames an interface, and drops when the
 /// rename is done: until then the name is about to change.
 const RENAMING: &str = "E:ID_RENAMING=1";
+/// `name_assign_type` of an interface renamed from user space (the kernel's NET_NAME_RENAMED).
+const NAME_RENAMED: &str = "4";
 
 /// Which interfaces are ready to be configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,16 +30,26 @@ pub enum Readiness {
 }
 
 impl Readiness {
-    /// Whether the interface with `index` is ready.
-    pub fn ready(self, index: u32) -> bool {
+    /// Whether the interface `name` (with `index`) is ready.
+    pub fn ready(self, name: &str, index: u32) -> bool {
         match self {
             Readiness::Present => true,
+            // Renamed already: udev renames an interface once, in its "add" event, so the name
+            // is final even while udev still finishes that event (a second or more under load,
+            // in which the boot would otherwise wait).
             Readiness::UdevInitialised => {
-                fs::read_to_string(Path::new(UDEV_DATA).join(format!("n{index}")))
-                    .is_ok_and(|entry| udev_done(&entry))
+                renamed(name)
+                    || fs::read_to_string(Path::new(UDEV_DATA).join(format!("n{index}")))
+                        .is_ok_and(|entry| udev_done(&entry))
             }
         }
     }
+}
+
+/// Whether the kernel says user space has renamed `name`.
+fn renamed(name: &str) -> bool {
+    fs::read_to_string(format!("/sys/class/net/{name}/name_assign_type"))
+        .is_ok_and(|t| t.trim() == NAME_RENAMED)
 }
 
 /// Whether udev's database entry `entry` says udev has finished with the interface: it is
@@ -69,7 +81,7 @@ pub fn ready(ready: Readiness) -> Vec<(String, u32)> {
         .unwrap_or_default()
         .into_iter()
         .filter_map(|n| index(&n).map(|i| (n, i)))
-        .filter(|(_, i)| ready.ready(*i))
+        .filter(|(n, i)| ready.ready(n, *i))
         .collect()
 }
 
@@ -80,7 +92,7 @@ pub fn wait_for(name: Option<&str>, bound: Duration, ready: Readiness) -> Option
     loop {
         let found = match name {
             Some(n) => index(n)
-                .filter(|i| ready.ready(*i))
+                .filter(|i| ready.ready(n, *i))
                 .map(|i| (n.to_string(), i)),
             None => self::ready(ready).into_iter().next(),
         };
