@@ -233,6 +233,24 @@ fn port_and_debian_form(v: Variant) {
     assert_written(&img);
 }
 
+/// A network driver later than nbdroot's interface wait: `rd.nbdroot.link_timeout=1` ends the
+/// early attach (started before udev's coldplug, which takes seconds here) with no interface
+/// ready; the settled hook tries again once udev has settled, and the root comes up.
+fn late_network_driver(v: Variant) {
+    let dir = scratch(v, "late-nic");
+    let img = probe_image(&dir, None, &[]);
+    let out = boot_served(v, &img, None, |port| {
+        format!("root=nbd:10.0.2.2:{port} rd.nbdroot.link_timeout=1 rw")
+    });
+    assert!(
+        out.contains("nbdroot: no network interface appeared within 1 s")
+            || out.contains("nbdroot: udev did not finish with interface"),
+        "the early attach did not meet the 1 s bound, so this boot tests nothing:\n{out}"
+    );
+    assert_root(&out, "/dev/nbd0 / ext4 rw");
+    assert_written(&img);
+}
+
 /// A disk image: an MBR with one partition at 1 MiB holding `fs_img`.
 fn partitioned(fs_img: &Path, out: &Path) {
     let fs_bytes = std::fs::read(fs_img).unwrap();
@@ -445,6 +463,7 @@ variants!(
     export_name,
     fstype_and_options,
     port_and_debian_form,
+    late_network_driver,
     label_and_partition,
     dhcp_root_path,
     bad_input,

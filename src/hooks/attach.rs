@@ -82,6 +82,13 @@ impl From<net::NetError> for AttachStepError {
     }
 }
 
+impl AttachStepError {
+    /// Whether no network interface was ready (see [`net::NetError::interface_not_ready`]).
+    pub fn interface_not_ready(&self) -> bool {
+        matches!(self, AttachStepError::Boot(BootError::Net(e)) if e.interface_not_ready())
+    }
+}
+
 /// What an attach did.
 #[derive(Debug)]
 pub enum Outcome {

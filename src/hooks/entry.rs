@@ -8,7 +8,7 @@
 //!
 //! Each prints at most nbdroot's one line on failure (`nbdroot: …`, the hooks pass it to
 //! dracut's `die`) and exits 1; `dracut-cmdline` exits 1 for "not an NBD root" and 2 for a
-//! malformed one.
+//! malformed one; `attach --udev` exits 3 when no network interface was ready in time.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -40,7 +40,17 @@ pub fn run(args: &[OsString]) -> Option<ExitCode> {
             report(attach::attach(Some(&h)).map(|o| said(&o)))
         }
         Form::Attach(flavour, ready) => {
-            report(attach::attach_as(None, flavour, ready).map(|o| said(&o)))
+            let result = attach::attach_as(None, flavour, ready);
+            // dracut starts `--udev` before udev's coldplug: a driver that came late is not the
+            // boot's failure yet, and the settled hook tries again once udev has settled.
+            let early = ready == Readiness::UdevInitialised
+                && result.as_ref().is_err_and(|e| e.interface_not_ready());
+            let code = report(result.map(|o| said(&o)));
+            if early {
+                ExitCode::from(NOT_READY)
+            } else {
+                code
+            }
         }
         Form::Mount(new_root) => report(super::mount::mount(Path::new(new_root))),
         Form::Cmdline => dracut_cmdline(),
@@ -62,7 +72,9 @@ pub const FORMS: &[(&str, &str)] = &[
          says, attach the root of the command line (/etc/cmdline.d/*.conf, then /proc/cmdline), \
          record it in /run/nbdroot/root.env and start the @nbdroot supervisor. Idempotent. \
          --udev (dracut's hooks): configure only interfaces udev has finished with (its \
-         database has them), waiting for them; dracut starts it before udev's coldplug.",
+         database has them, or renamed), waiting for them; dracut starts it before udev's \
+         coldplug. Exit status 3 with --udev: no interface was ready in time (dracut's \
+         settled hook then tries again, once udev has settled); 1 for any other failure.",
     ),
     (
         "nbdroot mount <NEWROOT>",
@@ -128,6 +140,9 @@ fn said(outcome: &Outcome) {
         Outcome::Already(env) => log::debug!("{} is attached already", env.device()),
     }
 }
+
+/// `attach --udev`'s exit status when no network interface was ready within the bound.
+pub const NOT_READY: u8 = 3;
 
 /// Where a failed step leaves its line, for the hook to hand to dracut's `die`.
 pub const ERROR_PATH: &str = "/run/nbdroot/error";

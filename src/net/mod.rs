@@ -65,6 +65,20 @@ pub enum NetError {
     },
 }
 
+impl NetError {
+    /// Whether the error is about an interface not there (or not ready) yet: one that a wait
+    /// begun before the device coldplug ended may meet on a machine slow to load its drivers.
+    pub fn interface_not_ready(&self) -> bool {
+        matches!(
+            self,
+            NetError::NoInterface(_)
+                | NetError::NotInitialised { .. }
+                | NetError::InterfaceMissing { .. }
+                | NetError::NoSuchMac { .. }
+        )
+    }
+}
+
 /// The outcome: the interfaces configured, and the DHCP lease the root may come from.
 #[derive(Debug, Clone, Default)]
 pub struct NetState {
