@@ -96,10 +96,11 @@ fn accept_loop(
 fn relay(mut from: TcpStream, mut to: TcpStream, count: &AtomicU64) {
     let mut buf = vec![0; 256 * 1024];
     while let Ok(n @ 1..) = from.read(&mut buf) {
+        // Counted before it is passed on: whoever sees the bytes' effect sees the count.
+        count.fetch_add(n as u64, Ordering::Relaxed);
         if to.write_all(&buf[..n]).is_err() {
             break;
         }
-        count.fetch_add(n as u64, Ordering::Relaxed);
     }
     let _ = to.shutdown(Shutdown::Write);
     let _ = from.shutdown(Shutdown::Read);
