@@ -22,7 +22,6 @@ if [ -e /run/nbdroot/wanted ] && [ ! -e /run/nbdroot/root.env ]; then
         if [ "$nbdroot_rc" = 3 ]; then
             /usr/sbin/nbdroot attach --udev
             nbdroot_rc=$?
-            echo "$nbdroot_rc" > /run/nbdroot/early.rc
         fi
     elif [ ! -e /run/nbdroot/early.pid ] || ! kill -0 "$(cat /run/nbdroot/early.pid)" 2> /dev/null; then
         /usr/sbin/nbdroot attach --udev

@@ -283,6 +283,7 @@ fn nbd_client_persist_loses_the_root_on_the_same_restart() {
             ))
         },
     );
+    assert!(!out.contains("panicked at"), "{out}");
     assert!(
         out.contains("NBDT-WRITING"),
         "the writer never started:\n{out}"

@@ -87,7 +87,7 @@ fn boot_uptime(
     cfg.memory_mib = 512;
     cfg.deadline = Duration::from_secs(240);
     let out = run(&cfg)?;
-    if !out.lines_with("NBDROOT-PROBE-REMOUNT-FAILED").is_empty() {
+    if out.contains("NBDROOT-PROBE-REMOUNT-FAILED") {
         return Err(nbdroot_qemu::Error::unexpected(
             "leave the probe root clean (remount read-only)",
             out.tail(30),
