@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use nbdroot_qemu::dracut::{build_image, shutdown_files, Dracut, ImageSpec, Release};
@@ -61,25 +61,31 @@ fn handler_initrd(v: Variant) -> PathBuf {
 }
 
 /// The variant's image of kind `tag` (`adjust` changes nbdroot's spec), built once per test
-/// process.
+/// process. Each image has its own cell: a test whose image is built never waits behind
+/// another image's build.
 fn image(v: Variant, tag: &str, adjust: impl FnOnce(&mut ImageSpec)) -> PathBuf {
-    static BUILT: OnceLock<Mutex<HashMap<(Variant, String), PathBuf>>> = OnceLock::new();
-    let mut built = BUILT.get_or_init(Default::default).lock().unwrap();
-    built
+    type Cells = Mutex<HashMap<(Variant, String), Arc<OnceLock<PathBuf>>>>;
+    static BUILT: OnceLock<Cells> = OnceLock::new();
+    let cell = BUILT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap()
         .entry((v, tag.to_string()))
-        .or_insert_with(|| {
-            let dracut = Dracut::get(v.release).expect("dracut");
-            let exe = std::env::current_exe().unwrap_or_default();
-            let stem = exe.file_stem().unwrap_or_default().to_string_lossy();
-            let out = nbdroot_qemu::cache_dir()
-                .unwrap()
-                .join(format!("dracut-{}-{tag}-{stem}.img", v.name()));
-            let mut spec = ImageSpec::nbdroot(v.systemd).expect("nbdroot binary");
-            adjust(&mut spec);
-            build_image(&dracut, kernel(), &spec, &out).expect("dracut image");
-            out
-        })
-        .clone()
+        .or_default()
+        .clone();
+    cell.get_or_init(|| {
+        let dracut = Dracut::get(v.release).expect("dracut");
+        let exe = std::env::current_exe().unwrap_or_default();
+        let stem = exe.file_stem().unwrap_or_default().to_string_lossy();
+        let out = nbdroot_qemu::cache_dir()
+            .unwrap()
+            .join(format!("dracut-{}-{tag}-{stem}.img", v.name()));
+        let mut spec = ImageSpec::nbdroot(v.systemd).expect("nbdroot binary");
+        adjust(&mut spec);
+        build_image(&dracut, kernel(), &spec, &out).expect("dracut image");
+        out
+    })
+    .clone()
 }
 
 fn scratch(v: Variant, name: &str) -> nbdroot_qemu::Scratch {

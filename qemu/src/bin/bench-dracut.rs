@@ -15,15 +15,18 @@ use nbdroot_qemu::error::Context;
 use nbdroot_qemu::stats::Stats;
 use nbdroot_qemu::{cache_dir, debian_cloud_kernel, qemu_nbd, run, Kernel, RootFs, VmConfig};
 
-const USAGE: &str = "usage: bench-dracut [--rounds N] [--cpus N] [--release 059|ng111]...
+const USAGE: &str =
+    "usage: bench-dracut [--rounds N] [--cpus N] [--release 059|ng111]... [--append ARGS]
   --rounds N    boots per image (default 5)
   --cpus N      the guests' vCPUs (default 1)
-  --release R   which dracut (repeatable; default both)";
+  --release R   which dracut (repeatable; default both)
+  --append ARGS kernel arguments added to every boot (e.g. cryptomgr.notests=1)";
 
 fn main() -> ExitCode {
     let mut rounds = 5usize;
     let mut cpus = 1u32;
     let mut releases = Vec::new();
+    let mut extra = String::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match (a.as_str(), args.next().as_deref()) {
@@ -35,6 +38,10 @@ fn main() -> ExitCode {
             }
             ("--release", Some("059")) => releases.push(Release::Debian059),
             ("--release", Some("ng111")) => releases.push(Release::Ng111),
+            ("--append", Some(a)) => {
+                extra.push(' ');
+                extra.push_str(a);
+            }
             _ => {
                 eprintln!("{USAGE}");
                 return ExitCode::from(2);
@@ -44,7 +51,7 @@ fn main() -> ExitCode {
     if releases.is_empty() {
         releases = vec![Release::Debian059, Release::Ng111];
     }
-    match bench(rounds, cpus, &releases) {
+    match bench(rounds, cpus, &releases, &extra) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench-dracut: {e}");
@@ -112,7 +119,7 @@ fn timestamp(line: &str) -> Option<f64> {
     inner.trim().parse().ok()
 }
 
-fn bench(rounds: usize, cpus: u32, releases: &[Release]) -> nbdroot_qemu::Result<()> {
+fn bench(rounds: usize, cpus: u32, releases: &[Release], extra: &str) -> nbdroot_qemu::Result<()> {
     let kernel = debian_cloud_kernel()?;
     let dir = cache_dir()?.join("bench-dracut");
     std::fs::create_dir_all(&dir).step(|| format!("create {}", dir.display()))?;
@@ -125,7 +132,7 @@ fn bench(rounds: usize, cpus: u32, releases: &[Release]) -> nbdroot_qemu::Result
         .build_ext4(&img, 64, None)?;
     let server = qemu_nbd(&img, None, false)?;
     let append = format!(
-        "root=nbd:10.0.2.2:{} ip=dhcp rw rd.shell=0 rd.retry=60 systemd.show_status=0",
+        "root=nbd:10.0.2.2:{} ip=dhcp rw rd.shell=0 rd.retry=60 systemd.show_status=0{extra}",
         server.port
     );
 
