@@ -328,10 +328,22 @@ done"#;
         ns.wait_listening(HOST_IP, port)
             .expect("qemu-nbd listening");
         let mut cfg = vm(v, "root=/dev/root netroot=dhcp rw");
+        // systemd's status lines say whether dev-root.device was found.
+        cfg.append.push_str(" systemd.show_status=1");
         cfg.netns = Some(ns.name.clone());
         let out = boot(&cfg);
         drop(ns);
         assert_root(&out, want);
+        // dracut's generator makes initrd.target wait for /dev/root's device unit (up to
+        // rd.timeout): udev must have made the link, not only nbdroot's fallback link.
+        if v.systemd {
+            assert!(
+                out.log
+                    .lines()
+                    .any(|l| l.contains("Found device") && l.contains("dev-root.device")),
+                "systemd never saw /dev/root (its job waited for rd.timeout):\n{out}"
+            );
+        }
         // The root's network managers are told to keep the boot interface as it is: the one
         // nbdroot's DHCP client configured, by udev's name for it.
         let ifc = out

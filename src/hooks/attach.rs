@@ -239,6 +239,21 @@ fn dev_root_rule(what: &str) {
     let dir = Path::new(DEV_ROOT_RULE).parent().unwrap_or(Path::new("/"));
     if let Err(e) = fs::create_dir_all(dir).and_then(|_| fs::write(DEV_ROOT_RULE, rule)) {
         log::warn!("cannot write {DEV_ROOT_RULE}: {e}");
+        return;
+    }
+    // A running udevd looks for new rules at most every 3 s, and an early attach writes this
+    // one during the coldplug's stream of events: without a reload the attach's change event
+    // could miss it, and systemd would wait for dev-root.device until rd.timeout. Without
+    // udevd (not started yet, or no udev) there is nothing to reload: it reads the rules when
+    // it starts.
+    match Command::new("udevadm")
+        .args(["control", "--reload", "--timeout=10"])
+        .stderr(std::process::Stdio::null())
+        .status()
+    {
+        Ok(s) if s.success() => {}
+        Ok(s) => log::debug!("udevadm control --reload: {s}"),
+        Err(e) => log::debug!("cannot run udevadm control --reload: {e}"),
     }
 }
 
