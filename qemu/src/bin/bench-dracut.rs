@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use nbdroot_qemu::dracut::{build_image, Dracut, ImageSpec, NbdModule, Release};
+use nbdroot_qemu::dracut::{
+    build_image, install_stock_tools, Dracut, ImageSpec, NbdModule, Release,
+};
 use nbdroot_qemu::error::Context;
 use nbdroot_qemu::stats::Stats;
 use nbdroot_qemu::{cache_dir, debian_cloud_kernel, qemu_nbd, run, Kernel, RootFs, VmConfig};
@@ -120,6 +122,7 @@ fn timestamp(line: &str) -> Option<f64> {
 }
 
 fn bench(rounds: usize, cpus: u32, releases: &[Release], extra: &str) -> nbdroot_qemu::Result<()> {
+    install_stock_tools()?;
     let kernel = debian_cloud_kernel()?;
     let dir = cache_dir()?.join("bench-dracut");
     std::fs::create_dir_all(&dir).step(|| format!("create {}", dir.display()))?;
