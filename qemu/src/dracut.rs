@@ -172,6 +172,8 @@ pub enum NbdModule {
     Nbdroot(PathBuf),
     /// dracut's own `nbd` module with the host's nbd-client, and its network stack.
     Stock,
+    /// Neither: the benchmark's floor, an image of the same base booting a local disk.
+    Neither,
 }
 
 /// The host's programs [`NbdModule::Stock`] images take (dracut copies them from the host, and
@@ -245,6 +247,7 @@ impl ImageSpec {
         match self.nbd {
             NbdModule::Nbdroot(_) => m.push("nbdroot".into()),
             NbdModule::Stock => m.push("nbd".into()),
+            NbdModule::Neither => {}
         }
         m.extend(self.extra_modules.iter().cloned());
         m

@@ -2,9 +2,11 @@
 //! dracut's own `nbd` module with Debian's nbd-client 3.24 (and dracut's network-legacy with
 //! dhclient, the backend that calls its netroot handler on 059), and nbdroot as that netroot
 //! handler (`nbdroot_network=dracut`), in each initrd kind, same dracut, kernel, server and
-//! root, booted alternately in one run. Prints a Markdown table for BENCHMARKS.md, and where
-//! the time goes: the kernel's timestamps (dmesg, read by the root's init) of the initramfs's
-//! start, the NBD device's attach and the root's mount. Figures, not pass/fail.
+//! root, booted alternately in one run; and the floor they share: an image of the same base
+//! with neither NBD module, booting a copy of the same root from a local virtio disk. Prints a
+//! Markdown table for BENCHMARKS.md, and where the time goes: the kernel's timestamps (dmesg,
+//! read by the root's init) of the initramfs's start, the root device's arrival and the root's
+//! mount. Figures, not pass/fail.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -67,18 +69,33 @@ struct Row {
     name: String,
     initrd: PathBuf,
     bytes: u64,
+    /// The floor's: boots the local disk, not the NBD root.
+    local: bool,
     stats: Stats,
     /// Per milestone of [`MILESTONES`], its kernel timestamps.
     marks: Vec<Stats>,
 }
 
-/// Kernel messages both NBD modules cause, in boot order: the initramfs's /init starts, the
-/// nbd device gets its size (attached), the root filesystem is mounted.
-const MILESTONES: &[(&str, &str)] = &[
-    ("/init starts", "Run /init as init process"),
-    ("nbd0 attached", "nbd0: detected capacity change"),
-    ("root mounted", "EXT4-fs (nbd0): mounted"),
+/// Kernel messages every image causes, in boot order, each with the NBD root's and the local
+/// disk's form: the initramfs's /init starts, the root device is there (nbd0 gets its size
+/// when attached; virtio_blk reports vda), the root filesystem is mounted.
+const MILESTONES: &[(&str, [&str; 2])] = &[
+    ("/init starts", ["Run /init as init process"; 2]),
+    (
+        "root device",
+        [
+            "nbd0: detected capacity change",
+            "virtio_blk virtio1: [vda]",
+        ],
+    ),
+    (
+        "root mounted",
+        ["EXT4-fs (nbd0): mounted", "EXT4-fs (vda): mounted"],
+    ),
 ];
+
+/// The floor's kernel arguments: the NBD boots' without the NBD root and its network.
+const LOCAL_APPEND: &str = "root=/dev/vda rw rd.shell=0 rd.retry=60 systemd.show_status=0";
 
 /// The probe step printing the kernel's log, for the milestones.
 const DMESG_STEP: &str = "$bb dmesg | while read -r l; do echo \"NBDT-KMSG $l\"; done";
@@ -89,12 +106,26 @@ fn boot_uptime(
     initrd: &Path,
     append: &str,
     cpus: u32,
+    disk: Option<&Path>,
 ) -> nbdroot_qemu::Result<(f64, Vec<Option<f64>>)> {
     let mut cfg = VmConfig::new(&kernel.vmlinuz, initrd);
     cfg.cpus = cpus;
     cfg.append = append.to_string();
     cfg.memory_mib = 512;
     cfg.deadline = Duration::from_secs(240);
+    if let Some(disk) = disk {
+        // snapshot=on: every boot starts from the same bytes, as the NBD boots' root does.
+        cfg.extra_args.extend([
+            "-drive".to_string(),
+            format!(
+                "file={},format=raw,if=none,id=d0,snapshot=on",
+                disk.display()
+            ),
+            "-device".to_string(),
+            "virtio-blk-pci,drive=d0".to_string(),
+        ]);
+    }
+    let form = usize::from(disk.is_some());
     let out = run(&cfg)?;
     if out.contains("NBDROOT-PROBE-REMOUNT-FAILED") {
         return Err(nbdroot_qemu::Error::unexpected(
@@ -106,9 +137,9 @@ fn boot_uptime(
     let kmsg = out.lines_with("NBDT-KMSG ");
     let marks = MILESTONES
         .iter()
-        .map(|(_, needle)| {
+        .map(|(_, needles)| {
             kmsg.iter()
-                .find(|l| l.contains(needle))
+                .find(|l| l.contains(needles[form]))
                 .and_then(|l| timestamp(l))
         })
         .collect();
@@ -133,6 +164,10 @@ fn bench(rounds: usize, cpus: u32, releases: &[Release], extra: &str) -> nbdroot
     root.add_probe_step(DMESG_STEP)
         .clean_poweroff()
         .build_ext4(&img, 64, None)?;
+    // The floor's disk: a copy, since qemu-nbd holds the image.
+    let local = dir.join("root-local.ext4");
+    std::fs::copy(&img, &local)
+        .step(|| format!("copy {} to {}", img.display(), local.display()))?;
     let server = qemu_nbd(&img, None, false)?;
     let append = format!(
         "root=nbd:10.0.2.2:{} ip=dhcp rw rd.shell=0 rd.retry=60 systemd.show_status=0{extra}",
@@ -168,6 +203,17 @@ fn bench(rounds: usize, cpus: u32, releases: &[Release], extra: &str) -> nbdroot
                     "nbdroot as netroot handler of network-legacy (dhclient)",
                     handler,
                 ),
+                (
+                    "floor",
+                    "floor: neither NBD module, the same root on a local virtio disk",
+                    // The NIC drivers too: the coldplug loads the same modules as in the others.
+                    ImageSpec {
+                        nbd: NbdModule::Neither,
+                        systemd,
+                        extra_modules: vec!["kernel-network-modules".into()],
+                        conf: Vec::new(),
+                    },
+                ),
             ];
             for (tag, what, spec) in specs {
                 let initrd = dir.join(format!("{release:?}-{kind}-{tag}.img"));
@@ -176,6 +222,7 @@ fn bench(rounds: usize, cpus: u32, releases: &[Release], extra: &str) -> nbdroot
                     name: format!("{release}, {kind} initrd: {what}"),
                     initrd,
                     bytes,
+                    local: tag == "floor",
                     stats: Stats::default(),
                     marks: vec![Stats::default(); MILESTONES.len()],
                 });
@@ -185,7 +232,12 @@ fn bench(rounds: usize, cpus: u32, releases: &[Release], extra: &str) -> nbdroot
     for round in 1..=rounds {
         let mut line = format!("round {round}/{rounds}:");
         for row in rows.iter_mut() {
-            let (up, marks) = boot_uptime(&kernel, &row.initrd, &append, cpus)?;
+            let (up, marks) = if row.local {
+                let append = format!("{LOCAL_APPEND}{extra}");
+                boot_uptime(&kernel, &row.initrd, &append, cpus, Some(&local))?
+            } else {
+                boot_uptime(&kernel, &row.initrd, &append, cpus, None)?
+            };
             row.stats.samples.push(up);
             for (stats, mark) in row.marks.iter_mut().zip(marks) {
                 if let Some(t) = mark {
@@ -198,22 +250,33 @@ fn bench(rounds: usize, cpus: u32, releases: &[Release], extra: &str) -> nbdroot
     }
 
     println!(
-        "Guest uptime when the root's init runs (QEMU TCG, {cpus} vCPU, {} kernel, qemu-nbd on 127.0.0.1, `{append}`, {rounds} boots each, alternating):\n",
+        "Guest uptime when the root's init runs (QEMU TCG, {cpus} vCPU, {} kernel, qemu-nbd on 127.0.0.1, `{append}`; the floor `{LOCAL_APPEND}{extra}`; {rounds} boots each, alternating):\n",
         kernel.version
     );
-    println!("| image | initramfs bytes | median s | min – max s | / stock |");
-    println!("|---|---|---|---|---|");
-    // Rows come in threes per dracut and initrd kind: nbdroot, stock, handler.
-    for group in rows.chunks(3) {
-        let stock = group.get(1).map(|r| r.stats.median());
+    println!(
+        "| image | initramfs bytes | median s | min – max s | / stock | over the floor s | / stock's over the floor |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    // Rows come in fours per dracut and initrd kind: nbdroot, stock, handler, floor.
+    for group in rows.chunks(4) {
+        let stock = group[1].stats.median();
+        let floor = group[3].stats.median();
         for row in group {
             let (min, max) = row.stats.range();
-            let ratio = stock.map_or(String::new(), |s| format!("{:.2}×", row.stats.median() / s));
+            let median = row.stats.median();
+            let (over, over_ratio) = if row.local {
+                ("—".to_string(), "—".to_string())
+            } else {
+                (
+                    format!("{:+.2}", median - floor),
+                    format!("{:.2}×", (median - floor) / (stock - floor)),
+                )
+            };
             println!(
-                "| {} | {} | {:.2} | {min:.2} – {max:.2} | {ratio} |",
+                "| {} | {} | {median:.2} | {min:.2} – {max:.2} | {:.2}× | {over} | {over_ratio} |",
                 row.name,
                 row.bytes,
-                row.stats.median()
+                median / stock
             );
         }
     }
