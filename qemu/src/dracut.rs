@@ -176,42 +176,6 @@ pub enum NbdModule {
     Neither,
 }
 
-/// The host's programs [`NbdModule::Stock`] images take (dracut copies them from the host, and
-/// leaves a module out, or fails the build, without them), by Debian package.
-const STOCK_TOOLS: [(&str, &str); 3] = [
-    ("nbd-client", "nbd-client"),
-    ("dhclient", "isc-dhcp-client"),
-    ("arping", "iputils-arping"),
-];
-
-/// Installs with apt-get whichever of [`STOCK_TOOLS`] the host lacks, and says so: the
-/// benchmark's reference stack, not needed by any test.
-pub fn install_stock_tools() -> Result<()> {
-    let on_path = |name: &str| {
-        ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
-            .iter()
-            .any(|d| Path::new(d).join(name).exists())
-    };
-    let missing: Vec<&str> = STOCK_TOOLS
-        .iter()
-        .filter(|(bin, _)| !on_path(bin))
-        .map(|(_, pkg)| *pkg)
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    eprintln!(
-        "installing the stock module's host tools with apt-get: {}",
-        missing.join(" ")
-    );
-    let mut get = Command::new("apt-get");
-    get.args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive");
-    command::run("install the stock module's host tools", &mut get)?;
-    Ok(())
-}
-
 /// What goes into an image.
 #[derive(Debug, Clone)]
 pub struct ImageSpec {

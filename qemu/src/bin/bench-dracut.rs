@@ -12,9 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use nbdroot_qemu::dracut::{
-    build_image, install_stock_tools, Dracut, ImageSpec, NbdModule, Release,
-};
+use nbdroot_qemu::dracut::{build_image, Dracut, ImageSpec, NbdModule, Release};
 use nbdroot_qemu::error::Context;
 use nbdroot_qemu::stats::Stats;
 use nbdroot_qemu::{cache_dir, debian_cloud_kernel, qemu_nbd, run, Kernel, RootFs, VmConfig};
@@ -69,8 +67,10 @@ struct Row {
     name: String,
     initrd: PathBuf,
     bytes: u64,
-    /// The floor's: boots the local disk, not the NBD root.
-    local: bool,
+    /// Its kernel arguments.
+    append: String,
+    /// The floor's local disk (it boots that, not the NBD root).
+    disk: Option<PathBuf>,
     stats: Stats,
     /// Per milestone of [`MILESTONES`], its kernel timestamps.
     marks: Vec<Stats>,
@@ -153,7 +153,6 @@ fn timestamp(line: &str) -> Option<f64> {
 }
 
 fn bench(rounds: usize, cpus: u32, releases: &[Release], extra: &str) -> nbdroot_qemu::Result<()> {
-    install_stock_tools()?;
     let kernel = debian_cloud_kernel()?;
     let dir = cache_dir()?.join("bench-dracut");
     std::fs::create_dir_all(&dir).step(|| format!("create {}", dir.display()))?;
@@ -222,7 +221,12 @@ fn bench(rounds: usize, cpus: u32, releases: &[Release], extra: &str) -> nbdroot
                     name: format!("{release}, {kind} initrd: {what}"),
                     initrd,
                     bytes,
-                    local: tag == "floor",
+                    append: if tag == "floor" {
+                        format!("{LOCAL_APPEND}{extra}")
+                    } else {
+                        append.clone()
+                    },
+                    disk: (tag == "floor").then(|| local.clone()),
                     stats: Stats::default(),
                     marks: vec![Stats::default(); MILESTONES.len()],
                 });
@@ -232,12 +236,8 @@ fn bench(rounds: usize, cpus: u32, releases: &[Release], extra: &str) -> nbdroot
     for round in 1..=rounds {
         let mut line = format!("round {round}/{rounds}:");
         for row in rows.iter_mut() {
-            let (up, marks) = if row.local {
-                let append = format!("{LOCAL_APPEND}{extra}");
-                boot_uptime(&kernel, &row.initrd, &append, cpus, Some(&local))?
-            } else {
-                boot_uptime(&kernel, &row.initrd, &append, cpus, None)?
-            };
+            let (up, marks) =
+                boot_uptime(&kernel, &row.initrd, &row.append, cpus, row.disk.as_deref())?;
             row.stats.samples.push(up);
             for (stats, mark) in row.marks.iter_mut().zip(marks) {
                 if let Some(t) = mark {
@@ -264,7 +264,7 @@ fn bench(rounds: usize, cpus: u32, releases: &[Release], extra: &str) -> nbdroot
         for row in group {
             let (min, max) = row.stats.range();
             let median = row.stats.median();
-            let (over, over_ratio) = if row.local {
+            let (over, over_ratio) = if row.disk.is_some() {
                 ("—".to_string(), "—".to_string())
             } else {
                 (
