@@ -19,7 +19,8 @@ use crate::lock;
 pub struct VmConfig {
     pub kernel: PathBuf,
     pub initrd: PathBuf,
-    /// Kernel arguments added after `console=ttyS0 panic=-1 loglevel=4`.
+    /// Kernel arguments added after `console=ttyS0 panic=-1 loglevel=4` (and
+    /// `cryptomgr.notests=1` unless [`VmConfig::crypto_selftests`]).
     pub append: String,
     pub memory_mib: u32,
     /// vCPUs; more than one runs TCG on several host threads, so it competes with the
@@ -47,6 +48,10 @@ pub struct VmConfig {
     /// End the guest as soon as the console shows one of these texts (for guests that halt
     /// instead of powering off, such as systemd after dracut's `die`).
     pub stop_on: Vec<String>,
+    /// Let the kernel run its crypto self-tests at boot, as shipped. Off by default: under
+    /// TCG they cost seconds of every boot and test the kernel, not nbdroot. Benchmarks and
+    /// the tests whose subject is crypto (kernel TLS) turn them on.
+    pub crypto_selftests: bool,
 }
 
 impl VmConfig {
@@ -68,7 +73,24 @@ impl VmConfig {
             guestfwd: Vec::new(),
             echo: false,
             stop_on: Vec::new(),
+            crypto_selftests: false,
         }
+    }
+
+    /// The kernel command line: the console, panic and log level, the self-test switch,
+    /// then [`VmConfig::append`].
+    pub fn kernel_cmdline(&self) -> String {
+        let selftests = if self.crypto_selftests {
+            ""
+        } else {
+            " cryptomgr.notests=1"
+        };
+        format!(
+            "console=ttyS0 panic=-1 loglevel=4{selftests} {}",
+            self.append
+        )
+        .trim_end()
+        .to_string()
     }
 
     /// The QEMU command line, with the serial console written to `serial`.
@@ -101,7 +123,7 @@ impl VmConfig {
         .arg("-initrd")
         .arg(&self.initrd)
         .arg("-append")
-        .arg(format!("console=ttyS0 panic=-1 loglevel=4 {}", self.append).trim_end());
+        .arg(self.kernel_cmdline());
         if let Some(_ns) = &self.netns {
             let netdev = "tap,id=n0,ifname=tap0,script=no,downscript=no";
             cmd.args([
@@ -274,7 +296,7 @@ pub fn run_unslotted(cfg: &VmConfig) -> Result<VmOutcome> {
     // QEMU creates the log only once it starts; a bad command line leaves none.
     let log = std::fs::read(&log_path).unwrap_or_default();
     let stderr = std::fs::read(&err_path).unwrap_or_default();
-    Ok(VmOutcome {
+    let outcome = VmOutcome {
         log: String::from_utf8_lossy(&log).into_owned(),
         log_path,
         stderr: String::from_utf8_lossy(&stderr).into_owned(),
@@ -282,7 +304,31 @@ pub fn run_unslotted(cfg: &VmConfig) -> Result<VmOutcome> {
         elapsed,
         timed_out,
         stopped,
-    })
+    };
+    record_boot(&outcome);
+    Ok(outcome)
+}
+
+/// Appends one line per boot to the file `NBDROOT_BOOT_LOG` names, if any: how the test
+/// runner counts each tier's boots and their time. One `write` of a short line on an
+/// O_APPEND file, so test threads and processes sharing the file never interleave.
+fn record_boot(out: &VmOutcome) {
+    let Some(path) = std::env::var_os("NBDROOT_BOOT_LOG") else {
+        return;
+    };
+    let line = format!(
+        "{:.1} {} {}\n",
+        out.elapsed.as_secs_f64(),
+        if out.timed_out { "timeout" } else { "ended" },
+        out.log_path.display()
+    );
+    let file = File::options().create(true).append(true).open(&path);
+    if let Err(e) = file.and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes())) {
+        eprintln!(
+            "cannot record the boot in {}: {e}",
+            PathBuf::from(path).display()
+        );
+    }
 }
 
 /// Copies what a growing console log gained since the last call to stdout.
