@@ -38,8 +38,21 @@ $bb md5sum /data-* 2>/dev/null | while read -r sum f; do echo "NBDT-SUM $sum $f"
     )
 }
 
-/// Waits (up to `bound`) until the console log shows `marker`.
+/// How long a guest may queue for a VM slot before its console log appears: the test
+/// binaries run side by side, and every guest of the suite shares two slots.
+const SLOT_QUEUE_BOUND: Duration = Duration::from_secs(40 * 60);
+
+/// Waits until the console log shows `marker`, up to `bound` from the guest's start (QEMU
+/// creates the log when it starts, after its VM slot is free; a stale log of an earlier run
+/// must be removed first).
 pub fn wait_for(log: &Path, marker: &str, bound: Duration) -> bool {
+    let queued = Instant::now();
+    while !log.exists() {
+        if queued.elapsed() >= SLOT_QUEUE_BOUND {
+            return false;
+        }
+        sleep(Duration::from_millis(50));
+    }
     let start = Instant::now();
     while start.elapsed() < bound {
         if fs::read_to_string(log).is_ok_and(|l| l.contains(marker)) {
