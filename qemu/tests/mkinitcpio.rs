@@ -214,6 +214,13 @@ fn mkinitcpio_install_hook_help() {
 fn run_hook(cmdline: &str, stub_exit: u8) -> String {
     let mk = mkinitcpio();
     let dir = scratch(&format!("runtime-{}", nbdroot_qemu_unique()));
+    // Everything the script runs or reads is copied here and named relative to it: the
+    // private tmpfs on /tmp hides whatever lies under /tmp, a clone of the repo included,
+    // but the script's working directory stays reachable.
+    std::fs::copy(&mk.busybox, dir.join("busybox")).expect("copy busybox");
+    std::fs::copy(mk.init_functions(), dir.join("init_functions")).expect("copy init_functions");
+    let hook = nbdroot_qemu::repo_root().join("mkinitcpio/hooks/nbdroot");
+    std::fs::copy(&hook, dir.join("hook")).expect("copy the hook");
     let stub = dir.join("nbdroot-stub");
     std::fs::write(
         &stub,
@@ -225,36 +232,25 @@ fn run_hook(cmdline: &str, stub_exit: u8) -> String {
     .unwrap();
     std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     std::fs::write(dir.join("cmdline"), format!("{cmdline}\n")).unwrap();
-    let script = format!(
-        r#"mount_handler=default_mount_handler
-. '{init_functions}'
-parse_cmdline < '{dir}/cmdline'
-modprobe() {{ echo "MODPROBE $*"; }}
-launch_interactive_shell() {{ echo "EMERGENCY-SHELL"; }}
-default_mount_handler() {{ echo "DEFAULT-MOUNT root=$root"; }}
-nbdroot_exe='{stub}'
-. '{hook}'
+    let script = r#"mount_handler=default_mount_handler
+. ./init_functions
+parse_cmdline < ./cmdline
+modprobe() { echo "MODPROBE $*"; }
+launch_interactive_shell() { echo "EMERGENCY-SHELL"; }
+default_mount_handler() { echo "DEFAULT-MOUNT root=$root"; }
+nbdroot_exe=./nbdroot-stub
+. ./hook
 run_hook
 echo "handler=$mount_handler"
 "$mount_handler" /new_root
 echo "handler-returned=$?"
-"#,
-        init_functions = mk.init_functions().display(),
-        dir = dir.display(),
-        stub = stub.display(),
-        hook = nbdroot_qemu::repo_root()
-            .join("mkinitcpio/hooks/nbdroot")
-            .display(),
-    );
-    std::fs::write(dir.join("test.sh"), &script).unwrap();
+"#;
+    std::fs::write(dir.join("test.sh"), script).unwrap();
     // A private /tmp (getarg's cache) and /run (nbdroot's error line).
     let out = Command::new("unshare")
         .args(["-m", "sh", "-c"])
-        .arg(format!(
-            "mount -t tmpfs none /tmp && mount -t tmpfs none /run && exec '{}' ash '{}'",
-            mk.busybox.display(),
-            dir.join("test.sh").display()
-        ))
+        .arg("mount -t tmpfs none /tmp && mount -t tmpfs none /run && exec ./busybox ash ./test.sh")
+        .current_dir(&dir)
         .output()
         .expect("unshare");
     let text = format!(
