@@ -22,6 +22,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::artifact::{self, Key};
 use crate::command;
 use crate::error::{Context, Error, Result};
 use crate::lock::FileLock;
@@ -326,8 +327,31 @@ pub fn image_file(img: &Path, path: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// Builds an initramfs for `kernel` at `out` (gzip) and returns its size in bytes.
+/// Builds an initramfs for `kernel` at `out` (gzip) and returns its size in bytes; an image
+/// of the same inputs built before (by this run or an earlier one) is taken from the cache.
 pub fn build_image(dracut: &Dracut, kernel: &Kernel, spec: &ImageSpec, out: &Path) -> Result<u64> {
+    let shape = format!("{:?} {spec:?}", dracut.release);
+    let slot = format!("dracut-{}", Key::default().text(&shape).hex());
+    let mut key = Key::default()
+        .text(&shape)
+        .text(&kernel.version)
+        .text(&dracut.basedir.display().to_string())
+        .dir(&crate::repo_root().join("dracut"))?
+        // dracut copies the host's systemd, udev and tools into the image.
+        .file(Path::new("/var/lib/dpkg/status"))?;
+    if let NbdModule::Nbdroot(bin) = &spec.nbd {
+        key = key.file(bin)?;
+    }
+    artifact::cached(&slot, &key, out, |out| {
+        build_uncached(dracut, kernel, spec, out)
+    })?;
+    let bytes = fs::metadata(out)
+        .step(|| format!("stat {}", out.display()))?
+        .len();
+    Ok(bytes)
+}
+
+fn build_uncached(dracut: &Dracut, kernel: &Kernel, spec: &ImageSpec, out: &Path) -> Result<()> {
     let mut inv = Invocation {
         conf: spec.conf.clone(),
         // What scripts/install puts in dracut.conf.d.
@@ -369,10 +393,7 @@ pub fn build_image(dracut: &Dracut, kernel: &Kernel, spec: &ImageSpec, out: &Pat
             output: String::from_utf8_lossy(&output.stderr).into_owned(),
         });
     }
-    let bytes = fs::metadata(out)
-        .step(|| format!("stat {}", out.display()))?
-        .len();
-    Ok(bytes)
+    Ok(())
 }
 
 /// What a real root needs for dracut's return to the initramfs at shutdown, from `dracut`'s

@@ -2,6 +2,7 @@
 //! mounting anything, runs NBD servers on loopback and boots QEMU guests under a deadline, so
 //! every claim the project makes about booting is checked against a real kernel.
 
+pub mod artifact;
 pub mod command;
 pub mod debian;
 pub mod debian_boot;
