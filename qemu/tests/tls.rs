@@ -154,8 +154,8 @@ fn assert_nothing_in_clear(relay: &Relay) -> usize {
 fn boot(initrd: &Path, append: String) -> VmOutcome {
     let kit = boot_kit();
     let mut cfg = VmConfig::new(&kit.kernel.vmlinuz, initrd);
-    // Kernel TLS is the subject: the kernel checks its ciphers as shipped.
-    cfg.crypto_selftests = true;
+    // Kernel TLS is the subject: the CPU's crypto features, the kernel's self-tests.
+    cfg.lean = false;
     cfg.append = append;
     let out = run(&cfg).expect("run QEMU");
     assert!(!out.timed_out, "the guest hung until the deadline:\n{out}");
@@ -414,8 +414,8 @@ fn boot_controlled(
 ) -> VmOutcome {
     let kit = boot_kit();
     let mut cfg = VmConfig::new(&kit.kernel.vmlinuz, initrd);
-    // Kernel TLS is the subject: the kernel checks its ciphers as shipped.
-    cfg.crypto_selftests = true;
+    // Kernel TLS is the subject: the CPU's crypto features, the kernel's self-tests.
+    cfg.lean = false;
     cfg.append = append;
     let log = img.with_extension("console.log");
     let _ = std::fs::remove_file(&log);
@@ -751,8 +751,8 @@ while read -r k v; do echo "NBDROOT-TLS $k $v"; done < /proc/net/tls_stat"#,
     let swap_srv = nbdkit(&["--tls=require", &tls_dir, "memory", "768M"]).expect("nbdkit");
     let kit = boot_kit();
     let mut cfg = VmConfig::new(&kit.kernel.vmlinuz, &initrd);
-    // Kernel TLS is the subject: the kernel checks its ciphers as shipped.
-    cfg.crypto_selftests = true;
+    // Kernel TLS is the subject: the CPU's crypto features, the kernel's self-tests.
+    cfg.lean = false;
     cfg.memory_mib = 160;
     cfg.deadline = Duration::from_secs(500);
     cfg.append = format!(

@@ -84,8 +84,8 @@ fn serve(srv: &Path) -> Result<Served> {
 
 fn config(kit: &BootKit, port: u16, extra: &str) -> VmConfig {
     let mut cfg = VmConfig::new(&kit.kernel.vmlinuz, &kit.initrd);
-    // The kernel as shipped: its crypto self-tests are part of a real boot.
-    cfg.crypto_selftests = true;
+    // A full guest: the CPU's crypto features and the kernel's self-tests, as on hardware.
+    cfg.lean = false;
     // no_timer_check: with several TCG guests starting at once on a loaded host, the kernel's
     // IO-APIC timer check can miss its window and panic ("IO-APIC + timer doesn't work").
     cfg.append = format!(

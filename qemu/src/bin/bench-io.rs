@@ -118,8 +118,8 @@ fn bench(rounds: u32, mib: u32, cpus: u32) -> nbdroot_qemu::Result<()> {
     let server = qemu_nbd(&img, None, false)?;
 
     let mut cfg = VmConfig::new(&kernel.vmlinuz, &initrd);
-    // The kernel as shipped: its crypto self-tests are part of a real boot.
-    cfg.crypto_selftests = true;
+    // A full guest: the CPU's crypto features and the kernel's self-tests, as on hardware.
+    cfg.lean = false;
     cfg.append = format!(
         "root=nbd:10.0.2.2:{} ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off rw",
         server.port

@@ -70,8 +70,8 @@ fn bench() -> nbdroot_qemu::Result<()> {
         root.build_ext4(&img, 64, None)?;
         let mut server = qemu_nbd(&img, None, false)?;
         let mut cfg = VmConfig::new(&kernel.vmlinuz, initrd);
-        // The kernel as shipped: its crypto self-tests are part of a real boot.
-        cfg.crypto_selftests = true;
+        // A full guest: the CPU's crypto features and the kernel's self-tests, as on hardware.
+        cfg.lean = false;
         cfg.append = if initrd == &reference {
             format!("root=nbd:unused nbdref=10.0.2.2:{} {append}", server.port)
         } else {

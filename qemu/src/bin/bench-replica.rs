@@ -103,8 +103,8 @@ fn bench(rounds: u32, mib: u32) -> nbdroot_qemu::Result<()> {
     let _b = NsServer::nbdkit(&ns, B, 10810, &["--readonly", "file", &data_s])?;
 
     let mut cfg = VmConfig::new(&kit.kernel.vmlinuz, &kit.initrd);
-    // The kernel as shipped: its crypto self-tests are part of a real boot.
-    cfg.crypto_selftests = true;
+    // A full guest: the CPU's crypto features and the kernel's self-tests, as on hardware.
+    cfg.lean = false;
     cfg.netns = Some(ns.name.clone());
     cfg.append = format!("ip=10.77.0.50::{A}:255.255.255.0::eth0:off root=nbd:{A}:10809");
     cfg.deadline = Duration::from_secs(900);

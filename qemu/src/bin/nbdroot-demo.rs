@@ -77,8 +77,8 @@ fn demo(extra: &str) -> nbdroot_qemu::Result<bool> {
     say(&format!("booting QEMU (TCG) with: {append}"));
     println!();
     let mut cfg = VmConfig::new(&kernel.vmlinuz, &initrd);
-    // The kernel as shipped: its crypto self-tests are part of a real boot.
-    cfg.crypto_selftests = true;
+    // A full guest: the CPU's crypto features and the kernel's self-tests, as on hardware.
+    cfg.lean = false;
     cfg.append = append;
     cfg.echo = true;
     let out = run(&cfg)?;
