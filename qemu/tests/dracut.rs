@@ -185,6 +185,73 @@ fn boot_served(
 
 // The cases, each a function of the variant.
 
+/// What one boot showed, kept for the tests that share it: the console, and the server's
+/// image read back after it (the guest's `/probe-result`, and whether fsck found it clean).
+#[derive(Debug)]
+struct SharedBoot {
+    out: VmOutcome,
+    probe_result: String,
+    fsck: Result<(), String>,
+}
+
+/// A boot that several tests share, made once per variant and command line by whichever
+/// test comes first. A failure to boot at all fails every test that shares it; each test
+/// then asserts its own part, and fails with its own name.
+fn shared_boot(v: Variant, name: &str, export: Option<&str>, append: &str) -> Arc<SharedBoot> {
+    type Cells = Mutex<HashMap<(Variant, String), Arc<OnceLock<Arc<SharedBoot>>>>>;
+    static BOOTS: OnceLock<Cells> = OnceLock::new();
+    let cell = BOOTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap()
+        .entry((v, name.to_string()))
+        .or_default()
+        .clone();
+    cell.get_or_init(|| {
+        let dir = scratch(v, name);
+        let img = probe_image(&dir, None, &[]);
+        let out = boot_served(v, &img, export, |_| append.to_string());
+        let probe_result = debugfs_cat(&img, "/probe-result")
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_else(|e| format!("cannot read /probe-result: {e}"));
+        let fsck = e2fsck_clean(&img).map_err(|e| e.to_string());
+        Arc::new(SharedBoot {
+            out,
+            probe_result,
+            fsck,
+        })
+    })
+    .clone()
+}
+
+impl SharedBoot {
+    /// [`assert_written`] on the image as it was after the boot.
+    fn assert_written(&self) {
+        assert!(
+            self.probe_result.starts_with("ok uptime="),
+            "{}",
+            self.probe_result
+        );
+        if let Err(e) = &self.fsck {
+            panic!("the image is not clean: {e}");
+        }
+    }
+}
+
+/// The boot dracut's case 1 and the late network driver share: an export name, and
+/// `rd.nbdroot.link_timeout=1`.
+fn late_nic_boot(v: Variant) -> Arc<SharedBoot> {
+    let append = format!("root=nbd:{FWD_IP}:raw rd.nbdroot.link_timeout=1 rw");
+    shared_boot(v, "late-nic", Some("raw"), &append)
+}
+
+/// dracut's case 1: `root=nbd:<ip>:<export>` (in the late network driver's boot).
+fn export_name(v: Variant) {
+    let boot = late_nic_boot(v);
+    assert_root(&boot.out, "/dev/nbd0 / ext4 rw");
+    boot.assert_written();
+}
+
 /// dracut's cases 2–4: `::<fsopts>`, `:<fstype>`, `:<fstype>:<fsopts>`; and `ro`.
 fn fstype_and_options(v: Variant) {
     let dir = scratch(v, "fsopts");
@@ -215,11 +282,12 @@ fn fstype_and_options(v: Variant) {
     assert!(out.contains("NBDROOT-PROBE-WRITE-FAILED"), "{out}");
 }
 
-/// Debian's `nbdroot=` with a device. (The numeric port, `root=nbd:<ip>:<port>`, is
-/// [`server_restart`]'s command line.)
-fn debian_form(v: Variant) {
+/// A numeric port, and Debian's `nbdroot=` with a device.
+fn port_and_debian_form(v: Variant) {
     let dir = scratch(v, "port");
     let img = probe_image(&dir, None, &[]);
+    let out = boot_served(v, &img, None, |port| format!("root=nbd:10.0.2.2:{port} rw"));
+    assert_root(&out, "/dev/nbd0 / ext4 rw");
     let out = boot_served(v, &img, None, |port| {
         format!("nbdroot=10.0.2.2,{port},nbd1 root=/dev/nbd1 rw")
     });
@@ -227,23 +295,19 @@ fn debian_form(v: Variant) {
     assert_written(&img);
 }
 
-/// dracut's case 1, `root=nbd:<ip>:<export>`, with a network driver later than nbdroot's
-/// interface wait: `rd.nbdroot.link_timeout=1` ends the early attach (started before udev's
-/// coldplug, which takes seconds here) with no interface ready; the settled hook tries again
-/// once udev has settled, and the root comes up.
-fn export_name_late_network_driver(v: Variant) {
-    let dir = scratch(v, "late-nic");
-    let img = probe_image(&dir, None, &[]);
-    let out = boot_served(v, &img, Some("raw"), |_| {
-        format!("root=nbd:{FWD_IP}:raw rd.nbdroot.link_timeout=1 rw")
-    });
+/// A network driver later than nbdroot's interface wait: `rd.nbdroot.link_timeout=1` ends the
+/// early attach (started before udev's coldplug, which takes seconds here) with no interface
+/// ready; the settled hook tries again once udev has settled, and the root comes up.
+fn late_network_driver(v: Variant) {
+    let boot = late_nic_boot(v);
+    let out = &boot.out;
     assert!(
         out.contains("nbdroot: no network interface appeared within 1 s")
             || out.contains("nbdroot: udev did not finish with interface"),
         "the early attach did not meet the 1 s bound, so this boot tests nothing:\n{out}"
     );
-    assert_root(&out, "/dev/nbd0 / ext4 rw");
-    assert_written(&img);
+    assert_root(out, "/dev/nbd0 / ext4 rw");
+    boot.assert_written();
 }
 
 /// A disk image: an MBR with one partition at 1 MiB holding `fs_img`.
@@ -407,8 +471,8 @@ fn bad_input(v: Variant) {
     assert_died_with(&out, &format!("cannot reach 10.0.2.2:{port}"));
 }
 
-/// `root=nbd:<ip>:<port>`, and the server restarts after switch_root while the guest
-/// writes: no I/O error, and the supervisor reconnected.
+/// The server restarts after switch_root while the guest writes: no I/O error, and the
+/// supervisor reconnected.
 fn server_restart(v: Variant) {
     let dir = scratch(v, "restart");
     let img = probe_image(&dir, None, &[&scenario::writer_script()]);
@@ -467,9 +531,10 @@ macro_rules! variants {
 }
 
 variants!(
-    export_name_late_network_driver,
+    export_name,
     fstype_and_options,
-    debian_form,
+    port_and_debian_form,
+    late_network_driver,
     label_and_partition,
     dhcp_root_path,
     bad_input,
