@@ -44,19 +44,26 @@ fn open(path: &Path) -> Result<File> {
     file.step(|| format!("open lock file {}", path.display()))
 }
 
-/// How many VMs run at once: TCG guests are CPU-bound, and one per core keeps each guest's
-/// timing close to what it is alone, so a slow boot means a regression, not contention.
-const VM_SLOTS: usize = 2;
+/// How many VMs run at once: TCG guests are CPU-bound while they boot, and the machine has two
+/// cores; a third slot keeps the cores busy while a guest only waits (for a lease renewal, a
+/// server kept down, a timer), which many scenario guests spend most of their life doing.
+const VM_SLOTS: usize = 3;
 
-/// Holds one of the machine's VM slots (`<cache>/vm-slot-N.lock`) until drop.
+/// How often a guest waiting for a slot looks again.
+const SLOT_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Holds one of the machine's VM slots (`<cache>/vm-slot-N.lock`) until drop, waiting for
+/// whichever frees first (a blocking wait on one given slot would leave a guest queued
+/// behind a long one while another slot stands free).
 pub fn vm_slot() -> Result<FileLock> {
     let dir = crate::cache_dir()?;
     let path = |i: usize| dir.join(format!("vm-slot-{i}.lock"));
-    for i in 0..VM_SLOTS {
-        if let Some(lock) = FileLock::try_exclusive(&path(i))? {
-            return Ok(lock);
+    loop {
+        for i in 0..VM_SLOTS {
+            if let Some(lock) = FileLock::try_exclusive(&path(i))? {
+                return Ok(lock);
+            }
         }
+        std::thread::sleep(SLOT_POLL);
     }
-    // All taken: queue on one slot, spread by pid so waiters do not all pile onto slot 0.
-    FileLock::exclusive(&path(std::process::id() as usize % VM_SLOTS))
 }
