@@ -60,32 +60,34 @@ fn handler_initrd(v: Variant) -> PathBuf {
     })
 }
 
+/// Values made once per test process, one cell per variant and name.
+type Cells<T> = OnceLock<Mutex<HashMap<(Variant, String), Arc<OnceLock<T>>>>>;
+
+/// The cell of `(v, name)` in `cells`: each has its own, so a test whose value is made never
+/// waits behind another's.
+fn cell<T>(cells: &'static Cells<T>, v: Variant, name: &str) -> Arc<OnceLock<T>> {
+    let mut map = cells.get_or_init(Default::default).lock().unwrap();
+    map.entry((v, name.to_string())).or_default().clone()
+}
+
 /// The variant's image of kind `tag` (`adjust` changes nbdroot's spec), built once per test
-/// process. Each image has its own cell: a test whose image is built never waits behind
-/// another image's build.
+/// process.
 fn image(v: Variant, tag: &str, adjust: impl FnOnce(&mut ImageSpec)) -> PathBuf {
-    type Cells = Mutex<HashMap<(Variant, String), Arc<OnceLock<PathBuf>>>>;
-    static BUILT: OnceLock<Cells> = OnceLock::new();
-    let cell = BUILT
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap()
-        .entry((v, tag.to_string()))
-        .or_default()
-        .clone();
-    cell.get_or_init(|| {
-        let dracut = Dracut::get(v.release).expect("dracut");
-        let exe = std::env::current_exe().unwrap_or_default();
-        let stem = exe.file_stem().unwrap_or_default().to_string_lossy();
-        let out = nbdroot_qemu::cache_dir()
-            .unwrap()
-            .join(format!("dracut-{}-{tag}-{stem}.img", v.name()));
-        let mut spec = ImageSpec::nbdroot(v.systemd).expect("nbdroot binary");
-        adjust(&mut spec);
-        build_image(&dracut, kernel(), &spec, &out).expect("dracut image");
-        out
-    })
-    .clone()
+    static BUILT: Cells<PathBuf> = OnceLock::new();
+    cell(&BUILT, v, tag)
+        .get_or_init(|| {
+            let dracut = Dracut::get(v.release).expect("dracut");
+            let exe = std::env::current_exe().unwrap_or_default();
+            let stem = exe.file_stem().unwrap_or_default().to_string_lossy();
+            let out = nbdroot_qemu::cache_dir()
+                .unwrap()
+                .join(format!("dracut-{}-{tag}-{stem}.img", v.name()));
+            let mut spec = ImageSpec::nbdroot(v.systemd).expect("nbdroot binary");
+            adjust(&mut spec);
+            build_image(&dracut, kernel(), &spec, &out).expect("dracut image");
+            out
+        })
+        .clone()
 }
 
 fn scratch(v: Variant, name: &str) -> nbdroot_qemu::Scratch {
@@ -198,30 +200,23 @@ struct SharedBoot {
 /// test comes first. A failure to boot at all fails every test that shares it; each test
 /// then asserts its own part, and fails with its own name.
 fn shared_boot(v: Variant, name: &str, export: Option<&str>, append: &str) -> Arc<SharedBoot> {
-    type Cells = Mutex<HashMap<(Variant, String), Arc<OnceLock<Arc<SharedBoot>>>>>;
-    static BOOTS: OnceLock<Cells> = OnceLock::new();
-    let cell = BOOTS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap()
-        .entry((v, name.to_string()))
-        .or_default()
-        .clone();
-    cell.get_or_init(|| {
-        let dir = scratch(v, name);
-        let img = probe_image(&dir, None, &[]);
-        let out = boot_served(v, &img, export, |_| append.to_string());
-        let probe_result = debugfs_cat(&img, "/probe-result")
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_else(|e| format!("cannot read /probe-result: {e}"));
-        let fsck = e2fsck_clean(&img).map_err(|e| e.to_string());
-        Arc::new(SharedBoot {
-            out,
-            probe_result,
-            fsck,
+    static BOOTS: Cells<Arc<SharedBoot>> = OnceLock::new();
+    cell(&BOOTS, v, name)
+        .get_or_init(|| {
+            let dir = scratch(v, name);
+            let img = probe_image(&dir, None, &[]);
+            let out = boot_served(v, &img, export, |_| append.to_string());
+            let probe_result = debugfs_cat(&img, "/probe-result")
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_else(|e| format!("cannot read /probe-result: {e}"));
+            let fsck = e2fsck_clean(&img).map_err(|e| e.to_string());
+            Arc::new(SharedBoot {
+                out,
+                probe_result,
+                fsck,
+            })
         })
-    })
-    .clone()
+        .clone()
 }
 
 impl SharedBoot {
