@@ -394,18 +394,31 @@ pub fn serve(path: &str) -> Result<(), AttachError> {
 }
 
 /// The driver cannot scan partitions from inside NBD_DO_IT: once the device runs, ask for a
-/// rescan from another thread.
+/// rescan from another thread. The device shows as connected a moment before NBD_DO_IT has
+/// finished starting it, so a refused rescan is tried again for a while, and a last refusal
+/// is said rather than leaving the partitions silently missing.
 fn spawn_partition_rescan(index: u32, path: String) {
     std::thread::spawn(move || {
-        if wait(DEVICE_WAIT, || device::is_connected(index) == Some(true)) {
-            if let Ok(dev) = IoctlDevice::open(Path::new(&path)) {
-                if let Err(e) = dev.reread_partitions() {
-                    log::debug!("{e}");
-                }
+        if !wait(DEVICE_WAIT, || device::is_connected(index) == Some(true)) {
+            return;
+        }
+        let mut refusal = None;
+        for _ in 0..RESCAN_TRIES {
+            match IoctlDevice::open(Path::new(&path)).and_then(|d| d.reread_partitions()) {
+                Ok(()) => return,
+                Err(e) => refusal = Some(e),
             }
+            std::thread::sleep(RESCAN_PAUSE);
+        }
+        if let Some(e) = refusal {
+            log::warn!("partitions of {path} not scanned: {e}");
         }
     });
 }
+
+/// A refused partition rescan is tried this often, this far apart (2 s in all).
+const RESCAN_TRIES: u32 = 20;
+const RESCAN_PAUSE: Duration = Duration::from_millis(100);
 
 /// Disconnects a device, over netlink when the kernel has it, else with ioctls.
 pub fn detach(index: u32) -> Result<(), AttachError> {
