@@ -729,6 +729,9 @@ fn shutdown_in_initramfs(v: Variant) {
     );
     // The initramfs the guest boots, with dracut's shutdown module, where Debian keeps it.
     let initrd = image(v, "shutdown", |spec| {
+        // Packed, as distributions ship it: dracut-initramfs-restore's skipcpio takes an
+        // unpacked image's one archive for an early cpio and skips all of it.
+        spec.compress = true;
         spec.extra_modules.push("shutdown".into())
     });
     put(
