@@ -44,9 +44,10 @@ fn open(path: &Path) -> Result<File> {
     file.step(|| format!("open lock file {}", path.display()))
 }
 
-/// How many VMs run at once: TCG guests are CPU-bound while they boot, one per core. (A third
-/// slot, to keep the cores busy while a guest only waits, was tried: a full run took no less,
-/// and a partition rescan in a guest missed its 5 s bound under that load.)
+/// How many VMs run at once: TCG guests are CPU-bound while they boot, one per core. A third
+/// slot, to keep the cores busy while a guest only waits, was measured once (a full run of
+/// 33:57, beside three test threads per binary, which broke a test); it waits for a run
+/// that shows it safe on its own.
 const VM_SLOTS: usize = 2;
 
 /// How often a guest waiting for a slot looks again.
