@@ -394,24 +394,21 @@ pub fn serve(path: &str) -> Result<(), AttachError> {
 }
 
 /// The driver cannot scan partitions from inside NBD_DO_IT: once the device runs, ask for a
-/// rescan from another thread. The device shows as connected a moment before NBD_DO_IT has
-/// finished starting it, so a refused rescan is tried again for a while, and a last refusal
-/// is said rather than leaving the partitions silently missing.
+/// rescan from another thread. A refused rescan is tried again for a while, and a last
+/// refusal is said rather than leaving the partitions silently missing.
 fn spawn_partition_rescan(index: u32, path: String) {
     std::thread::spawn(move || {
         if !wait(DEVICE_WAIT, || device::is_connected(index) == Some(true)) {
             return;
         }
-        let mut refusal = None;
-        for _ in 0..RESCAN_TRIES {
+        for attempt in 1..=RESCAN_TRIES {
             match IoctlDevice::open(Path::new(&path)).and_then(|d| d.reread_partitions()) {
                 Ok(()) => return,
-                Err(e) => refusal = Some(e),
+                Err(e) if attempt == RESCAN_TRIES => {
+                    log::warn!("partitions of {path} not scanned: {e}")
+                }
+                Err(_) => std::thread::sleep(RESCAN_PAUSE),
             }
-            std::thread::sleep(RESCAN_PAUSE);
-        }
-        if let Some(e) = refusal {
-            log::warn!("partitions of {path} not scanned: {e}");
         }
     });
 }
