@@ -12,6 +12,12 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const BOOT_RETRIES: u32 = 5;
 /// How long I/O waits for the supervisor to replace a dead connection, when one runs.
 pub const DEAD_TIMEOUT: Duration = Duration::from_secs(120);
+/// Kernel I/O timeout of a device attached over netlink when none is given. Without one the
+/// kernel never gives up on a request sent on a connection that then died (it only logs it as
+/// stuck at every 30 s tick), so that request waits for its server forever, past the dead
+/// timeout. With one, it is sent again on the connection that replaces the dead one, or fails
+/// once the dead timeout passes. 30 s is the block layer's own tick: only the outcome changes.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// TCP_USER_TIMEOUT of the sockets handed to the kernel.
 pub const USER_TIMEOUT: Duration = Duration::from_secs(30);
 /// TCP keepalive of the sockets handed to the kernel: 10 s idle, then 3 probes 5 s apart.

@@ -167,6 +167,21 @@ impl NbdServer {
         }
     }
 
+    /// Stops the server without closing anything (SIGSTOP): requests sent to it stay in flight,
+    /// unanswered, as with a server that hangs.
+    pub fn freeze(&self) {
+        let pids = match (&self.child, self.daemon) {
+            (Some(child), _) => vec![child.id().to_string()],
+            (None, Some(pid)) => vec![format!("-{pid}"), pid.to_string()],
+            (None, None) => return,
+        };
+        let _ = Command::new("kill")
+            .args(["-STOP", "--"])
+            .args(&pids)
+            .stderr(Stdio::null())
+            .status();
+    }
+
     /// Starts the server again on the same port, as after a server restart.
     pub fn restart(&mut self) -> Result<()> {
         self.kill();

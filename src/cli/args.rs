@@ -193,7 +193,7 @@ pub struct ConnectArgs {
     #[arg(short, long, value_name = "BYTES", value_parser = values::block_size)]
     pub block_size: Option<u32>,
 
-    /// Kernel I/O timeout in seconds [default: none]
+    /// Kernel I/O timeout in seconds [default: 30, none with --ioctl]
     #[arg(short, long, value_name = "SECS", value_parser = values::io_timeout)]
     pub timeout: Option<u64>,
 

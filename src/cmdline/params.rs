@@ -181,8 +181,8 @@ pub const PARAMS: &[Param] = &[
         "timeout",
         "timeout=<s>",
         None,
-        "the kernel's I/O timeout, in whole seconds (at least 1); without it the kernel's \
-         default.",
+        "the kernel's I/O timeout, in whole seconds (at least 1), default 30: a request \
+         unanswered that long goes again on a new connection, or fails after the dead timeout.",
     ),
     param(
         NbdOpts,

@@ -13,6 +13,7 @@ use crate::proto::consts::TFLAG_READ_ONLY;
 use crate::proto::Export;
 use crate::settings::ConnectPolicy;
 use crate::settings::SocketOptions;
+use crate::settings::IO_TIMEOUT;
 
 /// How long a device node may take to appear, and the driver to report a started device.
 const DEVICE_WAIT: Duration = Duration::from_secs(5);
@@ -33,7 +34,7 @@ pub struct AttachOptions {
     pub connections: usize,
     /// Kernel block size; `None` follows the server's minimum.
     pub block_size: Option<u32>,
-    /// Kernel I/O timeout.
+    /// Kernel I/O timeout; `None` is [`IO_TIMEOUT`] over netlink, none over the ioctls.
     pub timeout: Option<Duration>,
     pub dead_conn_timeout: Option<Duration>,
     pub read_only: bool,
@@ -215,7 +216,7 @@ pub fn attach_netlink(peer: &Peer, opts: &AttachOptions) -> Result<Attached, Att
         size: p.export.size,
         block_size: u64::from(p.block_size),
         server_flags: u64::from(p.flags),
-        timeout: opts.timeout,
+        timeout: Some(opts.timeout.unwrap_or(IO_TIMEOUT)),
         dead_conn_timeout: opts.dead_conn_timeout,
         client_flags: 0,
         identifier: opts.identifier.as_deref(),
