@@ -178,7 +178,8 @@ pub fn partuuid(disk: &[u8], number: u32) -> Option<String> {
             .ok()?
             .checked_mul(sector)?
             .checked_add(n.checked_mul(size)?)?;
-        let entry = disk.get(at..at + 32)?;
+        // The header's fields are the server's: a huge table LBA must not overflow.
+        let entry = disk.get(at..at.checked_add(32)?)?;
         if entry[..16].iter().all(|&c| c == 0) {
             return None; // unused entry
         }
@@ -491,6 +492,20 @@ mod tests {
         let spec = format!("PARTUUID={}", uuids[0]);
         assert_eq!(resolve_in(&spec, &cands, &sys.join("class")).unwrap(), None);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A GPT header whose table sits at the very end of the address space (fuzzing found it:
+    /// the entry's end overflowed).
+    #[test]
+    fn gpt_table_at_the_end_of_the_address_space_is_no_partition() {
+        let mut disk = vec![0u8; 2048];
+        disk[512..520].copy_from_slice(b"EFI PART");
+        disk[512 + 72..512 + 80].copy_from_slice(&(u64::MAX / 512).to_le_bytes());
+        disk[512 + 80..512 + 84].copy_from_slice(&4u32.to_le_bytes());
+        disk[512 + 84..512 + 88].copy_from_slice(&160u32.to_le_bytes());
+        for n in 1..=4 {
+            assert_eq!(partuuid(&disk, n), None, "partition {n}");
+        }
     }
 
     #[test]
