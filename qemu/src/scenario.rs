@@ -39,7 +39,7 @@ $bb md5sum /data-* 2>/dev/null | while read -r sum f; do echo "NBDT-SUM $sum $f"
 }
 
 /// How long a guest may queue for a VM slot before its console log appears: the test
-/// binaries run side by side, and every guest of the suite shares two slots.
+/// binaries run side by side, and every guest of the suite shares three slots.
 const SLOT_QUEUE_BOUND: Duration = Duration::from_secs(40 * 60);
 
 /// Waits until the console log shows `marker`, up to `bound` from the guest's start (QEMU
