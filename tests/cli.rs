@@ -15,13 +15,6 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("nbdroot-cli-{name}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[test]
 fn plan_accepts_a_full_command_line() {
     let o = nbdroot(&[
@@ -345,7 +338,8 @@ fn fake_kernel(dir: &Path) {
 
 #[test]
 fn mkinitramfs_refuses_a_dynamic_binary_and_leaves_nothing() {
-    let dir = scratch("dyn");
+    let tmp = Scratch::new("cli-dyn");
+    let dir = tmp.0.clone();
     fake_kernel(&dir);
     let out = dir.join("initrd.img");
     let o = nbdroot(&[
@@ -384,7 +378,8 @@ fn static_elf(dir: &Path) -> PathBuf {
 
 #[test]
 fn mkinitramfs_names_a_missing_module() {
-    let dir = scratch("missing");
+    let tmp = Scratch::new("cli-missing");
+    let dir = tmp.0.clone();
     fake_kernel(&dir);
     let out = dir.join("initrd.img");
     let o = nbdroot(&[
@@ -527,7 +522,8 @@ fn nbdroot_env(args: &[&str], env: (&str, &Path)) -> Output {
 
 #[test]
 fn connect_with_a_lone_device_attaches_its_nbdtab_entry() {
-    let dir = scratch("nbdtab");
+    let tmp = Scratch::new("cli-nbdtab");
+    let dir = tmp.0.clone();
     let table = dir.join("nbdtab");
     fs::write(
         &table,
@@ -565,7 +561,8 @@ fn connect_with_a_lone_device_attaches_its_nbdtab_entry() {
 
 #[test]
 fn connect_names_what_is_wrong_with_the_nbdtab_in_one_line() {
-    let dir = scratch("nbdtab-bad");
+    let tmp = Scratch::new("cli-nbdtab-bad");
+    let dir = tmp.0.clone();
     let table = dir.join("nbdtab");
     let t = table.to_str().unwrap();
     let cases = [
