@@ -154,29 +154,29 @@ impl NbdServer {
 
     /// Kills the server (SIGKILL: as abrupt as a crash or a power cut) and reaps it.
     pub fn kill(&mut self) {
+        self.signal("-KILL");
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
             let _ = child.wait();
         }
-        if let Some(pid) = self.daemon.take() {
-            // The whole group: the per-client children hold the connections.
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{pid}"), &pid.to_string()])
-                .stderr(Stdio::null())
-                .status();
-        }
+        self.daemon = None;
     }
 
     /// Stops the server without closing anything (SIGSTOP): requests sent to it stay in flight,
     /// unanswered, as with a server that hangs.
     pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Sends `signal` (`kill`'s form) to the server: its process, or a daemon's whole group,
+    /// since the per-client children hold the connections.
+    fn signal(&self, signal: &str) {
         let pids = match (&self.child, self.daemon) {
             (Some(child), _) => vec![child.id().to_string()],
             (None, Some(pid)) => vec![format!("-{pid}"), pid.to_string()],
             (None, None) => return,
         };
         let _ = Command::new("kill")
-            .args(["-STOP", "--"])
+            .args([signal, "--"])
             .args(&pids)
             .stderr(Stdio::null())
             .status();
