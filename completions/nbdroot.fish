@@ -39,7 +39,7 @@ complete -c nbdroot -n "__fish_nbdroot_needs_command" -f -a "status" -d 'Show th
 complete -c nbdroot -n "__fish_nbdroot_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -s N -l name -d 'Export name [default: from the URI, else the server\'s default]' -r
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -s b -l block-size -d 'Kernel block size: 512, 1024, 2048 or 4096 [default: the server\'s minimum, at least 512]' -r
-complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -s t -l timeout -d 'Kernel I/O timeout in seconds [default: 30, none with --ioctl]' -r
+complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -s t -l timeout -d 'Kernel I/O timeout in seconds [default: 1 with --persist, doubled by the supervisor on a slow link up to 30; 30 without; none with --ioctl]' -r
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -s C -l connections -d 'Number of connections; more than 1 needs the server\'s CAN_MULTI_CONN [default: 1]' -r
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -s i -l identifier -d 'Backend identifier shown in /sys/block/nbdN/backend (netlink, Linux >= 5.14)' -r
 complete -c nbdroot -n "__fish_nbdroot_using_subcommand connect" -l dead-timeout -d 'How long I/O waits for a dead connection to be replaced [default with --persist or --swap: 120]' -r

@@ -12,12 +12,19 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const BOOT_RETRIES: u32 = 5;
 /// How long I/O waits for the supervisor to replace a dead connection, when one runs.
 pub const DEAD_TIMEOUT: Duration = Duration::from_secs(120);
-/// Kernel I/O timeout of a device attached over netlink when none is given. Without one the
-/// kernel never gives up on a request sent on a connection that then died (it only logs it as
-/// stuck at every 30 s tick), so that request waits for its server forever, past the dead
-/// timeout. With one, it is sent again on the connection that replaces the dead one, or fails
-/// once the dead timeout passes. 30 s is the block layer's own tick: only the outcome changes.
+/// Kernel I/O timeout of a device attached over netlink when none is given and no supervisor
+/// replaces its dead connections. Without one the kernel never gives up on a request sent on
+/// a connection that then died (it only logs it as stuck at every 30 s tick), so that request
+/// waits for its server forever, past the dead timeout. With one, it fails once the dead
+/// timeout passes. 30 s is the block layer's own tick: only the outcome changes.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// The first kernel I/O timeout of a supervised device when none is given. The driver sends a
+/// request again only when its timeout expires, also when the connection it went out on died
+/// long before (a server killed or restarted): this timeout is the stall such a request adds
+/// to the outage. When it expires on a connection that was alive and the server answers the
+/// reconnect at once, the link is slower than the timeout: the supervisor doubles it, up to
+/// [`IO_TIMEOUT`]. A timeout written by the user is kept as it is.
+pub const SUPERVISED_IO_TIMEOUT: Duration = Duration::from_secs(1);
 /// TCP_USER_TIMEOUT of the sockets handed to the kernel.
 pub const USER_TIMEOUT: Duration = Duration::from_secs(30);
 /// TCP keepalive of the sockets handed to the kernel: 10 s idle, then 3 probes 5 s apart.

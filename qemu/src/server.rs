@@ -17,6 +17,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a port is picked anew when another process takes it between our probe and the
 /// server's bind.
 const PORT_ATTEMPTS: usize = 5;
+/// How long an orderly stop may take.
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A running NBD server process; killed and reaped on drop.
 #[derive(Debug)]
@@ -29,6 +31,9 @@ pub struct NbdServer {
     argv: Vec<String>,
     /// How the server is told where to listen.
     listen: Listen,
+    /// Run in this network namespace, listening on this address, port 10809 (the
+    /// namespace's ports are its own).
+    netns: Option<(String, String)>,
     child: Option<Child>,
     /// The daemon's pid, for a server that daemonizes.
     daemon: Option<u32>,
@@ -39,6 +44,9 @@ pub struct NbdServer {
 enum Listen {
     /// An option before the other arguments (`-b` for qemu-nbd, `-i` for nbdkit), then `-p`.
     Flag(&'static str),
+    /// Written into the arguments: `@ADDR@` and `@PORT@` are replaced at each start
+    /// (qemu-storage-daemon's `--nbd-server addr.host=@ADDR@,addr.port=@PORT@`).
+    Template,
     /// nbd-server: a configuration file written before each start from a template with
     /// `@PORT@`. It serves more than one client only as a daemon (`-d` serves one and
     /// exits), so it daemonizes and writes its pid to `pid_file`; as a daemon it leads its
@@ -47,9 +55,6 @@ enum Listen {
         path: PathBuf,
         template: String,
         pid_file: PathBuf,
-        /// Run in this network namespace, listening on this address, port 10809 (the
-        /// namespace's ports are its own).
-        netns: Option<(String, String)>,
     },
 }
 
@@ -63,7 +68,7 @@ pub fn qemu_nbd(image: &Path, export: Option<&str>, read_only: bool) -> Result<N
     let mut argv: Vec<String> = argv.into_iter().map(String::from).collect();
     argv.push(image.display().to_string());
     let log = PathBuf::from(format!("{}.qemu-nbd.log", image.display()));
-    NbdServer::start(argv, log, Listen::Flag("-b"))
+    NbdServer::start(argv, log, Listen::Flag("-b"), None)
 }
 
 /// Runs `nbdkit <args>` (plugin and its parameters) on a free port, tied to this process.
@@ -72,7 +77,7 @@ pub fn nbdkit(args: &[&str]) -> Result<NbdServer> {
     let argv = fixed.iter().chain(args).map(|a| a.to_string()).collect();
     let name = format!("nbdkit-{}-{}.log", std::process::id(), crate::unique());
     let log = crate::logs_dir()?.join(name);
-    NbdServer::start(argv, log, Listen::Flag("-i"))
+    NbdServer::start(argv, log, Listen::Flag("-i"), None)
 }
 
 /// Runs the real `nbd-server` (in the foreground) with one named export per `(name, image)`,
@@ -113,23 +118,38 @@ fn nbd_server_at(netns: Option<(String, String)>, exports: &[(&str, &Path)]) -> 
         path,
         template,
         pid_file,
-        netns,
     };
-    NbdServer::start(argv, log, listen)
+    NbdServer::start(argv, log, listen, netns)
 }
 
 impl NbdServer {
-    fn start(argv: Vec<String>, log: PathBuf, listen: Listen) -> Result<Self> {
+    /// Runs `argv` inside the namespace `ns`, listening on `addr`:10809 there; `@ADDR@` and
+    /// `@PORT@` in `argv` say where. Its stderr goes to `log`.
+    pub fn in_netns(ns: &str, addr: &str, argv: &[&str], log: PathBuf) -> Result<NbdServer> {
+        let argv = argv.iter().map(|a| a.to_string()).collect();
+        let netns = Some((ns.to_string(), addr.to_string()));
+        NbdServer::start(argv, log, Listen::Template, netns)
+    }
+}
+
+impl NbdServer {
+    fn start(
+        argv: Vec<String>,
+        log: PathBuf,
+        listen: Listen,
+        netns: Option<(String, String)>,
+    ) -> Result<Self> {
         let (port, child) = (0, None);
         let mut server = NbdServer {
             port,
             log,
             argv,
             listen,
+            netns,
             child,
             daemon: None,
         };
-        if let Listen::Config { netns: Some(_), .. } = server.listen {
+        if server.netns.is_some() {
             server.port = 10809;
             server.spawn()?;
             return Ok(server);
@@ -161,6 +181,49 @@ impl NbdServer {
         self.daemon = None;
     }
 
+    /// Stops the server as an operator would, with `signal` (`kill`'s form: `-TERM`, `-INT`),
+    /// and waits until it has exited; how long that took. A server still running after
+    /// [`STOP_TIMEOUT`] is killed, and that is an error.
+    pub fn stop(&mut self, signal: &str) -> Result<Duration> {
+        let started = Instant::now();
+        self.signal(signal);
+        let step = format!("stop {} with {signal}", self.argv[0]);
+        while started.elapsed() < STOP_TIMEOUT {
+            let gone = match (&mut self.child, self.daemon) {
+                (Some(child), _) => child.try_wait().step(|| step.clone())?.is_some(),
+                // The daemon's group: gone once no process of it is left.
+                (None, Some(pid)) => !Command::new("kill")
+                    .args(["-0", "--", &format!("-{pid}")])
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success()),
+                (None, None) => true,
+            };
+            if gone {
+                self.child = None;
+                self.daemon = None;
+                return Ok(started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.kill();
+        Err(Error::unexpected(
+            step,
+            format!("still running after {STOP_TIMEOUT:?}"),
+        ))
+    }
+
+    /// Starts a server that [`NbdServer::stop`] stopped, on the same address and port.
+    pub fn start_again(&mut self) -> Result<()> {
+        match self.spawn()? {
+            true => Ok(()),
+            false => Err(Error::unexpected(
+                format!("start {} again", self.argv[0]),
+                format!("port {} was taken meanwhile", self.port),
+            )),
+        }
+    }
+
     /// Stops the server without closing anything (SIGSTOP): requests sent to it stay in flight,
     /// unanswered, as with a server that hangs.
     pub fn freeze(&self) {
@@ -185,33 +248,30 @@ impl NbdServer {
     /// Starts the server again on the same port, as after a server restart.
     pub fn restart(&mut self) -> Result<()> {
         self.kill();
-        match self.spawn()? {
-            true => Ok(()),
-            false => Err(Error::unexpected(
-                format!("restart {}", self.argv[0]),
-                format!("port {} was taken meanwhile", self.port),
-            )),
-        }
+        self.start_again()
     }
 
     /// Starts the process and waits until the port accepts connections; `false` if another
     /// process took the port first.
     fn spawn(&mut self) -> Result<bool> {
         let mut cmd = Command::new(&self.argv[0]);
-        let mut inside = None;
-        if let Listen::Config {
-            netns: Some((ns, addr)),
-            ..
-        } = &self.listen
-        {
+        let inside = self.netns.clone();
+        if let Some((ns, _)) = &inside {
             cmd = Command::new("ip");
             cmd.args(["netns", "exec", ns, &self.argv[0]]);
-            inside = Some((ns.clone(), addr.clone()));
         }
+        let addr = inside.as_ref().map_or("127.0.0.1", |(_, a)| a.as_str());
+        let port = self.port.to_string();
+        let mut argv: Vec<String> = self.argv[1..].to_vec();
         match &self.listen {
             // Options go before the positional arguments (the image, or the nbdkit plugin).
             Listen::Flag(flag) => {
-                cmd.args([flag, "127.0.0.1", "-p", &self.port.to_string()]);
+                cmd.args([flag, addr, "-p", &port]);
+            }
+            Listen::Template => {
+                for a in &mut argv {
+                    *a = a.replace("@ADDR@", addr).replace("@PORT@", &port);
+                }
             }
             Listen::Config {
                 path,
@@ -224,7 +284,7 @@ impl NbdServer {
                 let _ = fs::remove_file(pid_file);
             }
         }
-        cmd.args(&self.argv[1..]);
+        cmd.args(&argv);
         let step = format!("start NBD server `{}`", command::describe(&cmd));
         let log = File::options().create(true).append(true).open(&self.log);
         let log = log.step(|| format!("{step}: open log {}", self.log.display()))?;
@@ -235,7 +295,7 @@ impl NbdServer {
         let started = Instant::now();
         let pid_file = match &self.listen {
             Listen::Config { pid_file, .. } => Some(pid_file.clone()),
-            Listen::Flag(_) => None,
+            Listen::Flag(_) | Listen::Template => None,
         };
         // A daemonizing server's first process exits 0 once the daemon runs.
         let mut daemonized = false;

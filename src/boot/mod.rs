@@ -467,6 +467,7 @@ fn attach_export(
         block_size: spec.opts.block_size,
         timeout: spec.opts.timeout,
         dead_conn_timeout: spec.opts.dead_timeout.or(t.dead_timeout),
+        supervised: true,
         read_only: spec.opts.read_only,
         identifier: None,
         policy: plan.connect,

@@ -193,7 +193,7 @@ pub struct ConnectArgs {
     #[arg(short, long, value_name = "BYTES", value_parser = values::block_size)]
     pub block_size: Option<u32>,
 
-    /// Kernel I/O timeout in seconds [default: 30, none with --ioctl]
+    /// Kernel I/O timeout in seconds [default: 1 with --persist, doubled by the supervisor on a slow link up to 30; 30 without; none with --ioctl]
     #[arg(short, long, value_name = "SECS", value_parser = values::io_timeout)]
     pub timeout: Option<u64>,
 

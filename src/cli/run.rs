@@ -213,6 +213,7 @@ fn connect(c: &ConnectArgs, out: &mut impl Write) -> Result<(), RunError> {
         block_size: c.block_size.or(table.block_size),
         timeout: secs(c.timeout.or(table.timeout)),
         dead_conn_timeout: secs(c.dead_timeout).or(persist.then_some(settings::DEAD_TIMEOUT)),
+        supervised: persist,
         read_only: c.readonly || table.read_only,
         identifier: c.identifier.clone(),
         policy: policy(&c.net),

@@ -181,8 +181,10 @@ pub const PARAMS: &[Param] = &[
         "timeout",
         "timeout=<s>",
         None,
-        "the kernel's I/O timeout, in whole seconds (at least 1), default 30: a request \
-         unanswered that long goes again on a new connection, or fails after the dead timeout.",
+        "the kernel's I/O timeout, in whole seconds (at least 1): a request unanswered that \
+         long goes again on a new connection, or fails after the dead timeout. Default 1 s, \
+         which the supervisor doubles (up to 30) when requests outlast it on a live link; a \
+         value given here is kept as it is.",
     ),
     param(
         NbdOpts,

@@ -13,7 +13,7 @@ use crate::proto::consts::TFLAG_READ_ONLY;
 use crate::proto::Export;
 use crate::settings::ConnectPolicy;
 use crate::settings::SocketOptions;
-use crate::settings::IO_TIMEOUT;
+use crate::settings::{IO_TIMEOUT, SUPERVISED_IO_TIMEOUT};
 
 /// How long a device node may take to appear, and the driver to report a started device.
 const DEVICE_WAIT: Duration = Duration::from_secs(5);
@@ -34,9 +34,12 @@ pub struct AttachOptions {
     pub connections: usize,
     /// Kernel block size; `None` follows the server's minimum.
     pub block_size: Option<u32>,
-    /// Kernel I/O timeout; `None` is [`IO_TIMEOUT`] over netlink, none over the ioctls.
+    /// Kernel I/O timeout; `None` is [`AttachOptions::io_timeout`] over netlink, none over
+    /// the ioctls.
     pub timeout: Option<Duration>,
     pub dead_conn_timeout: Option<Duration>,
+    /// A supervisor will replace the device's dead connections (and adapt its I/O timeout).
+    pub supervised: bool,
     pub read_only: bool,
     pub identifier: Option<String>,
     pub policy: ConnectPolicy,
@@ -59,6 +62,7 @@ impl Default for AttachOptions {
             block_size: None,
             timeout: None,
             dead_conn_timeout: None,
+            supervised: false,
             read_only: false,
             identifier: None,
             policy: ConnectPolicy::default(),
@@ -66,6 +70,18 @@ impl Default for AttachOptions {
             tls: None,
             replicas: Vec::new(),
             shared_storage: false,
+        }
+    }
+}
+
+impl AttachOptions {
+    /// The kernel I/O timeout of a netlink attach: the one given, else short under a
+    /// supervisor ([`SUPERVISED_IO_TIMEOUT`]), else [`IO_TIMEOUT`].
+    pub fn io_timeout(&self) -> Duration {
+        match (self.timeout, self.supervised) {
+            (Some(t), _) => t,
+            (None, true) => SUPERVISED_IO_TIMEOUT,
+            (None, false) => IO_TIMEOUT,
         }
     }
 }
@@ -216,7 +232,7 @@ pub fn attach_netlink(peer: &Peer, opts: &AttachOptions) -> Result<Attached, Att
         size: p.export.size,
         block_size: u64::from(p.block_size),
         server_flags: u64::from(p.flags),
-        timeout: Some(opts.timeout.unwrap_or(IO_TIMEOUT)),
+        timeout: Some(opts.io_timeout()),
         dead_conn_timeout: opts.dead_conn_timeout,
         client_flags: 0,
         identifier: opts.identifier.as_deref(),

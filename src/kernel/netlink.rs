@@ -217,6 +217,7 @@ pub fn reconfigure(
     index: u32,
     sockets: &[RawFd],
     identifier: Option<&str>,
+    timeout: Option<Duration>,
 ) -> Result<(), KernelError> {
     let mut sock = NetlinkSocket::open(NETLINK_GENERIC).map_err(|source| KernelError::Netlink {
         step: "opening generic netlink",
@@ -227,6 +228,10 @@ pub fn reconfigure(
         genl::request(id, CMD_RECONFIGURE, VERSION, message::NLM_F_ACK).attr_u32(ATTR_INDEX, index);
     if let Some(ident) = identifier {
         msg = msg.attr_str(ATTR_BACKEND_IDENTIFIER, ident);
+    }
+    // The kernel applies a new I/O timeout to the requests it sends from now on.
+    if let Some(t) = timeout {
+        msg = msg.attr_u64(ATTR_TIMEOUT, t.as_secs());
     }
     msg = msg.begin_nested(ATTR_SOCKETS);
     for &fd in sockets {
@@ -270,6 +275,11 @@ impl Events {
             sock,
             family: fam.id,
         })
+    }
+
+    /// The socket the events arrive on, for a poll that also waits on other descriptors.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.sock.fd()
     }
 
     /// Waits up to `timeout`; returns the device indexes announced dead.

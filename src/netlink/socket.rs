@@ -70,6 +70,11 @@ impl NetlinkSocket {
     }
 
     /// Joins a multicast group (generic netlink groups come from the family lookup).
+    /// The socket, for a poll that also waits on other descriptors.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
     pub fn join_group(&self, group: u32) -> Result<(), NetlinkError> {
         // nix has no socket option for NETLINK_ADD_MEMBERSHIP, so this one stays on libc.
         // SAFETY: the option value is `group`, a live u32, and the length passed is its size;

@@ -24,6 +24,9 @@ pub struct Config {
     pub connections: usize,
     /// Bound on one reconnect attempt (connect plus handshake).
     pub attempt_timeout: Duration,
+    /// The kernel I/O timeout the device was attached with, when the supervisor may raise
+    /// it (none was given); `None` leaves it alone.
+    pub io_timeout: Option<Duration>,
     pub socket: SocketOptions,
     pub identifier: Option<String>,
     /// Servers exporting the same image ([`crate::replica`]): a dead connection goes to
@@ -95,6 +98,7 @@ impl Config {
                 crate::replica::connection_count(opts.connections, opts.replicas.len() + 1)
             },
             attempt_timeout: opts.policy.attempt_timeout,
+            io_timeout: (opts.timeout.is_none() && opts.supervised).then(|| opts.io_timeout()),
             socket: opts.socket,
             identifier: opts.identifier.clone(),
             replicas: opts.replicas.clone(),
@@ -119,6 +123,9 @@ impl Config {
             self.attempt_timeout.as_millis(),
             self.socket.user_timeout.map_or(0, |t| t.as_millis()),
         );
+        if let Some(t) = self.io_timeout {
+            s.push_str(&format!(";io_timeout={}", t.as_secs()));
+        }
         if let Some(id) = &self.identifier {
             s.push_str(&format!(";ident={}", hex(id)));
         }
@@ -194,6 +201,9 @@ impl Config {
             flags: u16::try_from(num("flags")?).map_err(|_| bad())?,
             connections: num("conns")? as usize,
             attempt_timeout: Duration::from_millis(num("timeout")?),
+            io_timeout: get("io_timeout")
+                .map(|v| v.parse().map(Duration::from_secs).map_err(|_| bad()))
+                .transpose()?,
             socket: SocketOptions {
                 keepalive,
                 user_timeout: (user_timeout > 0).then(|| Duration::from_millis(user_timeout)),
@@ -232,6 +242,7 @@ mod tests {
             flags: 0x1ed,
             connections: 4,
             attempt_timeout: Duration::from_secs(10),
+            io_timeout: Some(Duration::from_secs(2)),
             socket: SocketOptions::default(),
             identifier: Some("nbdroot".into()),
             replicas: vec![

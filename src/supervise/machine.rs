@@ -13,12 +13,18 @@
 use std::time::{Duration, Instant};
 
 use super::backoff;
+use super::kmsg;
 use super::offer::{self, Attached, Offer};
 use super::status::{State, Status};
+use crate::settings::IO_TIMEOUT;
 
 /// How often the supervisor asks whether its device is still configured: a disconnect is not
 /// announced, only dead connections are.
 pub const CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// How late the block layer's timeout timer may fire: it rounds the expiry up to the next
+/// second, and a little more for the timer itself.
+const TIMER_SLACK: Duration = Duration::from_millis(1500);
 
 /// How RECONFIGURE says that the device has no configuration left to repair.
 const GONE_ERRNOS: [i32; 3] = [libc::EINVAL, libc::ENOENT, libc::ENODEV];
@@ -41,6 +47,8 @@ pub enum Event {
     ReconfigureFailed { errno: Option<i32>, message: String },
     /// A pause ended.
     Timer,
+    /// While the supervisor waited for events: what the kernel logged about the device.
+    KernelLog(Vec<kmsg::Note>),
 }
 
 /// The device, as NBD_CMD_STATUS sees it.
@@ -119,8 +127,10 @@ impl Actions {
 fn answers(action: Action, event: &Event) -> bool {
     matches!(
         (action, event),
-        (Action::WaitEvents { .. }, Event::LinkDead(_))
-            | (Action::CheckDevice, Event::Device(_))
+        (
+            Action::WaitEvents { .. },
+            Event::LinkDead(_) | Event::KernelLog(_)
+        ) | (Action::CheckDevice, Event::Device(_))
             | (
                 Action::Connect,
                 Event::Negotiated(_) | Event::ConnectFailed(_)
@@ -164,6 +174,19 @@ pub struct Supervisor {
     phase: Phase,
     /// The action issued last: repeated when an event does not answer it.
     last: Action,
+    /// The kernel I/O timeout, when the supervisor may raise it.
+    io_timeout: Option<Duration>,
+    /// A raised I/O timeout for the RECONFIGURE under way.
+    raise: Option<Duration>,
+    /// Since the last reconnect, the kernel gave up on a request on a connection it still
+    /// counted alive: the link may be slower than the I/O timeout.
+    timed_out_alive: bool,
+    /// When the device's connections were last all live (attach, or the last reconnect).
+    connected_at: Option<Instant>,
+    /// Since the last reconnect, the server's shutdown, or another error it answered, was
+    /// logged: once per connection is enough.
+    shutdown_logged: bool,
+    error_logged: bool,
 }
 
 impl Supervisor {
@@ -178,7 +201,26 @@ impl Supervisor {
             status,
             phase: Phase::Connected,
             last: Action::Stop,
+            io_timeout: None,
+            raise: None,
+            timed_out_alive: false,
+            connected_at: None,
+            shutdown_logged: false,
+            error_logged: false,
         }
+    }
+
+    /// The device's kernel I/O timeout, which the supervisor doubles (up to [`IO_TIMEOUT`])
+    /// when requests outlast it on a live connection.
+    pub fn with_io_timeout(mut self, timeout: Duration) -> Self {
+        self.io_timeout = Some(timeout);
+        self.status.io_timeout_s = Some(timeout.as_secs());
+        self
+    }
+
+    /// The I/O timeout the next RECONFIGURE sets, when it changes.
+    pub fn raised_io_timeout(&self) -> Option<Duration> {
+        self.raise
     }
 
     pub fn status(&self) -> &Status {
@@ -194,6 +236,7 @@ impl Supervisor {
     /// The device was just attached: publish, then wait for the kernel. Comes before any
     /// [`Supervisor::handle`].
     pub fn start(&mut self, now: Instant) -> Actions {
+        self.connected_at = Some(now);
         self.issue(Actions::next(Action::WaitEvents {
             until: now + CHECK_EVERY,
         }))
@@ -210,6 +253,7 @@ impl Supervisor {
             return Actions::next(self.last);
         }
         let actions = match (self.phase, event) {
+            (_, Event::KernelLog(notes)) => self.noted(now, &notes),
             (Phase::Connected, Event::LinkDead(dead)) if dead.contains(&self.index) => {
                 self.lost(now)
             }
@@ -275,6 +319,48 @@ impl Supervisor {
         })
     }
 
+    /// What the kernel logged about the device; then the same wait goes on.
+    fn noted(&mut self, now: Instant, notes: &[kmsg::Note]) -> Actions {
+        let mut actions = Actions::next(self.last);
+        for note in notes {
+            match *note {
+                kmsg::Note::ServerError(errno) => {
+                    self.status.server_errors += 1;
+                    actions.publish = true;
+                    let server = &self.status.server;
+                    if errno == kmsg::ESHUTDOWN && !self.shutdown_logged {
+                        self.shutdown_logged = true;
+                        let text = format!(
+                            "server {server} is shutting down: it refuses requests (NBD_ESHUTDOWN), and the kernel fails each one with an I/O error"
+                        );
+                        actions = actions.log(log::Level::Error, self.about(&text));
+                    } else if errno != kmsg::ESHUTDOWN && !self.error_logged {
+                        self.error_logged = true;
+                        let text = format!(
+                            "server {server} answered a request with error {errno}: the kernel failed it with an I/O error"
+                        );
+                        actions = actions.log(log::Level::Error, self.about(&text));
+                    }
+                }
+                kmsg::Note::TimedOut { alive } => {
+                    self.timed_out_alive |= alive > 0 && self.sent_on_live_connections(now)
+                }
+            }
+        }
+        actions
+    }
+
+    /// Whether a request timing out at `now` went out on the live connections. Until their
+    /// first requests can have timed out (the timeout, plus the block layer's rounding of its
+    /// timer up to the next second), a timeout is one of a request sent on a dead connection
+    /// before, which the kernel reports with the new connection counted alive.
+    fn sent_on_live_connections(&self, now: Instant) -> bool {
+        let (Some(since), Some(timeout)) = (self.connected_at, self.io_timeout) else {
+            return false;
+        };
+        now >= since + timeout + TIMER_SLACK
+    }
+
     /// The kernel announced a dead connection of the device: I/O waits from now on.
     fn lost(&mut self, now: Instant) -> Actions {
         self.status.state = State::Reconnecting;
@@ -316,7 +402,17 @@ impl Supervisor {
 
     fn negotiated(&mut self, now: Instant, o: Outage, offer: Offer) -> Actions {
         match offer::check(&self.attached, &offer) {
-            Ok(()) => Actions::next(Action::Reconfigure),
+            Ok(()) => {
+                // The kernel gave up on a live connection, and the server answered at once:
+                // not an outage, a link slower than the timeout.
+                if self.timed_out_alive && o.attempts == 1 {
+                    self.raise = self
+                        .io_timeout
+                        .filter(|t| *t < IO_TIMEOUT)
+                        .map(|t| (t * 2).min(IO_TIMEOUT));
+                }
+                Actions::next(Action::Reconfigure)
+            }
             Err(refusal) => {
                 self.status.last_error = refusal.to_string();
                 let text = self.about(&self.status.last_error);
@@ -326,16 +422,28 @@ impl Supervisor {
     }
 
     fn reconnected(&mut self, now: Instant, o: Outage, rss_kib: Option<u64>) -> Actions {
+        self.connected_at = Some(now);
         let stall = now.saturating_duration_since(o.since).as_millis();
         self.phase = Phase::Connected;
         self.status.state = State::Connected;
         self.status.reconnects += 1;
         self.status.last_stall_ms = Some(stall);
         self.status.rss_kib = rss_kib;
-        let text = format!(
+        self.timed_out_alive = false;
+        self.shutdown_logged = false;
+        self.error_logged = false;
+        let mut text = format!(
             "{}: reconnected to {} in {stall} ms",
             self.status.device, self.status.server
         );
+        if let Some(t) = self.raise.take() {
+            self.io_timeout = Some(t);
+            self.status.io_timeout_s = Some(t.as_secs());
+            text.push_str(&format!(
+                "; requests outlasted the I/O timeout on a live connection, so it is now {} s",
+                t.as_secs()
+            ));
+        }
         let mut actions = self.wait(now).publish().log(log::Level::Info, text);
         actions.discard_events = true;
         actions
@@ -416,7 +524,8 @@ mod tests {
         assert_eq!(
             s.status().render(),
             "pid=7\ndevice=/dev/nbd0\nserver=10.0.2.2:10809\nexport=\nstate=connected\n\
-             connections=1\nreconnects=0\nlast_error=\nlast_stall_ms=\nrss_kib=1000\n\
+             connections=1\nreconnects=0\nlast_error=\nlast_stall_ms=\nserver_errors=0\n\
+             io_timeout_s=\nrss_kib=1000\n\
              guards=mlockall=true io_flusher=true oom_score_adj=-1000\n"
         );
     }
@@ -808,5 +917,142 @@ mod tests {
             })
         );
         assert_eq!(s.status().state, State::Connected);
+    }
+
+    #[test]
+    fn server_errors_are_counted_and_a_shutdown_logged_once_per_connection() {
+        let t0 = Instant::now();
+        let mut s = supervisor(Some(FLAGS));
+        let wait = s.start(t0).next;
+        let shut = kmsg::Note::ServerError(kmsg::ESHUTDOWN);
+        let a = s.handle(t0 + ms(1), Event::KernelLog(vec![shut, shut]));
+        let text = "/dev/nbd0: server 10.0.2.2:10809 is shutting down: it refuses requests \
+                    (NBD_ESHUTDOWN), and the kernel fails each one with an I/O error";
+        assert_eq!(
+            a,
+            Actions {
+                log: note(log::Level::Error, text),
+                publish: true,
+                discard_events: false,
+                // The same wait goes on.
+                next: wait,
+            }
+        );
+        let a = s.handle(t0 + ms(2), Event::KernelLog(vec![shut]));
+        assert!(a.log.is_none() && a.publish && a.next == wait);
+        let a = s.handle(
+            t0 + ms(3),
+            Event::KernelLog(vec![kmsg::Note::ServerError(5)]),
+        );
+        assert!(a
+            .log
+            .unwrap()
+            .text
+            .contains("answered a request with error 5"));
+        assert_eq!(s.status().server_errors, 4);
+        assert!(s.status().render().contains("\nserver_errors=4\n"));
+        // A new connection: a new shutdown is news again.
+        assert_eq!(
+            s.handle(t0 + ms(4), Event::LinkDead(vec![0])).next,
+            Action::Connect
+        );
+        let offer = Offer {
+            size: MIB64,
+            flags: FLAGS,
+        };
+        assert_eq!(
+            s.handle(t0 + ms(5), Event::Negotiated(offer)).next,
+            Action::Reconfigure
+        );
+        let _ = s.handle(t0 + ms(6), Event::Reconfigured { rss_kib: None });
+        let a = s.handle(t0 + ms(7), Event::KernelLog(vec![shut]));
+        assert!(a.log.is_some());
+    }
+
+    /// Reconnects after `notes`: with `attempts` failed attempts first.
+    fn reconnect_after(
+        s: &mut Supervisor,
+        t: Instant,
+        notes: Vec<kmsg::Note>,
+        failed: u32,
+    ) -> Actions {
+        let _ = s.handle(t, Event::KernelLog(notes));
+        assert_eq!(s.handle(t, Event::LinkDead(vec![0])).next, Action::Connect);
+        let mut t = t;
+        for _ in 0..failed {
+            let a = s.handle(t, Event::ConnectFailed("refused".into()));
+            t += Duration::from_secs(1);
+            let next = if a.next == Action::CheckDevice {
+                s.handle(t, Event::Device(Device::Configured)).next
+            } else {
+                a.next
+            };
+            if next != Action::Connect {
+                assert_eq!(s.handle(t, Event::Timer).next, Action::Connect);
+            }
+        }
+        let offer = Offer {
+            size: MIB64,
+            flags: FLAGS,
+        };
+        assert_eq!(
+            s.handle(t, Event::Negotiated(offer)).next,
+            Action::Reconfigure
+        );
+        s.handle(t, Event::Reconfigured { rss_kib: None })
+    }
+
+    #[test]
+    fn the_io_timeout_doubles_when_a_live_link_is_slower_than_it() {
+        let t0 = Instant::now();
+        let mut s = supervisor(Some(FLAGS)).with_io_timeout(Duration::from_secs(1));
+        let _ = s.start(t0);
+        assert!(s.status().render().contains("\nio_timeout_s=1\n"));
+        let slow = vec![kmsg::Note::TimedOut { alive: 1 }];
+        // Right after attach (or a reconnect) a timeout is one of a dead connection's.
+        let _ = s.handle(t0 + ms(2400), Event::KernelLog(slow.clone()));
+        let _ = reconnect_after(&mut s, t0 + ms(2400), vec![], 0);
+        assert_eq!(s.status().io_timeout_s, Some(1));
+        let t0 = t0 + ms(2400);
+        // Before RECONFIGURE the raise is pending, and the driver sends it.
+        let t0 = t0 + ms(2600);
+        let _ = s.handle(t0, Event::KernelLog(slow.clone()));
+        assert_eq!(s.handle(t0, Event::LinkDead(vec![0])).next, Action::Connect);
+        let offer = Offer {
+            size: MIB64,
+            flags: FLAGS,
+        };
+        let _ = s.handle(t0, Event::Negotiated(offer));
+        assert_eq!(s.raised_io_timeout(), Some(Duration::from_secs(2)));
+        let a = s.handle(t0, Event::Reconfigured { rss_kib: None });
+        assert!(a.log.unwrap().text.ends_with("so it is now 2 s"));
+        assert_eq!(s.raised_io_timeout(), None);
+        let mut t = t0;
+        for want in [4, 8, 16, 30, 30] {
+            t += Duration::from_secs(40);
+            let _ = reconnect_after(&mut s, t, slow.clone(), 0);
+            assert_eq!(s.status().io_timeout_s, Some(want));
+        }
+    }
+
+    #[test]
+    fn the_io_timeout_stays_after_an_outage_a_dead_connection_or_a_fixed_timeout() {
+        let t0 = Instant::now();
+        let mut s = supervisor(Some(FLAGS)).with_io_timeout(Duration::from_secs(1));
+        let _ = s.start(t0);
+        // The server did not answer at once: an outage, not a slow link.
+        let t = t0 + Duration::from_secs(10);
+        let _ = reconnect_after(&mut s, t, vec![kmsg::Note::TimedOut { alive: 1 }], 2);
+        // The connection was already dead when the request timed out.
+        let t = t + Duration::from_secs(20);
+        let _ = reconnect_after(&mut s, t, vec![kmsg::Note::TimedOut { alive: 0 }], 0);
+        assert_eq!(s.status().io_timeout_s, Some(1));
+        // A timeout the user gave is never changed.
+        let mut s = supervisor(Some(FLAGS));
+        let _ = s.start(t0);
+        let t = t0 + Duration::from_secs(60);
+        let a = reconnect_after(&mut s, t, vec![kmsg::Note::TimedOut { alive: 1 }], 0);
+        assert!(!a.log.unwrap().text.contains("I/O timeout"));
+        assert_eq!(s.status().io_timeout_s, None);
     }
 }

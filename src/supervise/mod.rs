@@ -10,6 +10,7 @@
 mod backoff;
 pub mod config;
 pub mod guard;
+mod kmsg;
 mod machine;
 mod offer;
 pub mod status;
@@ -161,6 +162,9 @@ pub fn run(cfg: Config, ready_fd: Option<i32>) -> Result<(), SuperviseError> {
         connections: cfg.connections,
     };
     let mut sup = Supervisor::new(index, attached, status);
+    if let Some(t) = cfg.io_timeout {
+        sup = sup.with_io_timeout(t);
+    }
     let servers: Vec<Peer> = std::iter::once(cfg.peer.clone())
         .chain(cfg.replicas.iter().cloned())
         .collect();
@@ -171,10 +175,16 @@ pub fn run(cfg: Config, ready_fd: Option<i32>) -> Result<(), SuperviseError> {
             .map(|(i, p)| (p.to_string(), !cfg.down.contains(&i)));
         Board::new(names, replica::epoch_secs())
     });
+    // Opened now: after switch_root the supervisor no longer sees /dev.
+    let kmsg = kmsg::Reader::open(index);
+    if kmsg.is_none() {
+        log::warn!("cannot read /dev/kmsg: the status will not count the server's errors");
+    }
     let mut driver = Driver {
         cfg: &cfg,
         tls,
         events,
+        kmsg,
         rss,
         sockets: Vec::new(),
         servers,
@@ -193,7 +203,7 @@ pub fn run(cfg: Config, ready_fd: Option<i32>) -> Result<(), SuperviseError> {
     let st = sup.status();
     log::info!("supervising {} ({} {})", st.device, st.server, st.guards);
     loop {
-        let Some(event) = driver.execute(actions.next)? else {
+        let Some(event) = driver.execute(actions.next, sup.raised_io_timeout())? else {
             return Ok(());
         };
         if let (Event::Negotiated(_), Some(server)) = (&event, driver.took.take()) {
@@ -210,6 +220,8 @@ struct Driver<'a> {
     cfg: &'a Config,
     tls: Option<crate::tls::Client>,
     events: Events,
+    /// What the kernel logs about the device.
+    kmsg: Option<kmsg::Reader>,
     rss: status::Rss,
     /// Negotiated by the last `Connect`, for the `Reconfigure` that may follow.
     sockets: Vec<Connection>,
@@ -252,19 +264,16 @@ impl Driver<'_> {
     }
 
     /// Carries out `action`; `None` once there is nothing left to do.
-    fn execute(&mut self, action: Action) -> Result<Option<Event>, SuperviseError> {
+    /// Carries out `action`; `None` once there is nothing left to do. A RECONFIGURE sets
+    /// `io_timeout` too, when given.
+    fn execute(
+        &mut self,
+        action: Action,
+        io_timeout: Option<Duration>,
+    ) -> Result<Option<Event>, SuperviseError> {
         let cfg = self.cfg;
         let event = match action {
-            Action::WaitEvents { until } => {
-                let dead = self
-                    .events
-                    .wait(until.saturating_duration_since(Instant::now()))
-                    .map_err(|source| SuperviseError::Kernel {
-                        index: cfg.index,
-                        source,
-                    })?;
-                Event::LinkDead(dead)
-            }
+            Action::WaitEvents { until } => self.wait(until)?,
             Action::CheckDevice => {
                 let device = match kernel::netlink::is_configured(cfg.index) {
                     Ok(Some(true)) => Device::Configured,
@@ -307,8 +316,12 @@ impl Driver<'_> {
             }
             Action::Reconfigure => {
                 let fds: Vec<_> = self.sockets.iter().map(|c| c.stream.as_raw_fd()).collect();
-                let result =
-                    kernel::netlink::reconfigure(cfg.index, &fds, cfg.identifier.as_deref());
+                let result = kernel::netlink::reconfigure(
+                    cfg.index,
+                    &fds,
+                    cfg.identifier.as_deref(),
+                    io_timeout,
+                );
                 // The kernel holds its own references to the sockets it took.
                 self.sockets.clear();
                 match result {
@@ -332,6 +345,41 @@ impl Driver<'_> {
 }
 
 impl Driver<'_> {
+    /// Waits until `until` for the kernel's dead-link events, or for lines the kernel logs
+    /// about the device, whichever comes first.
+    fn wait(&mut self, until: Instant) -> Result<Event, SuperviseError> {
+        let index = self.cfg.index;
+        let err = |source| SuperviseError::Kernel { index, source };
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let Some(kmsg) = &mut self.kmsg else {
+                return self.events.wait(left).map(Event::LinkDead).map_err(err);
+            };
+            let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+            let mut fds = [
+                PollFd::new(self.events.fd(), PollFlags::POLLIN),
+                PollFd::new(kmsg.as_fd(), PollFlags::POLLIN),
+            ];
+            let ready = poll(&mut fds, timeout).unwrap_or(0);
+            let logged = fds[1].any().unwrap_or(false);
+            let announced = fds[0].any().unwrap_or(false);
+            if logged {
+                let notes = kmsg.drain();
+                if !notes.is_empty() {
+                    return Ok(Event::KernelLog(notes));
+                }
+            }
+            // Other lines of the log are no news: wait on, unless the time is up.
+            if announced || ready == 0 || left.is_zero() {
+                return self
+                    .events
+                    .wait(Duration::ZERO)
+                    .map(Event::LinkDead)
+                    .map_err(err);
+            }
+        }
+    }
+
     fn record(&mut self, server: usize, answered: bool) {
         if let Some(b) = &mut self.board {
             if b.record(server, answered, replica::epoch_secs()) {

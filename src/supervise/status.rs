@@ -45,6 +45,11 @@ pub struct Status {
     pub last_error: String,
     /// How long the last reconnect took, from the dead-link event to RECONFIGURE.
     pub last_stall_ms: Option<u128>,
+    /// Requests the server answered with an error (the kernel failed them with an I/O
+    /// error), as the kernel's log tells.
+    pub server_errors: u64,
+    /// The kernel I/O timeout, when the supervisor manages it.
+    pub io_timeout_s: Option<u64>,
     pub rss_kib: Option<u64>,
     pub guards: String,
     /// With replicas: one `server.N=<addr> <state> since=<epoch secs>` line per server
@@ -69,6 +74,12 @@ impl Status {
             self.last_stall_ms
                 .map(|v| v.to_string())
                 .unwrap_or_default()
+        );
+        let _ = writeln!(s, "server_errors={}", self.server_errors);
+        let _ = writeln!(
+            s,
+            "io_timeout_s={}",
+            self.io_timeout_s.map(|v| v.to_string()).unwrap_or_default()
         );
         let _ = writeln!(
             s,
@@ -163,6 +174,8 @@ mod tests {
             reconnects: 3,
             last_error: "a\nb".into(),
             last_stall_ms: Some(250),
+            server_errors: 16,
+            io_timeout_s: Some(4),
             rss_kib: None,
             guards: "mlockall=false io_flusher=true oom_score_adj=unchanged".into(),
             servers: String::new(),
@@ -171,7 +184,7 @@ mod tests {
             st.render(),
             "pid=42\ndevice=/dev/nbd1\nserver=unix:/run/nbd.sock\nexport=swap\n\
              state=reconnecting\nconnections=2\nreconnects=3\nlast_error=a b\n\
-             last_stall_ms=250\nrss_kib=\n\
+             last_stall_ms=250\nserver_errors=16\nio_timeout_s=4\nrss_kib=\n\
              guards=mlockall=false io_flusher=true oom_score_adj=unchanged\n"
         );
         let states = [State::Connected, State::Reconnecting, State::Gone].map(State::as_str);
