@@ -200,6 +200,34 @@ pub fn debugfs_cat(img: &Path, path: &str) -> Result<Vec<u8>> {
     Ok(out.stdout)
 }
 
+/// The md5 of `bytes` in hex, as a guest's `md5sum` prints it: what a test compares with the
+/// sums the guest reported for files it wrote.
+pub fn md5_hex(bytes: &[u8]) -> Result<String> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let step = "hash with md5sum";
+    let mut child = Command::new("md5sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .step(|| step)?;
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| Error::unexpected(step, "no stdin"))?;
+    stdin.write_all(bytes).step(|| step)?;
+    drop(stdin);
+    let out = child.wait_with_output().step(|| step)?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    match text.split_whitespace().next() {
+        Some(sum) if out.status.success() => Ok(sum.to_string()),
+        _ => Err(Error::unexpected(
+            step,
+            format!("{} printed {text:?}", out.status),
+        )),
+    }
+}
+
 /// Checks `img` with `e2fsck -fn` (forced, read-only); anything but a clean result is an error.
 pub fn e2fsck_clean(img: &Path) -> Result<()> {
     let mut cmd = Command::new("e2fsck");

@@ -35,7 +35,7 @@ use std::sync::OnceLock;
 
 pub use error::{Error, Result};
 pub use floor::floor_initramfs;
-pub use image::{debugfs_cat, e2fsck_clean, ext4_from_dir, probe_root, RootFs, RootImage};
+pub use image::{debugfs_cat, e2fsck_clean, ext4_from_dir, md5_hex, probe_root, RootFs, RootImage};
 pub use kernel::{debian_cloud_kernel, Kernel};
 pub use scratch::Scratch;
 pub use server::{free_port, nbd_server, nbd_server_in, nbdkit, qemu_nbd, NbdServer};

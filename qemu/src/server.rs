@@ -130,9 +130,7 @@ impl NbdServer {
         let netns = Some((ns.to_string(), addr.to_string()));
         NbdServer::start(argv, log, Listen::Template, netns)
     }
-}
 
-impl NbdServer {
     fn start(
         argv: Vec<String>,
         log: PathBuf,

@@ -13,7 +13,8 @@ use nbdroot_qemu::luks_lvm::{self, Layout};
 use nbdroot_qemu::netns::NetNs;
 use nbdroot_qemu::sysroot::debian_systemd_root_copy;
 use nbdroot_qemu::{
-    debugfs_cat, e2fsck_clean, nbd_server, nbd_server_in, nbdroot_binary, run, scratch, RootFs,
+    debugfs_cat, e2fsck_clean, md5_hex, nbd_server, nbd_server_in, nbdroot_binary, run, scratch,
+    RootFs,
 };
 
 const ITD: &str = "/usr/share/initramfs-tools";
@@ -211,23 +212,6 @@ const NBDTAB: &str = "# device host export options\nnbd1 10.0.2.100 data\n";
 /// The second export's filesystem, mounted once the network is up.
 const FSTAB: &str = "/dev/nbd1 /mnt/data ext4 _netdev 0 2\n";
 
-/// md5 of `bytes` in hex, as the guest's md5sum prints it.
-fn md5_hex(bytes: &[u8]) -> String {
-    use std::io::Write;
-    let mut child = Command::new("md5sum")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("run md5sum");
-    child.stdin.take().unwrap().write_all(bytes).unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
-
 /// One boot of the flagship: the system comes up fully, `nbdroot status` shows the root and
 /// nbd1 connected, nbd1 is mounted from fstab, the writes survive a server restart when
 /// `restart` (the data is on the server's images), and the guest powers off cleanly.
@@ -388,7 +372,11 @@ fn flagship_boot(
             None => (&img, file.to_string()),
         };
         let bytes = debugfs_cat(image, &path).unwrap();
-        assert_eq!(md5_hex(&bytes), sum, "{form}: {file} on the server");
+        assert_eq!(
+            md5_hex(&bytes).expect("md5"),
+            sum,
+            "{form}: {file} on the server"
+        );
     }
     let wrote = debugfs_cat(&data_img, "/guest-wrote").unwrap();
     assert_eq!(

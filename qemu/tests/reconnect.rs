@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use nbdroot_qemu::scenario;
 use nbdroot_qemu::{
-    boot_kit, debugfs_cat, e2fsck_clean, qemu_nbd, run, NbdServer, RootFs, VmConfig, VmOutcome,
+    boot_kit, debugfs_cat, e2fsck_clean, md5_hex, qemu_nbd, run, NbdServer, RootFs, VmConfig,
+    VmOutcome,
 };
 
 const IP: &str = "ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off";
@@ -157,17 +158,7 @@ fn server_restart_during_fsynced_writes_loses_nothing() {
     for (file, sum) in &sums {
         let data = debugfs_cat(&img, file).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(data.len(), 128 * 1024, "{file}");
-        let host = std::process::Command::new("md5sum")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                c.stdin.take().unwrap().write_all(&data)?;
-                c.wait_with_output()
-            })
-            .unwrap();
-        let host = String::from_utf8_lossy(&host.stdout);
+        let host = md5_hex(&data).expect("md5");
         assert!(
             host.starts_with(sum.as_str()),
             "{file}: guest {sum}, server {host}"

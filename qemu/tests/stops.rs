@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use nbdroot_qemu::netns::NetNs;
 use nbdroot_qemu::scenario::wait_for;
-use nbdroot_qemu::{boot_kit, debugfs_cat, e2fsck_clean, run, NbdServer, RootFs, VmConfig};
+use nbdroot_qemu::{
+    boot_kit, debugfs_cat, e2fsck_clean, md5_hex, run, NbdServer, RootFs, VmConfig,
+};
 
 const ADDR: &str = "10.77.0.1";
 const IP: &str = "ip=10.77.0.2::10.77.0.1:255.255.255.0::eth0:off";
@@ -102,16 +104,13 @@ struct Cost {
     outage: f64,
 }
 
-/// One server kind: how it is started in the namespace.
-struct Kind {
-    name: &'static str,
-    start: fn(&NetNs, &Path) -> NbdServer,
-}
+/// Starts a server in the namespace, serving an image as the export "root".
+type Start = fn(&NetNs, &Path) -> NbdServer;
 
-fn from_argv(ns: &NetNs, img: &Path, argv: Vec<String>) -> NbdServer {
+/// `argv` (with `@ADDR@` and `@PORT@`) in the namespace; its log beside the image.
+fn serve(ns: &NetNs, img: &Path, argv: &[&str]) -> NbdServer {
     let log = img.with_extension(format!("{}.log", argv[0]));
-    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    NbdServer::in_netns(&ns.name, ADDR, &argv, log).expect("start the server")
+    NbdServer::in_netns(&ns.name, ADDR, argv, log).expect("start the server")
 }
 
 fn nbd_server(ns: &NetNs, img: &Path) -> NbdServer {
@@ -119,46 +118,53 @@ fn nbd_server(ns: &NetNs, img: &Path) -> NbdServer {
 }
 
 fn qemu_nbd(ns: &NetNs, img: &Path) -> NbdServer {
-    from_argv(ns, img, qemu_nbd_argv(img))
-}
-
-fn qemu_nbd_argv(img: &Path) -> Vec<String> {
-    let img = img.display();
-    format!("qemu-nbd -f raw --persistent --shared=0 -x root -b @ADDR@ -p @PORT@ {img}")
-        .split(' ')
-        .map(String::from)
-        .collect()
+    let file = img.display().to_string();
+    let argv = [
+        "qemu-nbd",
+        "-f",
+        "raw",
+        "--persistent",
+        "--shared=0",
+        "-x",
+        "root",
+        "-b",
+        "@ADDR@",
+        "-p",
+        "@PORT@",
+        &file,
+    ];
+    serve(ns, img, &argv)
 }
 
 fn nbdkit(ns: &NetNs, img: &Path) -> NbdServer {
-    from_argv(ns, img, nbdkit_argv(img))
-}
-
-fn nbdkit_argv(img: &Path) -> Vec<String> {
-    let img = img.display();
-    format!("nbdkit --foreground -i @ADDR@ -p @PORT@ file {img}")
-        .split(' ')
-        .map(String::from)
-        .collect()
+    let file = img.display().to_string();
+    let argv = [
+        "nbdkit",
+        "--foreground",
+        "-i",
+        "@ADDR@",
+        "-p",
+        "@PORT@",
+        "file",
+        &file,
+    ];
+    serve(ns, img, &argv)
 }
 
 fn qsd(ns: &NetNs, img: &Path) -> NbdServer {
-    from_argv(ns, img, qsd_argv(img))
-}
-
-fn qsd_argv(img: &Path) -> Vec<String> {
-    let img = img.display();
-    vec![
-        "qemu-storage-daemon".into(),
-        "--blockdev".into(),
-        format!("driver=file,node-name=f,filename={img}"),
-        "--blockdev".into(),
-        "driver=raw,node-name=r,file=f".into(),
-        "--nbd-server".into(),
-        "addr.type=inet,addr.host=@ADDR@,addr.port=@PORT@".into(),
-        "--export".into(),
-        "type=nbd,id=e,node-name=r,name=root,writable=on".into(),
-    ]
+    let file = format!("driver=file,node-name=f,filename={}", img.display());
+    let argv = [
+        "qemu-storage-daemon",
+        "--blockdev",
+        &file,
+        "--blockdev",
+        "driver=raw,node-name=r,file=f",
+        "--nbd-server",
+        "addr.type=inet,addr.host=@ADDR@,addr.port=@PORT@",
+        "--export",
+        "type=nbd,id=e,node-name=r,name=root,writable=on",
+    ];
+    serve(ns, img, &argv)
 }
 
 /// The guest's console split at each stop, the costs counted per part.
@@ -202,35 +208,35 @@ fn costs(log: &str, marks: &[(String, usize, f64)]) -> Vec<Cost> {
     out
 }
 
-/// Boots from the server `kind` starts, runs `ways` one after another once the guest reads
-/// and writes, and returns the console log and each way's cost. `append` is added to the
-/// command line.
+/// Boots from the server `start` starts (`name` names the scratch directory), runs `ways` one
+/// after another once the guest reads (and, with `write`, writes), and returns the console log,
+/// each way's cost, the image and its directory.
 fn run_stops(
     write: bool,
-    kind: &Kind,
+    name: &str,
+    start: Start,
     ways: &[Way],
-    append: &str,
 ) -> (String, Vec<Cost>, PathBuf, nbdroot_qemu::Scratch) {
-    let dir = scratch(kind.name);
+    let dir = scratch(name);
     let mut root = RootFs::new(dir.join("root")).expect("stage root");
     root.add_nbdroot().expect("add nbdroot");
     let data: Vec<u8> = (0..REF_MIB << 20)
         .map(|i| (i * 7 + i / 4096) as u8)
         .collect();
     root.add_file("ref", &data, 0o644).expect("ref file");
-    let want = md5(&data);
+    let want = md5_hex(&data).expect("md5");
     root.add_probe_step(&guest_script(&want, write));
     let img = dir.join("root.ext4");
     root.build_ext4(&img, 96, None).expect("mkfs.ext4");
 
-    let mut ns = NetNs::new(&format!("stop-{}", kind.name)).expect("network namespace");
-    let mut server = (kind.start)(&ns, &img);
+    let mut ns = NetNs::new(&format!("stop-{name}")).expect("network namespace");
+    let mut server = start(&ns, &img);
 
     let kit = boot_kit();
     let mut cfg = VmConfig::new(&kit.kernel.vmlinuz, &kit.initrd);
     cfg.netns = Some(ns.name.clone());
     let mode = if write { "rw" } else { "ro" };
-    cfg.append = format!("root=nbd:{ADDR}:root {IP} {mode} rd.nbdroot.dead_timeout=60 {append}");
+    cfg.append = format!("root=nbd:{ADDR}:root {IP} {mode} rd.nbdroot.dead_timeout=60");
     cfg.deadline = Duration::from_secs(900);
     let console = dir.join("console.log");
     let _ = fs::remove_file(&console);
@@ -305,18 +311,6 @@ fn rounds(console: &Path) -> usize {
     fs::read_to_string(console).map_or(0, |l| l.matches("NBDT round").count())
 }
 
-fn md5(data: &[u8]) -> String {
-    use std::io::Write;
-    let mut c = std::process::Command::new("md5sum")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("md5sum");
-    c.stdin.take().unwrap().write_all(data).unwrap();
-    let out = c.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout)[..32].to_string()
-}
-
 /// Every file the guest fsync'd is on the server as the guest wrote it.
 fn lost_writes(log: &str, img: &Path) -> Vec<String> {
     let mut lost = Vec::new();
@@ -329,7 +323,7 @@ fn lost_writes(log: &str, img: &Path) -> Vec<String> {
             continue;
         };
         match debugfs_cat(img, file) {
-            Ok(data) if md5(&data) == sum => {}
+            Ok(data) if md5_hex(&data).is_ok_and(|m| m == sum) => {}
             _ => lost.push(file.to_string()),
         }
     }
@@ -362,10 +356,10 @@ const NBDKIT: [Way; 2] = [
 /// Boots from `kind`, runs `ways`, prints the table rows; checks that no fsync'd write was
 /// lost, that the filesystem is clean and that every way in `clean` cost no I/O error, no
 /// wrong read and no failed write. Returns the costs and the console log.
-fn measure(kind: Kind, ways: &[Way], clean: &[Way]) -> (Vec<Cost>, String) {
-    let (log, costs, img, _dir) = run_stops(true, &kind, ways, "");
+fn measure(name: &str, start: Start, ways: &[Way], clean: &[Way]) -> (Vec<Cost>, String) {
+    let (log, costs, img, _dir) = run_stops(true, name, start, ways);
     let lost = lost_writes(&log, &img);
-    report(kind.name, &costs, &lost);
+    report(name, &costs, &lost);
     assert!(lost.is_empty(), "fsync'd files lost or changed: {lost:?}");
     e2fsck_clean(&img).expect("clean filesystem");
     for c in costs
@@ -375,7 +369,7 @@ fn measure(kind: Kind, ways: &[Way], clean: &[Way]) -> (Vec<Cost>, String) {
         assert!(
             c.kernel_errors + c.io_errors + c.wrong_reads + c.failed_writes == 0,
             "{}, {}: {c:?}\n{log}",
-            kind.name,
+            name,
             c.way
         );
     }
@@ -396,40 +390,24 @@ fn status<'a>(log: &'a str, key: &str) -> &'a str {
 
 #[test]
 fn qemu_nbd_every_stop_costs_nothing() {
-    let kind = Kind {
-        name: "qemu-nbd",
-        start: qemu_nbd,
-    };
-    let (_, log) = measure(kind, &ALL, &ALL);
+    let (_, log) = measure("qemu-nbd", qemu_nbd, &ALL, &ALL);
     assert_eq!(status(&log, "server_errors"), "0");
 }
 
 #[test]
 fn qemu_storage_daemon_every_stop_costs_nothing() {
-    let kind = Kind {
-        name: "qemu-storage-daemon",
-        start: qsd,
-    };
-    measure(kind, &ALL, &ALL);
+    measure("qemu-storage-daemon", qsd, &ALL, &ALL);
 }
 
 #[test]
 fn nbd_server_every_stop_costs_nothing() {
-    let kind = Kind {
-        name: "nbd-server",
-        start: nbd_server,
-    };
-    measure(kind, &ALL, &ALL);
+    measure("nbd-server", nbd_server, &ALL, &ALL);
 }
 
 /// nbdkit stopped by SIGKILL (docs/servers.md's stop for it) costs nothing.
 #[test]
 fn nbdkit_killed_costs_nothing() {
-    let kind = Kind {
-        name: "nbdkit",
-        start: nbdkit,
-    };
-    measure(kind, &NBDKIT, &NBDKIT);
+    measure("nbdkit", nbdkit, &NBDKIT, &NBDKIT);
 }
 
 /// nbdkit's orderly stop (SIGTERM, SIGINT) refuses the requests it is reading with
@@ -437,13 +415,9 @@ fn nbdkit_killed_costs_nothing() {
 /// counts them. (A read-only root: failed writes would abort the journal and end the test.)
 #[test]
 fn nbdkit_orderly_stop_fails_requests_and_is_named() {
-    let kind = Kind {
-        name: "nbdkit-orderly",
-        start: nbdkit,
-    };
     let ways = [Way::Signal("-TERM"), Way::Signal("-INT")];
-    let (log, costs, _img, _dir) = run_stops(false, &kind, &ways, "");
-    report(kind.name, &costs, &[]);
+    let (log, costs, _img, _dir) = run_stops(false, "nbdkit-orderly", nbdkit, &ways);
+    report("nbdkit-orderly", &costs, &[]);
     let orderly: usize = costs.iter().map(|c| c.kernel_errors).sum();
     let errors: usize = status(&log, "server_errors").parse().expect("a count");
     // The count covers what the kernel logged (the console may drop lines under load).

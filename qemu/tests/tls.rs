@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use nbdroot_qemu::{boot_kit, debugfs_cat, nbdkit, run, scenario, RootFs, VmConfig, VmOutcome};
+use nbdroot_qemu::{
+    boot_kit, debugfs_cat, md5_hex, nbdkit, run, scenario, RootFs, VmConfig, VmOutcome,
+};
 
 const IP: &str = "ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off";
 /// Written by the guest into the root, and read by it from the root: neither may cross the
@@ -462,14 +464,7 @@ fn assert_writes_survived(out: &VmOutcome, img: &Path) {
     for line in sums {
         let (sum, file) = line.split_once(' ').unwrap();
         let data = debugfs_cat(img, file.trim()).unwrap_or_else(|e| panic!("{file}: {e}"));
-        let mut md5 = Command::new("md5sum")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        md5.stdin.take().unwrap().write_all(&data).unwrap();
-        let host = md5.wait_with_output().unwrap();
-        let host = String::from_utf8_lossy(&host.stdout);
+        let host = md5_hex(&data).expect("md5");
         assert!(host.starts_with(sum), "{file}: guest {sum}, server {host}");
     }
 }
