@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use nix::sys::socket::{setsockopt, sockopt};
 
 use crate::address::{self, Endpoint, Host, TargetError};
+use crate::dial;
 use crate::proto::consts::TFLAG_CAN_MULTI_CONN;
 use crate::proto::{self, Export, HandshakeError, TlsStarted};
 use crate::settings::{ConnectPolicy, SocketOptions, FIRST_BACKOFF, MAX_BACKOFF};
@@ -252,7 +253,7 @@ fn tune(s: &TcpStream, peer: &Peer, o: &SocketOptions) -> Result<(), ConnectErro
 fn dial(peer: &Peer, timeout: Duration, opts: &SocketOptions) -> Result<Stream, AttemptError> {
     let stream = match peer {
         Peer::Tcp(addr) => {
-            let s = TcpStream::connect_timeout(addr, timeout).map_err(AttemptError::Connect)?;
+            let s = dial::tcp(addr, timeout, dial::STAGGER).map_err(AttemptError::Connect)?;
             tune(&s, peer, opts).map_err(AttemptError::Fatal)?;
             Stream::Tcp(s)
         }

@@ -48,6 +48,7 @@ pub mod swap;
 
 pub mod address;
 pub mod blkid;
+pub mod dial;
 pub mod logger;
 pub mod modules;
 pub mod netlink;

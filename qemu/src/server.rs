@@ -228,6 +228,11 @@ impl NbdServer {
         self.signal("-STOP");
     }
 
+    /// Lets a frozen server go on (SIGCONT): it answers what it holds.
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
     /// Sends `signal` (`kill`'s form) to the server: its process, or a daemon's whole group,
     /// since the per-client children hold the connections.
     fn signal(&self, signal: &str) {

@@ -294,3 +294,45 @@ fn nbd_client_persist_loses_the_root_on_the_same_restart() {
     eprintln!("nbd-client -persist across a 3 s restart: {errors} of {} writes failed, {readable} files readable", scenario::FILES);
     assert!(errors > 0, "nbd-client -persist saw no error:\n{out}");
 }
+
+/// The server stops answering for 2.5 s on a live connection (a link slower than the 1 s I/O
+/// timeout looks the same to the kernel): the kernel gives up on the requests and drops the
+/// connection, the server answers the reconnect at once, so the supervisor doubles the
+/// timeout, and the kernel's own setting shows it. Nothing fails meanwhile.
+#[test]
+fn a_server_slower_than_the_io_timeout_doubles_it() {
+    let script = r#"echo "NBDT io_timeout_before=$($bb cat /sys/block/nbd0/queue/io_timeout)"
+echo "NBDT-STREAMING"
+t0=$(cs); errors=0
+while [ $(( $(cs) - t0 )) -lt 1200 ]; do
+  $bb dd if=/dev/zero of=/stream bs=64k count=16 oflag=direct conv=notrunc 2>/dev/null || errors=$((errors+1))
+done
+echo "NBDT errors=$errors"
+echo "NBDT io_timeout_after=$($bb cat /sys/block/nbd0/queue/io_timeout)"
+/bin/nbdroot status | while read -r l; do echo "NBDT-AFTER $l"; done"#;
+    let (_dir, img) = image("slow", script);
+    let out = boot_with(&img, "", |log, server| {
+        assert!(
+            scenario::wait_for(log, "NBDT-STREAMING", Duration::from_secs(120)),
+            "the guest never started"
+        );
+        // Past the attach's first seconds, where a timeout may still be an old request's.
+        std::thread::sleep(Duration::from_secs(4));
+        server.freeze();
+        std::thread::sleep(Duration::from_millis(2500));
+        server.thaw();
+    });
+    assert_eq!(value(&out, "io_timeout_before"), "1000", "{out}");
+    assert_eq!(value(&out, "errors"), "0", "{out}");
+    assert!(!out.contains("I/O error"), "{out}");
+    assert!(
+        out.contains("requests outlasted the I/O timeout on a live connection, so it is now 2 s"),
+        "{out}"
+    );
+    assert_eq!(value(&out, "io_timeout_after"), "2000", "{out}");
+    let after = out.lines_with("NBDT-AFTER ");
+    assert!(
+        after.iter().any(|l| l.trim() == "io_timeout_s=2"),
+        "{after:?}"
+    );
+}
