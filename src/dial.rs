@@ -18,6 +18,9 @@ use nix::sys::socket::{
 
 /// How long a SYN goes unanswered before another one follows on a new socket.
 pub const STAGGER: Duration = Duration::from_millis(500);
+/// The most sockets pending at once: past it the oldest is closed for the new one (a path
+/// whose round trip is longer than this many intervals is not one to boot from).
+const MAX_PENDING: usize = 8;
 
 /// Connects to `addr` within `timeout`, a new socket every `stagger` until one connects. The
 /// first answer decides: a connection (the others are closed), or an error such as a refusal.
@@ -35,6 +38,9 @@ pub fn tcp(addr: &SocketAddr, timeout: Duration, stagger: Duration) -> io::Resul
             match start(addr)? {
                 Started::Connected(fd) => return into_stream(fd),
                 Started::Pending(fd) => pending.push(fd),
+            }
+            if pending.len() > MAX_PENDING {
+                pending.remove(0);
             }
         }
         let wait = next.min(deadline).saturating_duration_since(now);
@@ -131,6 +137,34 @@ mod tests {
             started.elapsed() < Duration::from_secs(3),
             "{:?}",
             started.elapsed()
+        );
+        // A new SYN every 10 ms for 0.3 s: never more than MAX_PENDING of them at once.
+        let port = format!(":{:04X} ", addr.port());
+        let watch = std::thread::spawn(move || {
+            let syn_sent = || {
+                let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+                // Columns: sl, local, remote, state (02 is SYN_SENT).
+                table
+                    .lines()
+                    .filter(|l| {
+                        let f: Vec<&str> = l.split_whitespace().collect();
+                        f.len() > 3 && f[2].ends_with(port.trim_end()) && f[3] == "02"
+                    })
+                    .count()
+            };
+            (0..60)
+                .map(|_| {
+                    std::thread::sleep(Duration::from_millis(5));
+                    syn_sent()
+                })
+                .max()
+                .unwrap_or(0)
+        });
+        let _ = tcp(&addr, Duration::from_millis(300), Duration::from_millis(10));
+        let most = watch.join().unwrap();
+        assert!(
+            (2..=MAX_PENDING).contains(&most),
+            "{most} SYNs pending at once"
         );
     }
 }
