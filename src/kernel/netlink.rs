@@ -248,6 +248,9 @@ pub fn reconfigure(
     Ok(())
 }
 
+/// The most queued events one wait reads after the first.
+const MAX_QUEUED_EVENTS: usize = 64;
+
 /// The driver's multicast events: it announces each connection it marks dead.
 #[derive(Debug)]
 pub struct Events {
@@ -282,16 +285,27 @@ impl Events {
         self.sock.fd()
     }
 
-    /// Waits up to `timeout`; returns the device indexes announced dead.
+    /// Waits up to `timeout`; returns the device indexes announced dead, by every event
+    /// queued by then (each is a datagram of its own: one failure of several connections is
+    /// one answer, not one per connection).
     pub fn wait(&mut self, timeout: Duration) -> Result<Vec<u32>, KernelError> {
-        let msgs = self
-            .sock
-            .receive(timeout)
-            .map_err(|source| KernelError::Netlink {
-                step: "receiving nbd events",
-                source,
-            })?;
-        Ok(dead_links(&msgs, self.family))
+        let err = |source| KernelError::Netlink {
+            step: "receiving nbd events",
+            source,
+        };
+        let mut msgs = self.sock.receive(timeout).map_err(err)?;
+        // Bounded: a device whose links die without end must not keep this from returning.
+        for _ in 0..MAX_QUEUED_EVENTS {
+            let more = self.sock.receive(Duration::ZERO).map_err(err)?;
+            if msgs.is_empty() || more.is_empty() {
+                break;
+            }
+            msgs.extend(more);
+        }
+        let mut dead = dead_links(&msgs, self.family);
+        dead.sort_unstable();
+        dead.dedup();
+        Ok(dead)
     }
 }
 

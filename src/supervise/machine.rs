@@ -94,9 +94,6 @@ pub struct Actions {
     pub log: Option<Note>,
     /// The status changed: write it.
     pub publish: bool,
-    /// Read and drop the kernel events already queued: the other sockets of the failure
-    /// just repaired announce their death too.
-    pub discard_events: bool,
     /// Sockets negotiated by a [`Action::Connect`] not followed by a [`Action::Reconfigure`]
     /// are closed before this.
     pub next: Action,
@@ -107,7 +104,6 @@ impl Actions {
         Actions {
             log: None,
             publish: false,
-            discard_events: false,
             next,
         }
     }
@@ -183,6 +179,10 @@ pub struct Supervisor {
     timed_out_alive: bool,
     /// When the device's connections were last all live (attach, or the last reconnect).
     connected_at: Option<Instant>,
+    /// A reconnect was just handed over: dead links the kernel announced meanwhile may be the
+    /// other sockets of the same failure, or the new socket dying already; one more round
+    /// (a RECONFIGURE with no dead slot left takes nothing) makes sure none stays dead.
+    confirming: bool,
     /// Since the last reconnect, the server's shutdown, or another error it answered, was
     /// logged: once per connection is enough.
     shutdown_logged: bool,
@@ -205,6 +205,7 @@ impl Supervisor {
             raise: None,
             timed_out_alive: false,
             connected_at: None,
+            confirming: false,
             shutdown_logged: false,
             error_logged: false,
         }
@@ -252,8 +253,22 @@ impl Supervisor {
             );
             return Actions::next(self.last);
         }
+        let confirming = match event {
+            Event::LinkDead(_) => std::mem::take(&mut self.confirming),
+            _ => false,
+        };
         let actions = match (self.phase, event) {
             (_, Event::KernelLog(notes)) => self.noted(now, &notes),
+            (Phase::Connected, Event::LinkDead(dead))
+                if confirming && dead.contains(&self.index) =>
+            {
+                let text = format!(
+                    "{}: the kernel announced dead connections while the reconnect was handed over; reconnecting again so that none is left",
+                    self.status.device
+                );
+                self.lost(now).log(log::Level::Info, text)
+            }
+            (Phase::Connected, Event::LinkDead(_)) if confirming => self.wait(now),
             (Phase::Connected, Event::LinkDead(dead)) if dead.contains(&self.index) => {
                 self.lost(now)
             }
@@ -444,9 +459,10 @@ impl Supervisor {
                 t.as_secs()
             ));
         }
-        let mut actions = self.wait(now).publish().log(log::Level::Info, text);
-        actions.discard_events = true;
-        actions
+        self.confirming = true;
+        Actions::next(Action::WaitEvents { until: now })
+            .publish()
+            .log(log::Level::Info, text)
     }
 
     /// Someone disconnected the device: the expected end, not an error.
@@ -514,7 +530,7 @@ mod tests {
         let t0 = Instant::now();
         let mut s = supervisor(None);
         let a = s.start(t0);
-        assert!(a.publish && a.log.is_none() && !a.discard_events);
+        assert!(a.publish && a.log.is_none());
         assert_eq!(
             a.next,
             Action::WaitEvents {
@@ -715,7 +731,6 @@ mod tests {
             Actions {
                 log: note(log::Level::Error, &format!("/dev/nbd0: {refusal}")),
                 publish: true,
-                discard_events: false,
                 next: Action::Sleep { until: t0 + ms(53) },
             }
         );
@@ -769,10 +784,8 @@ mod tests {
                     "/dev/nbd0: reconnected to 10.0.2.2:10809 in 420 ms"
                 ),
                 publish: true,
-                discard_events: true,
-                next: Action::WaitEvents {
-                    until: t + ms(5000)
-                },
+                // What the kernel announced meanwhile, without waiting.
+                next: Action::WaitEvents { until: t },
             }
         );
         let st = s.status();
@@ -843,7 +856,6 @@ mod tests {
             Actions {
                 log: note(log::Level::Warn, &format!("/dev/nbd0: {message}")),
                 publish: false,
-                discard_events: false,
                 next: Action::Sleep { until: t0 + ms(55) },
             }
         );
@@ -933,7 +945,6 @@ mod tests {
             Actions {
                 log: note(log::Level::Error, text),
                 publish: true,
-                discard_events: false,
                 // The same wait goes on.
                 next: wait,
             }
@@ -1054,5 +1065,40 @@ mod tests {
         let a = reconnect_after(&mut s, t, vec![kmsg::Note::TimedOut { alive: 1 }], 0);
         assert!(!a.log.unwrap().text.contains("I/O timeout"));
         assert_eq!(s.status().io_timeout_s, None);
+    }
+
+    /// After a reconnect the kernel's queued events are read at once: a death announced while
+    /// the sockets were handed over (the new socket's, or the other sockets' of the same
+    /// failure) gets one more round, so that no connection is left dead; none, and the usual
+    /// wait follows.
+    #[test]
+    fn a_death_during_the_hand_over_gets_one_more_round() {
+        let t0 = Instant::now();
+        let mut s = reconnecting(t0);
+        let offer = Offer {
+            size: MIB64,
+            flags: FLAGS,
+        };
+        let _ = s.handle(t0 + ms(10), Event::Negotiated(offer));
+        let a = s.handle(t0 + ms(20), Event::Reconfigured { rss_kib: None });
+        assert_eq!(a.next, Action::WaitEvents { until: t0 + ms(20) });
+        let a = s.handle(t0 + ms(20), Event::LinkDead(vec![0]));
+        assert_eq!(a.next, Action::Connect);
+        assert_eq!(a.log.unwrap().level, log::Level::Info);
+        assert_eq!(s.status().state, State::Reconnecting);
+        let _ = s.handle(t0 + ms(30), Event::Negotiated(offer));
+        let a = s.handle(t0 + ms(40), Event::Reconfigured { rss_kib: None });
+        assert_eq!(a.next, Action::WaitEvents { until: t0 + ms(40) });
+        // Nothing queued this time: the usual wait, not a look at the device.
+        let a = s.handle(t0 + ms(40), Event::LinkDead(vec![]));
+        assert_eq!(
+            a.next,
+            Action::WaitEvents {
+                until: t0 + ms(5040)
+            }
+        );
+        // Later deaths are news again.
+        let a = s.handle(t0 + ms(9000), Event::LinkDead(vec![0]));
+        assert_eq!(a.log.unwrap().level, log::Level::Warn);
     }
 }

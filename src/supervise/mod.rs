@@ -253,9 +253,6 @@ impl Driver<'_> {
                 }
             }
         }
-        if actions.discard_events {
-            let _ = self.events.wait(Duration::ZERO);
-        }
         // Refused or not wanted: close them before anything else, the next attempt included
         // (a server may take one client at a time).
         if actions.next != Action::Reconfigure {
